@@ -1,0 +1,10 @@
+DROP TABLE audit_log;
+DROP TABLE messages;
+DROP TABLE conversations;
+DROP TABLE customers;
+DROP TABLE channel_accounts;
+DROP TABLE bots;
+DROP TABLE memberships;
+DROP TABLE users;
+DROP TABLE workspaces;
+DROP TABLE instance_meta;

@@ -1,0 +1,729 @@
+//! Bot files: `config/bots/*.toml`, each declaring one bot and its channels.
+//!
+//! Every command that opens the database applies them (after migrations), so
+//! the database always reflects the files. All files are read, validated and
+//! their secrets resolved before anything is written: a bad file stops the
+//! command with one line naming the file and the key, and changes nothing.
+//!
+//! Secrets are written inline or as `env:VAR_NAME`; they are sealed with the
+//! master key before they reach the database and never logged. Changes are
+//! recorded in the audit log (without secrets). Accounts a file no longer
+//! declares are disabled, not deleted, so their history stays.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use channels::ChannelKind;
+use knowledge::Language;
+use serde::Deserialize;
+
+use crate::crypto::{MasterKey, Secret};
+use crate::db::{Db, DbError};
+use crate::models::audit::{ActorKind, Audit};
+use crate::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
+use crate::models::channel_account::{
+    AccountSpec, ChannelAccount, Credentials, UpsertAccountError,
+};
+use crate::models::workspace::Workspace;
+
+/// A bot file as written.
+#[derive(Debug, Deserialize)]
+struct BotFile {
+    workspace: String,
+    name: String,
+    system_prompt: String,
+    #[serde(default = "default_language")]
+    language: String,
+    #[serde(default)]
+    knowledge: Vec<String>,
+    #[serde(default)]
+    handoff: HandoffFile,
+    #[serde(default)]
+    llm: BotLlm,
+    #[serde(default)]
+    channels: Vec<ChannelFile>,
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+
+#[derive(Debug, Deserialize)]
+struct HandoffFile {
+    #[serde(default = "default_min_confidence")]
+    min_confidence: f64,
+    #[serde(default = "default_on_unknown")]
+    on_unknown: HandoffPolicy,
+    #[serde(default = "default_fallback")]
+    fallback_message: String,
+}
+
+impl Default for HandoffFile {
+    fn default() -> Self {
+        Self {
+            min_confidence: default_min_confidence(),
+            on_unknown: default_on_unknown(),
+            fallback_message: default_fallback(),
+        }
+    }
+}
+
+fn default_min_confidence() -> f64 {
+    0.35
+}
+fn default_on_unknown() -> HandoffPolicy {
+    HandoffPolicy::FallbackMessage
+}
+fn default_fallback() -> String {
+    "Let me get a colleague to help you with that.".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum ChannelFile {
+    Telegram {
+        id: String,
+        bot_token: String,
+        secret_token: String,
+    },
+    Messenger {
+        id: String,
+        page_id: String,
+        app_secret: String,
+        page_access_token: String,
+        verify_token: String,
+    },
+    Email {
+        id: String,
+        address: String,
+        signing_key: String,
+    },
+}
+
+/// A bot file that cannot be applied. Each variant names the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum BotFileError {
+    /// The directory or a file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or not the bot file format.
+    #[error("{}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Parser message, with the key and location.
+        message: String,
+    },
+    /// A key Frontdesk does not know (probably a typo).
+    #[error("{}: unknown key `{key}`", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path.
+        key: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{}: `{key}`: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path.
+        key: String,
+        /// What to fix.
+        message: String,
+    },
+    /// Two files claim the same thing.
+    #[error("{}: {what} is already declared in {}", path.display(), other.display())]
+    Duplicate {
+        /// The later file.
+        path: PathBuf,
+        /// The earlier file.
+        other: PathBuf,
+        /// What is duplicated.
+        what: String,
+    },
+    /// The database refused a change.
+    #[error("{}: {message}", path.display())]
+    Apply {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A validated bot file, secrets resolved.
+#[derive(Debug)]
+struct Loaded {
+    path: PathBuf,
+    workspace: String,
+    spec: BotSpec,
+    channels: Vec<LoadedChannel>,
+}
+
+#[derive(Debug)]
+struct LoadedChannel {
+    public_id: String,
+    kind: ChannelKind,
+    external_id: Option<String>,
+    credentials: Credentials,
+}
+
+/// What applying the bot files changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Bot files read.
+    pub files: usize,
+    /// Bots created or changed.
+    pub bots_changed: usize,
+    /// Channel accounts created or changed.
+    pub channels_changed: usize,
+    /// Channel accounts disabled because their file no longer declares them.
+    pub channels_disabled: usize,
+}
+
+/// Reads every `*.toml` in `dir` (none when `dir` does not exist), validates
+/// them, resolves `env:` secrets from `env`, and applies them.
+pub async fn sync(
+    db: &Db,
+    key: &MasterKey,
+    dir: &Path,
+    env: &[(String, String)],
+) -> Result<SyncReport, BotFileError> {
+    let loaded = load_dir(dir, env)?;
+    let mut report = SyncReport {
+        files: loaded.len(),
+        ..SyncReport::default()
+    };
+    let mut conn = db.get().await?;
+    for file in &loaded {
+        apply(&mut conn, key, file, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn apply(
+    conn: &mut crate::db::DbConn,
+    key: &MasterKey,
+    file: &Loaded,
+    report: &mut SyncReport,
+) -> Result<(), BotFileError> {
+    let actor = format!("bot-file:{}", file.path.display());
+    let workspace = Workspace::ensure(conn, &file.workspace).await?;
+    let spec = BotSpec {
+        workspace_id: workspace.id.clone(),
+        ..file.spec.clone()
+    };
+    let bot = Bot::upsert(conn, &spec).await?;
+    if let Some((action, before)) = describe(&bot) {
+        report.bots_changed += 1;
+        tracing::info!(bot = %spec.name, workspace = %file.workspace, action, "bot file applied");
+        Audit {
+            workspace_id: Some(&workspace.id),
+            actor_kind: Some(ActorKind::System),
+            actor_id: Some(&actor),
+            action: &format!("bot.{action}"),
+            target_kind: "bot",
+            target_id: Some(&bot.row().id),
+            before,
+            after: serde_json::to_value(bot.row()).ok(),
+            ..Audit::default()
+        }
+        .record(conn)
+        .await?;
+    }
+    let bot_id = bot.row().id.clone();
+    for channel in &file.channels {
+        let spec = AccountSpec {
+            public_id: channel.public_id.clone(),
+            bot_id: bot_id.clone(),
+            kind: channel.kind,
+            external_id: channel.external_id.clone(),
+            credentials: channel.credentials.clone(),
+        };
+        let account = ChannelAccount::upsert(conn, key, &spec)
+            .await
+            .map_err(|e| match e {
+                UpsertAccountError::Db(e) => BotFileError::Db(e),
+                other => BotFileError::Apply {
+                    path: file.path.clone(),
+                    message: format!("channel `{}`: {other}", channel.public_id),
+                },
+            })?;
+        if let Some((action, before)) = describe(&account) {
+            report.channels_changed += 1;
+            tracing::info!(channel = %channel.public_id, kind = %channel.kind, action, "channel account applied");
+            Audit {
+                workspace_id: Some(&workspace.id),
+                actor_kind: Some(ActorKind::System),
+                actor_id: Some(&actor),
+                action: &format!("channel_account.{action}"),
+                target_kind: "channel_account",
+                target_id: Some(&account.row().id),
+                before,
+                after: serde_json::to_value(account.row()).ok(),
+                ..Audit::default()
+            }
+            .record(conn)
+            .await?;
+        }
+    }
+    let keep: Vec<String> = file.channels.iter().map(|c| c.public_id.clone()).collect();
+    for stale in ChannelAccount::disable_others(conn, &bot_id, &keep).await? {
+        report.channels_disabled += 1;
+        tracing::warn!(channel = %stale.public_id, "channel account no longer in its bot file: disabled");
+        Audit {
+            workspace_id: Some(&workspace.id),
+            actor_kind: Some(ActorKind::System),
+            actor_id: Some(&actor),
+            action: "channel_account.disable",
+            target_kind: "channel_account",
+            target_id: Some(&stale.id),
+            before: serde_json::to_value(&stale).ok(),
+            ..Audit::default()
+        }
+        .record(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn describe<T: serde::Serialize>(
+    upserted: &Upserted<T>,
+) -> Option<(&'static str, Option<serde_json::Value>)> {
+    match upserted {
+        Upserted::Created(_) => Some(("create", None)),
+        Upserted::Updated { before, .. } => Some(("update", serde_json::to_value(before).ok())),
+        Upserted::Unchanged(_) => None,
+    }
+}
+
+fn load_dir(dir: &Path, env: &[(String, String)]) -> Result<Vec<Loaded>, BotFileError> {
+    let read_err = |source| BotFileError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(read_err)?.path();
+        if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let loaded = paths
+        .into_iter()
+        .map(|path| load_file(path, &env))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_duplicates(&loaded)?;
+    Ok(loaded)
+}
+
+fn check_duplicates(loaded: &[Loaded]) -> Result<(), BotFileError> {
+    let mut bots: BTreeMap<(&str, &str), &Path> = BTreeMap::new();
+    let mut ids: BTreeMap<&str, &Path> = BTreeMap::new();
+    let mut externals: BTreeMap<(ChannelKind, &str), &Path> = BTreeMap::new();
+    for file in loaded {
+        if let Some(other) = bots.insert((&file.workspace, &file.spec.name), &file.path) {
+            return Err(BotFileError::Duplicate {
+                path: file.path.clone(),
+                other: other.to_path_buf(),
+                what: format!("bot `{}` of workspace `{}`", file.spec.name, file.workspace),
+            });
+        }
+        for channel in &file.channels {
+            if let Some(other) = ids.insert(&channel.public_id, &file.path) {
+                return Err(BotFileError::Duplicate {
+                    path: file.path.clone(),
+                    other: other.to_path_buf(),
+                    what: format!("channel id `{}`", channel.public_id),
+                });
+            }
+            if let Some(external) = &channel.external_id
+                && let Some(other) = externals.insert((channel.kind, external), &file.path)
+            {
+                return Err(BotFileError::Duplicate {
+                    path: file.path.clone(),
+                    other: other.to_path_buf(),
+                    what: format!("{} `{external}`", channel.kind),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFileError> {
+    let text = std::fs::read_to_string(&path).map_err(|source| BotFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let value: toml::Value = toml::from_str(&text).map_err(|e| BotFileError::Format {
+        path: path.clone(),
+        message: e.message().to_owned(),
+    })?;
+    let mut unknown = None;
+    let parsed: Result<BotFile, _> = serde_ignored::deserialize(value, |key| {
+        unknown.get_or_insert_with(|| key.to_string());
+    });
+    if let Some(key) = unknown {
+        return Err(BotFileError::UnknownKey { path, key });
+    }
+    let file = parsed.map_err(|e| BotFileError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let invalid = |key: &str, message: String| BotFileError::Invalid {
+        path: path.clone(),
+        key: key.to_owned(),
+        message,
+    };
+
+    check_slug(&file.workspace).map_err(|m| invalid("workspace", m))?;
+    if file.name.trim().is_empty() || file.name.contains('/') {
+        return Err(invalid(
+            "name",
+            "must be non-empty and contain no `/`".into(),
+        ));
+    }
+    let language: Language = file
+        .language
+        .parse()
+        .map_err(|e: knowledge::UnsupportedLanguage| invalid("language", e.to_string()))?;
+    if !(0.0..=1.0).contains(&file.handoff.min_confidence) {
+        return Err(invalid(
+            "handoff.min_confidence",
+            "must be between 0 and 1".into(),
+        ));
+    }
+    if file.handoff.on_unknown == HandoffPolicy::FallbackMessage
+        && file.handoff.fallback_message.trim().is_empty()
+    {
+        return Err(invalid(
+            "handoff.fallback_message",
+            "must not be empty with on_unknown = \"fallback_message\"".into(),
+        ));
+    }
+    if let Some(t) = file.llm.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(invalid("llm.temperature", "must be between 0 and 2".into()));
+    }
+    for (i, source) in file.knowledge.iter().enumerate() {
+        if !Path::new(source).exists() {
+            return Err(invalid(
+                &format!("knowledge[{i}]"),
+                format!(
+                    "`{source}` does not exist (relative paths start at the working directory)"
+                ),
+            ));
+        }
+    }
+
+    let mut channels = Vec::with_capacity(file.channels.len());
+    for (i, channel) in file.channels.into_iter().enumerate() {
+        let at = |key: &str| format!("channels[{i}].{key}");
+        let secret = |key: &str, raw: String| -> Result<Secret, BotFileError> {
+            resolve_secret(raw, env).map_err(|m| invalid(&at(key), m))
+        };
+        let loaded = match channel {
+            ChannelFile::Telegram {
+                id,
+                bot_token,
+                secret_token,
+            } => {
+                let bot_token = secret("bot_token", bot_token)?;
+                let secret_token = secret("secret_token", secret_token)?;
+                // Telegram accepts 1-256 characters of A-Z a-z 0-9 _ - as the webhook secret.
+                let st = secret_token.expose();
+                if st.is_empty()
+                    || st.len() > 256
+                    || !st
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(invalid(
+                        &at("secret_token"),
+                        "Telegram requires 1-256 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+                    ));
+                }
+                // The bot's numeric id is the part of the token before `:`.
+                let bot_id = bot_token
+                    .expose()
+                    .split_once(':')
+                    .map(|(id, _)| id)
+                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        invalid(
+                            &at("bot_token"),
+                            "is not a Telegram bot token (expected `<bot id>:<secret>`)".into(),
+                        )
+                    })?
+                    .to_owned();
+                LoadedChannel {
+                    public_id: id,
+                    kind: ChannelKind::Telegram,
+                    external_id: Some(bot_id),
+                    credentials: BTreeMap::from([
+                        ("bot_token".into(), bot_token),
+                        ("secret_token".into(), secret_token),
+                    ]),
+                }
+            }
+            ChannelFile::Messenger {
+                id,
+                page_id,
+                app_secret,
+                page_access_token,
+                verify_token,
+            } => {
+                if page_id.is_empty() || !page_id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(
+                        &at("page_id"),
+                        "must be the page's numeric id".into(),
+                    ));
+                }
+                LoadedChannel {
+                    public_id: id,
+                    kind: ChannelKind::Messenger,
+                    external_id: Some(page_id),
+                    credentials: BTreeMap::from([
+                        ("app_secret".into(), secret("app_secret", app_secret)?),
+                        (
+                            "page_access_token".into(),
+                            secret("page_access_token", page_access_token)?,
+                        ),
+                        ("verify_token".into(), secret("verify_token", verify_token)?),
+                    ]),
+                }
+            }
+            ChannelFile::Email {
+                id,
+                address,
+                signing_key,
+            } => {
+                let address = address.trim().to_lowercase();
+                let valid = address
+                    .split_once('@')
+                    .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+                if !valid {
+                    return Err(invalid(&at("address"), "is not an email address".into()));
+                }
+                LoadedChannel {
+                    public_id: id,
+                    kind: ChannelKind::Email,
+                    external_id: Some(address),
+                    credentials: BTreeMap::from([(
+                        "signing_key".into(),
+                        secret("signing_key", signing_key)?,
+                    )]),
+                }
+            }
+        };
+        check_channel_id(&loaded.public_id).map_err(|m| invalid(&at("id"), m))?;
+        channels.push(loaded);
+    }
+
+    let source_file = path.display().to_string();
+    Ok(Loaded {
+        spec: BotSpec {
+            workspace_id: String::new(),
+            name: file.name,
+            system_prompt: file.system_prompt,
+            language,
+            llm_settings: file.llm,
+            handoff_policy: file.handoff.on_unknown,
+            min_confidence: file.handoff.min_confidence,
+            fallback_message: file.handoff.fallback_message,
+            knowledge_paths: KnowledgePaths(file.knowledge),
+            source_file: Some(source_file),
+        },
+        workspace: file.workspace,
+        path,
+        channels,
+    })
+}
+
+/// `env:NAME` reads the variable; anything else is the secret itself.
+fn resolve_secret(raw: String, env: &HashMap<&str, &str>) -> Result<Secret, String> {
+    let value = match raw.strip_prefix("env:") {
+        Some(var) => match env.get(var) {
+            Some(value) if !value.is_empty() => (*value).to_owned(),
+            Some(_) => return Err(format!("environment variable {var} is empty")),
+            None => return Err(format!("environment variable {var} is not set")),
+        },
+        None => raw,
+    };
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret::new(value))
+}
+
+fn check_slug(slug: &str) -> Result<(), String> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "must be 1-64 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit"
+                .into(),
+        )
+    }
+}
+
+fn check_channel_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-64 characters of A-Z, a-z, 0-9, `-`, `_` and `.` (it appears in webhook URLs)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const TELEGRAM: &str = r#"
+workspace = "acme"
+name = "support"
+system_prompt = "You help."
+[[channels]]
+kind = "telegram"
+id = "acme-tg"
+bot_token = "env:TG_TOKEN"
+secret_token = "s3cret-token"
+"#;
+
+    #[test]
+    fn missing_directory_means_no_bots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(
+            load_dir(&dir.path().join("nope"), &[])
+                .expect("ok")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn env_secrets_are_resolved_and_missing_ones_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "acme.toml", TELEGRAM);
+        let loaded = load_dir(dir.path(), &env(&[("TG_TOKEN", "123:abc")])).expect("load");
+        let channel = &loaded[0].channels[0];
+        assert_eq!(channel.external_id.as_deref(), Some("123"));
+        assert_eq!(channel.credentials["bot_token"].expose(), "123:abc");
+
+        let err = load_dir(dir.path(), &[]).expect_err("missing var");
+        let msg = err.to_string();
+        assert!(
+            msg.ends_with(
+                "acme.toml: `channels[0].bot_token`: environment variable TG_TOKEN is not set"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "a.toml",
+            "workspace = \"acme\"\nname = \"b\"\nsystem_prompt = \"x\"\n[handoff]\nmin_confidance = 0.5\n",
+        );
+        let err = load_dir(dir.path(), &[]).expect_err("typo");
+        assert!(
+            err.to_string()
+                .ends_with("a.toml: unknown key `handoff.min_confidance`"),
+            "{err}"
+        );
+
+        write(
+            dir.path(),
+            "a.toml",
+            "workspace = \"acme\"\nname = \"b\"\nsystem_prompt = \"x\"\nlanguage = \"xx\"\n",
+        );
+        let err = load_dir(dir.path(), &[]).expect_err("language");
+        assert!(
+            err.to_string()
+                .contains("a.toml: `language`: unsupported language `xx`"),
+            "{err}"
+        );
+
+        write(
+            dir.path(),
+            "a.toml",
+            "workspace = \"acme\"\nname = \"b\"\nsystem_prompt = \"x\"\n[handoff]\non_unknown = \"shrug\"\n",
+        );
+        let err = load_dir(dir.path(), &[]).expect_err("policy");
+        assert!(err.to_string().contains("shrug"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_channel_ids_across_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "a.toml", TELEGRAM);
+        write(
+            dir.path(),
+            "b.toml",
+            &TELEGRAM
+                .replace("\"support\"", "\"sales\"")
+                .replace("123", "456"),
+        );
+        let err = load_dir(dir.path(), &env(&[("TG_TOKEN", "123:abc")])).expect_err("dup");
+        assert!(
+            err.to_string()
+                .contains("channel id `acme-tg` is already declared in"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "acme.toml", TELEGRAM);
+        let loaded = load_dir(dir.path(), &env(&[("TG_TOKEN", "123:very-secret")])).expect("load");
+        let debug = format!("{loaded:?}");
+        assert!(
+            !debug.contains("very-secret") && !debug.contains("s3cret-token"),
+            "{debug}"
+        );
+    }
+}

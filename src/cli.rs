@@ -1,0 +1,124 @@
+//! The `frontdesk` command line.
+//!
+//! Settings load first (a bad key stops here, exit 2), then logging starts,
+//! then the command runs on a multi-threaded tokio runtime. Failures print one
+//! line, `error: …`, and exit 1.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, Settings};
+
+/// Frontdesk: a multi-channel customer-support gateway.
+#[derive(Debug, Parser)]
+#[command(name = "frontdesk", version, about, long_about = None)]
+pub struct Cli {
+    /// Extra configuration file, layered over config/frontdesk.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (applies migrations and bot files first).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => {
+            eprintln!("error: cannot read the working directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = match Settings::load(&cwd, cli.config.as_deref(), &env) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rust_log = env
+        .iter()
+        .find(|(k, _)| k == "RUST_LOG")
+        .map(|(_, v)| v.as_str());
+    crate::telemetry::init(
+        cli.log_format.unwrap_or(settings.log.format),
+        &settings.log.filter,
+        rust_log,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings, &env)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    env: &[(String, String)],
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings, env).await,
+        Command::Migrate => migrate(&settings).await,
+    }
+}
+
+async fn serve(settings: Settings, env: &[(String, String)]) -> anyhow::Result<()> {
+    let bind = settings.server.bind;
+    let app = crate::app::open(settings, env).await?;
+    let listener = TcpListener::bind(bind)
+        .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+    let (server, _addr) = crate::server::build(app, listener)?;
+    crate::server::stop_on_signals(&server);
+    server.await.context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // the command's result, for the operator
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let applied = crate::app::migrate(settings).await?;
+    if applied.is_empty() {
+        println!("database {} is up to date", settings.database.url);
+    } else {
+        println!(
+            "applied {} migration(s) to {}: {}",
+            applied.len(),
+            settings.database.url,
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}

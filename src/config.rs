@@ -1,0 +1,863 @@
+//! Typed, layered configuration.
+//!
+//! Layers, later ones winning key by key: defaults in code, then
+//! `config/frontdesk.toml` (when present), then the file given with
+//! `--config`, then `FRONTDESK__SECTION__KEY` environment variables. The
+//! environment is passed in as a list so tests never touch the process env.
+//!
+//! Every key's origin is remembered, so an unknown or ill-typed key stops
+//! start-up with a message naming the key and the file or variable it came
+//! from. `config/frontdesk.toml` in the repository documents each key; the
+//! `///` comments below are the same text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of configuration environment variables: `FRONTDESK__SERVER__BIND`.
+pub const ENV_PREFIX: &str = "FRONTDESK__";
+
+/// The configuration file read when it exists, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/frontdesk.toml";
+
+/// All of Frontdesk's settings. Held in the application state; never global.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Directory for local state: the generated master key, SQLite database
+    /// (by default) and, later, the search indexes. Created when missing.
+    pub data_dir: PathBuf,
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// SQL database, the source of truth.
+    pub database: DatabaseSettings,
+    /// Redis, for running several nodes. Unset: the in-process broker.
+    pub redis: RedisSettings,
+    /// Secrets at rest.
+    pub security: SecuritySettings,
+    /// Bot files.
+    pub bots: BotsSettings,
+    /// Outbound endpoints of the messaging platforms.
+    pub channels: ChannelsSettings,
+    /// Local embedding model.
+    pub embedding: EmbeddingSettings,
+    /// Answer generation.
+    pub llm: LlmSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Listen address, `IP:PORT`. Port 0 picks a free port (tests).
+    pub bind: SocketAddr,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes. Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
+    pub url: DatabaseUrl,
+    /// Pooled connections per process.
+    pub pool_size: usize,
+    /// How long to wait for a connection (to connect, or from the pool), in seconds.
+    pub connect_timeout_secs: u64,
+    /// SQLite only: how long a writer waits for the database lock, in milliseconds.
+    pub sqlite_busy_timeout_ms: u32,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// `redis://HOST:PORT/DB` or `rediss://…`. Unset: the in-process broker
+    /// (single node).
+    pub url: Option<RedisUrl>,
+}
+
+/// `[security]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct SecuritySettings {
+    /// AES-256-GCM key that encrypts channel credentials at rest: 32 bytes as
+    /// 64 hex characters or base64. Unset: read from `DATA_DIR/master.key`,
+    /// generated there (mode 0600) on first run. Losing it loses the stored
+    /// credentials; a different key is refused at start-up.
+    pub master_key: Option<String>,
+}
+
+impl fmt::Debug for SecuritySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecuritySettings")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// `[bots]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BotsSettings {
+    /// Directory of bot files (`*.toml`), upserted whenever the database is opened.
+    /// A missing directory means no bot files.
+    pub dir: PathBuf,
+}
+
+/// `[channels]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelsSettings {
+    /// `[channels.telegram]`
+    pub telegram: TelegramSettings,
+    /// `[channels.messenger]`
+    pub messenger: MessengerSettings,
+    /// `[channels.email]`
+    pub email: EmailSettings,
+}
+
+/// `[channels.telegram]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelegramSettings {
+    /// Base URL of the Telegram Bot API.
+    pub api_base: String,
+}
+
+/// `[channels.messenger]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessengerSettings {
+    /// Base URL of the Graph API, version included.
+    pub graph_api_base: String,
+}
+
+/// `[channels.email]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmailSettings {
+    /// Outbound SMTP: `smtp://HOST:PORT` (no TLS) or `smtps://USER:PASS@HOST:PORT`.
+    /// Unset: email replies cannot be sent.
+    pub smtp_url: Option<String>,
+}
+
+/// `[embedding]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbeddingSettings {
+    /// ONNX Runtime library, model and tokenizer files. Default
+    /// `$XDG_CACHE_HOME/frontdesk/models`, else `~/.cache/frontdesk/models`.
+    pub model_dir: PathBuf,
+}
+
+/// `[llm]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlmSettings {
+    /// `extractive` (embedded, no network) or `openai` (any OpenAI-compatible server).
+    pub provider: LlmProvider,
+    /// For `openai`: server base URL, e.g. `http://127.0.0.1:11434/v1`.
+    pub base_url: Option<String>,
+    /// For `openai`: model name.
+    pub model: Option<String>,
+    /// For `openai`: name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+}
+
+/// Answer generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Composes answers from the best passages, offline.
+    Extractive,
+    /// An OpenAI-compatible `/v1/chat/completions` server.
+    Openai,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// `text` (human-readable, coloured on a terminal) or `json` (one object per line).
+    /// `--log-format` overrides it.
+    pub format: LogFormat,
+    /// Which events to log, in `tracing` filter syntax (`info`, `frontdesk=debug,info`).
+    /// `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A parsed `database.url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`; a relative path is relative to the working directory.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, passed to tokio-postgres as is.
+    Postgres(String),
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://data/frontdesk.db".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url));
+        }
+        Err(format!(
+            "`{}` is neither sqlite://PATH nor postgres://…",
+            redact_url(&url)
+        ))
+    }
+}
+
+impl From<DatabaseUrl> for String {
+    fn from(url: DatabaseUrl) -> String {
+        match url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => url,
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// A `redis://` or `rediss://` URL.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL with its password, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RedisUrl {
+    type Error = String;
+    fn try_from(url: String) -> Result<Self, String> {
+        if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")
+        {
+            Ok(Self(url))
+        } else {
+            Err(format!(
+                "`{}` is not a redis://, rediss:// or unix:// URL",
+                redact_url(&url)
+            ))
+        }
+    }
+}
+
+impl From<RedisUrl> for String {
+    fn from(url: RedisUrl) -> String {
+        url.0
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`, for logs
+/// and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+impl Settings {
+    /// The built-in defaults. `env` supplies `XDG_CACHE_HOME` and `HOME` for
+    /// the model directory.
+    pub fn defaults(env: &[(String, String)]) -> Self {
+        let var = |name: &str| {
+            env.iter()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        let cache = var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|home| home.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"));
+        Self {
+            data_dir: PathBuf::from("data"),
+            server: ServerSettings {
+                bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                workers: 0,
+                max_body_bytes: 2 * 1024 * 1024,
+                shutdown_timeout_secs: 30,
+            },
+            database: DatabaseSettings {
+                url: DatabaseUrl::Sqlite(PathBuf::from("data/frontdesk.db")),
+                pool_size: 8,
+                connect_timeout_secs: 5,
+                sqlite_busy_timeout_ms: 5000,
+            },
+            redis: RedisSettings::default(),
+            security: SecuritySettings::default(),
+            bots: BotsSettings {
+                dir: PathBuf::from("config/bots"),
+            },
+            channels: ChannelsSettings {
+                telegram: TelegramSettings {
+                    api_base: "https://api.telegram.org".into(),
+                },
+                messenger: MessengerSettings {
+                    graph_api_base: "https://graph.facebook.com/v21.0".into(),
+                },
+                email: EmailSettings::default(),
+            },
+            embedding: EmbeddingSettings {
+                model_dir: cache.join("frontdesk").join("models"),
+            },
+            llm: LlmSettings {
+                provider: LlmProvider::Extractive,
+                base_url: None,
+                model: None,
+                api_key_env: None,
+            },
+            log: LogSettings {
+                format: LogFormat::Text,
+                filter: "info".into(),
+            },
+        }
+    }
+
+    /// Loads the layers: defaults, `config/frontdesk.toml` if it exists
+    /// (relative to `cwd`), `explicit` (`--config`, which must exist), then
+    /// `FRONTDESK__*` variables from `env`.
+    pub fn load(
+        cwd: &Path,
+        explicit: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers::new(&Self::defaults(env))?;
+        let default_file = cwd.join(DEFAULT_CONFIG_FILE);
+        if default_file.is_file() {
+            layers.add_file(
+                &default_file,
+                &Source::File(PathBuf::from(DEFAULT_CONFIG_FILE)),
+            )?;
+        }
+        if let Some(path) = explicit {
+            let resolved = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                cwd.join(path)
+            };
+            if !resolved.is_file() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            layers.add_file(&resolved, &Source::File(path.to_path_buf()))?;
+        }
+        layers.add_env(env);
+        layers.finish()
+    }
+
+    /// `data_dir/master.key`, where a generated master key lives.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// A TOML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("the built-in defaults"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Env(var) => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded. Each names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` names a file that does not exist.
+    #[error("config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML.
+    #[error("{} is not valid TOML: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key that Frontdesk does not know.
+    #[error("unknown config key `{key}` in {origin}")]
+    UnknownKey {
+        /// Dotted key path.
+        key: String,
+        /// Where it was set.
+        origin: Source,
+    },
+    /// A key whose value has the wrong type or form.
+    #[error("invalid value for config key `{key}` in {origin}: {message}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// Where it was set.
+        origin: Source,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The merged TOML tree plus the origin of every leaf.
+struct Layers {
+    root: toml::Table,
+    origins: BTreeMap<String, Source>,
+}
+
+impl Layers {
+    fn new(defaults: &Settings) -> Result<Self, ConfigError> {
+        let root = toml::Table::try_from(defaults).map_err(|e| ConfigError::Invalid {
+            key: String::new(),
+            origin: Source::Default,
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            root,
+            origins: BTreeMap::new(),
+        })
+    }
+
+    fn add_file(&mut self, path: &Path, source: &Source) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.message().to_owned() + &location(&text, e.span()),
+        })?;
+        merge(&mut self.root, table, "", source, &mut self.origins);
+        Ok(())
+    }
+
+    /// `FRONTDESK__A__B=v` sets `a.b`. Values are read as TOML scalars where
+    /// they parse as one (`8`, `true`), else as strings; `finish` retries a
+    /// value as a string where the key wants one.
+    fn add_env(&mut self, env: &[(String, String)]) {
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let value = scalar(value);
+            let mut table = toml::Table::new();
+            let mut leaf = value;
+            for segment in path.iter().skip(1).rev() {
+                let mut t = toml::Table::new();
+                t.insert(segment.clone(), leaf);
+                leaf = toml::Value::Table(t);
+            }
+            table.insert(path[0].clone(), leaf);
+            merge(
+                &mut self.root,
+                table,
+                "",
+                &Source::Env(name.clone()),
+                &mut self.origins,
+            );
+        }
+    }
+
+    fn source_of(&self, key: &str) -> Source {
+        // The longest recorded prefix: a value may have replaced a whole table.
+        let mut probe = key;
+        loop {
+            if let Some(source) = self.origins.get(probe) {
+                return source.clone();
+            }
+            match probe.rfind('.') {
+                Some(dot) => probe = &probe[..dot],
+                None => break,
+            }
+        }
+        // Or a recorded key below it (a table set where a value belongs).
+        self.origins
+            .iter()
+            .find(|(k, _)| k.starts_with(&format!("{key}.")))
+            .map(|(_, s)| s.clone())
+            .unwrap_or(Source::Default)
+    }
+
+    fn finish(mut self) -> Result<Settings, ConfigError> {
+        loop {
+            let value = toml::Value::Table(self.root.clone());
+            let mut unknown = Vec::new();
+            let result: Result<Settings, _> = serde_ignored::deserialize(value, |path| {
+                unknown.push(path.to_string());
+            });
+            if let Some(key) = unknown.into_iter().next() {
+                let origin = self.source_of(&key);
+                return Err(ConfigError::UnknownKey { key, origin });
+            }
+            let error = match result {
+                Ok(settings) => return Ok(settings),
+                Err(_) => {
+                    let value = toml::Value::Table(self.root.clone());
+                    match serde_path_to_error::deserialize::<_, Settings>(value) {
+                        Ok(settings) => return Ok(settings),
+                        Err(error) => error,
+                    }
+                }
+            };
+            let key = error.path().to_string();
+            let origin = self.source_of(&key);
+            // An env value like `FRONTDESK__LLM__MODEL=7` was read as a number;
+            // give it one more chance as the string it was.
+            if let Source::Env(var) = &origin
+                && self.retry_env_as_string(&key, var)
+            {
+                continue;
+            }
+            return Err(ConfigError::Invalid {
+                key,
+                origin,
+                message: error.into_inner().to_string(),
+            });
+        }
+    }
+
+    fn retry_env_as_string(&mut self, key: &str, var: &str) -> bool {
+        let mut node = &mut self.root;
+        let segments: Vec<&str> = key.split('.').collect();
+        let Some((last, parents)) = segments.split_last() else {
+            return false;
+        };
+        for segment in parents {
+            match node.get_mut(*segment) {
+                Some(toml::Value::Table(t)) => node = t,
+                _ => return false,
+            }
+        }
+        match node.get_mut(*last) {
+            Some(value) if !value.is_str() && !value.is_table() => {
+                let raw = value.to_string();
+                tracing::trace!(%var, "retrying config value as a string");
+                *value = toml::Value::String(raw);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn scalar(raw: &str) -> toml::Value {
+    let parsed: Result<toml::Table, _> = toml::from_str(&format!("v = {raw}"));
+    match parsed.ok().and_then(|mut t| t.remove("v")) {
+        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    source: &Source,
+    origins: &mut BTreeMap<String, Source>,
+) {
+    for (key, value) in from {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming, &path, source, origins);
+            }
+            (_, toml::Value::Table(incoming)) => {
+                let mut fresh = toml::Table::new();
+                merge(&mut fresh, incoming, &path, source, origins);
+                into.insert(key, toml::Value::Table(fresh));
+            }
+            (_, value) => {
+                origins.insert(path, source.clone());
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn dir_with(config: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = config {
+            std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+            std::fs::write(dir.path().join(DEFAULT_CONFIG_FILE), text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), None, &env(&[("HOME", "/home/ann")])).expect("load");
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database.url.to_string(), "sqlite://data/frontdesk.db");
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.data_dir, PathBuf::from("data"));
+        assert!(s.security.master_key.is_none());
+        assert_eq!(s.channels.telegram.api_base, "https://api.telegram.org");
+        assert_eq!(
+            s.channels.messenger.graph_api_base,
+            "https://graph.facebook.com/v21.0"
+        );
+        assert!(s.channels.email.smtp_url.is_none());
+        assert_eq!(
+            s.embedding.model_dir,
+            PathBuf::from("/home/ann/.cache/frontdesk/models")
+        );
+        assert_eq!(s.llm.provider, LlmProvider::Extractive);
+    }
+
+    #[test]
+    fn xdg_cache_home_is_honoured() {
+        let dir = dir_with(None);
+        let s = Settings::load(
+            dir.path(),
+            None,
+            &env(&[("HOME", "/home/ann"), ("XDG_CACHE_HOME", "/var/cache/ann")]),
+        )
+        .expect("load");
+        assert_eq!(
+            s.embedding.model_dir,
+            PathBuf::from("/var/cache/ann/frontdesk/models")
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = dir_with(Some(
+            "data_dir = \"from-file\"\n[server]\nbind = \"127.0.0.1:9000\"\nworkers = 3\n",
+        ));
+        let extra = dir.path().join("extra.toml");
+        std::fs::write(&extra, "[server]\nbind = \"127.0.0.1:9001\"\n").expect("write");
+        let s = Settings::load(
+            dir.path(),
+            Some(&extra),
+            &env(&[
+                ("FRONTDESK__SERVER__WORKERS", "5"),
+                ("FRONTDESK__REDIS__URL", "redis://127.0.0.1:6379/2"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(s.data_dir, PathBuf::from("from-file"));
+        assert_eq!(s.server.bind.port(), 9001);
+        assert_eq!(s.server.workers, 5);
+        assert_eq!(
+            s.redis.url.map(|u| u.expose().to_owned()),
+            Some("redis://127.0.0.1:6379/2".to_owned())
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let dir = dir_with(Some("[server]\nbnd = \"127.0.0.1:1\"\n"));
+        let err = Settings::load(dir.path(), None, &[]).expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "unknown config key `server.bnd` in config/frontdesk.toml"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_the_variable() {
+        let dir = dir_with(None);
+        let err = Settings::load(dir.path(), None, &env(&[("FRONTDESK__SERVR__BIND", "x")]))
+            .expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "unknown config key `servr` in environment variable FRONTDESK__SERVR__BIND"
+        );
+    }
+
+    #[test]
+    fn ill_typed_key_names_key_and_source() {
+        let dir = dir_with(Some("[server]\nworkers = \"many\"\n"));
+        let err = Settings::load(dir.path(), None, &[]).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "invalid value for config key `server.workers` in config/frontdesk.toml"
+            ),
+            "{msg}"
+        );
+
+        let err = Settings::load(
+            dir.path(),
+            None,
+            &env(&[("FRONTDESK__DATABASE__URL", "mysql://x")]),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().starts_with(
+                "invalid value for config key `database.url` in environment variable FRONTDESK__DATABASE__URL"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_number_is_kept_as_string_where_a_string_is_wanted() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), None, &env(&[("FRONTDESK__LLM__MODEL", "7")]))
+            .expect("load");
+        assert_eq!(s.llm.model.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_location() {
+        let dir = dir_with(Some("[server]\nbind = \n"));
+        let err = Settings::load(dir.path(), None, &[]).expect_err("must fail");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = dir_with(None);
+        let err =
+            Settings::load(dir.path(), Some(Path::new("nope.toml")), &[]).expect_err("must fail");
+        assert_eq!(err.to_string(), "config file nope.toml does not exist");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/fd"),
+            "postgres://app:***@db:5432/fd"
+        );
+        assert_eq!(redact_url("postgres://app@db/fd"), "postgres://app@db/fd");
+        assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+    }
+
+    #[test]
+    fn shipped_config_file_loads_and_documents_every_key() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let s = Settings::load(root, None, &[]).expect("shipped config loads");
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        let shipped = std::fs::read_to_string(root.join(DEFAULT_CONFIG_FILE)).expect("read");
+        let defaults = toml::Table::try_from(Settings::defaults(&[])).expect("table");
+        let mut keys = Vec::new();
+        collect_keys(&defaults, "", &mut keys);
+        keys.extend(
+            [
+                "redis.url",
+                "security.master_key",
+                "channels.email.smtp_url",
+                "llm.base_url",
+                "llm.model",
+                "llm.api_key_env",
+            ]
+            .map(String::from),
+        );
+        for key in keys {
+            let leaf = key.rsplit('.').next().unwrap_or(&key);
+            assert!(
+                shipped.contains(&format!("{leaf} =")),
+                "config/frontdesk.toml does not document `{key}`"
+            );
+        }
+    }
+
+    fn collect_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => collect_keys(t, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The one table from errors to HTTP: status, a stable machine-readable code,
+//! and the body `{"error":{"code","message","details"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// An error as the HTTP API reports it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What kind.
+    pub kind: ErrorKind,
+    /// For people.
+    pub message: String,
+    /// For programs; `null` when there is nothing more.
+    pub details: serde_json::Value,
+}
+
+/// The kinds of API error; each has one status and one code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 401: signature or credentials missing or wrong.
+    Unauthorized,
+    /// 404: no such route or object.
+    NotFound,
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 413: body over `server.max_body_bytes`.
+    PayloadTooLarge,
+    /// 503: a dependency is down.
+    Unavailable,
+    /// 500: a bug or an unexpected failure; details are in the log.
+    Internal,
+}
+
+impl ErrorKind {
+    /// HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable code for programs.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl ApiError {
+    /// An error without details.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": {
+                "code": self.kind.code(),
+                "message": self.message,
+                "details": self.details,
+            }
+        }))
+    }
+}
+
+/// Turns actix's body and JSON extractor errors into [`ApiError`]s, so a
+/// client always gets the same error shape.
+pub fn from_payload_error(error: &actix_web::error::PayloadError) -> ApiError {
+    use actix_web::error::PayloadError;
+    match error {
+        PayloadError::Overflow => {
+            ApiError::new(ErrorKind::PayloadTooLarge, "request body is too large")
+        }
+        other => ApiError::new(
+            ErrorKind::BadRequest,
+            format!("cannot read request body: {other}"),
+        ),
+    }
+}

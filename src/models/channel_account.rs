@@ -1,0 +1,247 @@
+//! Channel accounts: one bot's presence on one platform (a Telegram bot, a
+//! Facebook page, an inbound address), with its credentials sealed at rest.
+
+use std::collections::BTreeMap;
+
+use channels::ChannelKind;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::bot::Upserted;
+use super::text_enum;
+use crate::crypto::{CryptoError, MasterKey, Secret};
+use crate::db::{DbConn, DbError, new_id, now};
+use crate::db_run;
+use crate::schema::channel_accounts;
+
+text_enum! {
+    /// Whether an account takes traffic.
+    pub enum AccountStatus {
+        /// Webhooks are accepted and replies sent.
+        Active = "active",
+        /// Kept for history; webhooks are refused.
+        Disabled = "disabled",
+    }
+}
+
+/// Named secrets of an account (`bot_token`, `app_secret`, …).
+pub type Credentials = BTreeMap<String, Secret>;
+
+/// A channel account. `credentials` stays sealed until [`open_credentials`](Self::open_credentials).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = channel_accounts)]
+pub struct ChannelAccount {
+    /// UUID.
+    pub id: String,
+    /// The `{account}` of webhook routes, unique.
+    pub public_id: String,
+    /// Owning bot.
+    pub bot_id: String,
+    /// Platform.
+    #[diesel(deserialize_as = String)]
+    pub kind: ChannelKind,
+    /// Platform identity: Telegram bot id, Facebook page id, inbound address.
+    pub external_id: Option<String>,
+    /// Sealed credentials; never serialized.
+    #[serde(skip)]
+    pub credentials: String,
+    /// Active or disabled.
+    pub status: AccountStatus,
+    /// Created.
+    pub created_at: NaiveDateTime,
+    /// Last changed.
+    pub updated_at: NaiveDateTime,
+}
+
+/// The associated data that binds sealed credentials to their account.
+fn seal_context(public_id: &str) -> String {
+    format!("channel_account:{public_id}")
+}
+
+/// An account as declared.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    /// Webhook route id.
+    pub public_id: String,
+    /// Owning bot.
+    pub bot_id: String,
+    /// Platform.
+    pub kind: ChannelKind,
+    /// Platform identity.
+    pub external_id: Option<String>,
+    /// Plaintext secrets, sealed on write.
+    pub credentials: Credentials,
+}
+
+impl ChannelAccount {
+    /// Decrypts the credentials.
+    pub fn open_credentials(&self, key: &MasterKey) -> Result<Credentials, CryptoError> {
+        let plain = key.open(&self.credentials, &seal_context(&self.public_id))?;
+        serde_json::from_slice(&plain).map_err(|_| CryptoError::Format)
+    }
+
+    /// Creates the account or brings it in line with `spec` (and active).
+    /// Credentials are compared decrypted, so an unchanged file does not
+    /// rewrite them.
+    pub async fn upsert(
+        conn: &mut DbConn,
+        key: &MasterKey,
+        spec: &AccountSpec,
+    ) -> Result<Upserted<ChannelAccount>, UpsertAccountError> {
+        let plain = serde_json::to_vec(&spec.credentials).unwrap_or_default();
+        let sealed = key.seal(&plain, &seal_context(&spec.public_id));
+        let at = now();
+        let fresh_id = new_id();
+        let (inserted, row) = db_run!(conn: {
+            let inserted = diesel::insert_into(channel_accounts::table)
+                .values((
+                    channel_accounts::id.eq(&fresh_id),
+                    channel_accounts::public_id.eq(&spec.public_id),
+                    channel_accounts::bot_id.eq(&spec.bot_id),
+                    channel_accounts::kind.eq(spec.kind.as_str()),
+                    channel_accounts::external_id.eq(&spec.external_id),
+                    channel_accounts::credentials.eq(&sealed),
+                    channel_accounts::status.eq(AccountStatus::Active),
+                    channel_accounts::created_at.eq(at),
+                    channel_accounts::updated_at.eq(at),
+                ))
+                .on_conflict(channel_accounts::public_id)
+                .do_nothing()
+                .execute(conn)
+                .await
+                .map_err(|e| UpsertAccountError::from_insert(e, spec))?;
+            let row = channel_accounts::table
+                .filter(channel_accounts::public_id.eq(&spec.public_id))
+                .select(ChannelAccount::as_select())
+                .first(conn)
+                .await
+                .map_err(DbError::from)?;
+            (inserted, row)
+        });
+        if inserted == 1 && row.id == fresh_id {
+            return Ok(Upserted::Created(row));
+        }
+        let same_secrets = row.open_credentials(key)? == spec.credentials;
+        if row.bot_id == spec.bot_id
+            && row.kind == spec.kind
+            && row.external_id == spec.external_id
+            && row.status == AccountStatus::Active
+            && same_secrets
+        {
+            return Ok(Upserted::Unchanged(row));
+        }
+        let before = row;
+        let after = db_run!(conn: {
+            diesel::update(channel_accounts::table.find(&before.id))
+                .set((
+                    channel_accounts::bot_id.eq(&spec.bot_id),
+                    channel_accounts::kind.eq(spec.kind.as_str()),
+                    channel_accounts::external_id.eq(&spec.external_id),
+                    channel_accounts::credentials.eq(&sealed),
+                    channel_accounts::status.eq(AccountStatus::Active),
+                    channel_accounts::updated_at.eq(at),
+                ))
+                .returning(ChannelAccount::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| UpsertAccountError::from_insert(e, spec))?
+        });
+        Ok(Upserted::Updated { before, after })
+    }
+
+    /// Disables the active accounts of `bot_id` whose public id is not in
+    /// `keep`; returns them as they were.
+    pub async fn disable_others(
+        conn: &mut DbConn,
+        bot_id: &str,
+        keep: &[String],
+    ) -> Result<Vec<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            let stale: Vec<ChannelAccount> = channel_accounts::table
+                .filter(channel_accounts::bot_id.eq(bot_id))
+                .filter(channel_accounts::status.eq(AccountStatus::Active))
+                .filter(channel_accounts::public_id.ne_all(keep))
+                .select(ChannelAccount::as_select())
+                .load(conn)
+                .await?;
+            let ids: Vec<&String> = stale.iter().map(|a| &a.id).collect();
+            diesel::update(channel_accounts::table.filter(channel_accounts::id.eq_any(ids)))
+                .set((
+                    channel_accounts::status.eq(AccountStatus::Disabled),
+                    channel_accounts::updated_at.eq(now()),
+                ))
+                .execute(conn)
+                .await?;
+            stale
+        }))
+    }
+
+    /// By the public id of webhook routes.
+    pub async fn find_by_public_id(
+        conn: &mut DbConn,
+        public_id: &str,
+    ) -> Result<Option<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .filter(channel_accounts::public_id.eq(public_id))
+                .select(ChannelAccount::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The active account of `kind` with this platform identity.
+    pub async fn find_active_by_external_id(
+        conn: &mut DbConn,
+        kind: ChannelKind,
+        external_id: &str,
+    ) -> Result<Option<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .filter(channel_accounts::kind.eq(kind.as_str()))
+                .filter(channel_accounts::external_id.eq(external_id))
+                .filter(channel_accounts::status.eq(AccountStatus::Active))
+                .select(ChannelAccount::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+}
+
+/// Why an account could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum UpsertAccountError {
+    /// Another active account already has this platform identity.
+    #[error("another active {kind} account already uses `{external_id}`")]
+    ExternalIdTaken {
+        /// Platform.
+        kind: ChannelKind,
+        /// The identity.
+        external_id: String,
+    },
+    /// Stored credentials do not decrypt.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl UpsertAccountError {
+    fn from_insert(e: diesel::result::Error, spec: &AccountSpec) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match (&e, &spec.external_id) {
+            (Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _), Some(external_id)) => {
+                Self::ExternalIdTaken {
+                    kind: spec.kind,
+                    external_id: external_id.clone(),
+                }
+            }
+            _ => Self::Db(e.into()),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Conversations: one customer's exchange with one bot through one channel
+//! account, from first message to resolution.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::text_enum;
+use crate::db::{DbConn, DbError, new_id, now};
+use crate::db_run;
+use crate::schema::conversations;
+
+text_enum! {
+    /// Who is answering.
+    pub enum ConversationStatus {
+        /// The bot answers.
+        Bot = "bot",
+        /// Waiting for an agent; the bot stays silent.
+        PendingHandoff = "pending_handoff",
+        /// An agent answers; the bot stays silent.
+        Agent = "agent",
+        /// Closed; the customer's next message opens a new conversation.
+        Resolved = "resolved",
+    }
+}
+
+/// A conversation.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = conversations)]
+pub struct Conversation {
+    /// UUID.
+    pub id: String,
+    /// Workspace (denormalized for scoping every query).
+    pub workspace_id: String,
+    /// Answering bot.
+    pub bot_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// The account the customer wrote to; replies go out through it.
+    pub channel_account_id: String,
+    /// Who is answering.
+    pub status: ConversationStatus,
+    /// The agent who took over.
+    pub assigned_agent_id: Option<String>,
+    /// Ordering key of the newest message.
+    pub last_seq: i64,
+    /// Opened.
+    pub created_at: NaiveDateTime,
+    /// Last changed.
+    pub updated_at: NaiveDateTime,
+    /// Newest message.
+    pub last_message_at: NaiveDateTime,
+    /// When resolved.
+    pub resolved_at: Option<NaiveDateTime>,
+}
+
+/// Identifies where a conversation happens.
+#[derive(Debug, Clone, Copy)]
+pub struct ConversationKey<'a> {
+    /// Workspace.
+    pub workspace_id: &'a str,
+    /// Bot.
+    pub bot_id: &'a str,
+    /// Customer.
+    pub customer_id: &'a str,
+    /// Channel account.
+    pub channel_account_id: &'a str,
+}
+
+impl Conversation {
+    /// The open (not resolved) conversation for this customer and account,
+    /// opened if there is none. Concurrent first messages all get the same
+    /// conversation: the partial unique index `conversations_one_open` lets
+    /// one insert win and the others do nothing.
+    pub async fn open_for(
+        conn: &mut DbConn,
+        key: ConversationKey<'_>,
+    ) -> Result<Conversation, DbError> {
+        let at = now();
+        Ok(db_run!(conn: {
+            diesel::insert_into(conversations::table)
+                .values((
+                    conversations::id.eq(new_id()),
+                    conversations::workspace_id.eq(key.workspace_id),
+                    conversations::bot_id.eq(key.bot_id),
+                    conversations::customer_id.eq(key.customer_id),
+                    conversations::channel_account_id.eq(key.channel_account_id),
+                    conversations::status.eq(ConversationStatus::Bot),
+                    conversations::last_seq.eq(0_i64),
+                    conversations::created_at.eq(at),
+                    conversations::updated_at.eq(at),
+                    conversations::last_message_at.eq(at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            conversations::table
+                .filter(conversations::channel_account_id.eq(key.channel_account_id))
+                .filter(conversations::customer_id.eq(key.customer_id))
+                .filter(conversations::status.ne(ConversationStatus::Resolved))
+                .select(Conversation::as_select())
+                .first(conn)
+                .await?
+        }))
+    }
+
+    /// By id.
+    pub async fn find(conn: &mut DbConn, id: &str) -> Result<Option<Conversation>, DbError> {
+        Ok(db_run!(conn: {
+            conversations::table
+                .find(id)
+                .select(Conversation::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// Moves the conversation to `status`; resolving stamps `resolved_at`.
+    pub async fn set_status(
+        conn: &mut DbConn,
+        id: &str,
+        status: ConversationStatus,
+    ) -> Result<Conversation, DbError> {
+        let at = now();
+        let resolved_at = (status == ConversationStatus::Resolved).then_some(at);
+        Ok(db_run!(conn: {
+            diesel::update(conversations::table.find(id))
+                .set((
+                    conversations::status.eq(status),
+                    conversations::resolved_at.eq(resolved_at),
+                    conversations::updated_at.eq(at),
+                ))
+                .returning(Conversation::as_returning())
+                .get_result(conn)
+                .await?
+        }))
+    }
+}

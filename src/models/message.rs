@@ -1,0 +1,208 @@
+//! Messages of a conversation, in order.
+//!
+//! `seq` is the ordering key: dense per conversation, assigned by bumping
+//! `conversations.last_seq` in the same transaction as the insert (a write
+//! first, so SQLite takes its write lock at once and PostgreSQL its row lock).
+//! `(channel_account_id, direction, external_id)` is unique, so a platform
+//! redelivering a message is a no-op.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use serde::Serialize;
+
+use super::text_enum;
+use crate::db::{DbConn, DbError, new_id, now};
+use crate::db_run;
+use crate::schema::{conversations, messages};
+
+text_enum! {
+    /// Into or out of Frontdesk.
+    pub enum Direction {
+        /// From the customer.
+        Inbound = "inbound",
+        /// To the customer.
+        Outbound = "outbound",
+    }
+}
+
+text_enum! {
+    /// Who wrote it.
+    pub enum AuthorKind {
+        /// The customer.
+        Customer = "customer",
+        /// The bot.
+        Bot = "bot",
+        /// A human agent.
+        Agent = "agent",
+        /// Frontdesk itself (notices, handoff messages).
+        System = "system",
+    }
+}
+
+text_enum! {
+    /// Delivery state of an outbound message.
+    pub enum DeliveryStatus {
+        /// Not yet accepted by the platform.
+        Pending = "pending",
+        /// Accepted by the platform.
+        Sent = "sent",
+        /// Delivered to the device.
+        Delivered = "delivered",
+        /// Read by the customer.
+        Read = "read",
+        /// Given up; see `delivery_error`.
+        Failed = "failed",
+    }
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = messages)]
+pub struct Message {
+    /// UUID.
+    pub id: String,
+    /// Conversation.
+    pub conversation_id: String,
+    /// Account it came through or goes out through.
+    pub channel_account_id: String,
+    /// Position in the conversation, from 1.
+    pub seq: i64,
+    /// In or out.
+    pub direction: Direction,
+    /// Who wrote it.
+    pub author_kind: AuthorKind,
+    /// The agent, for agent messages.
+    pub author_user_id: Option<String>,
+    /// Text.
+    pub body: String,
+    /// The platform's id for it, account-unique.
+    pub external_id: Option<String>,
+    /// JSON: attachments and other platform details.
+    pub metadata: Option<String>,
+    /// Outbound only.
+    pub delivery_status: Option<DeliveryStatus>,
+    /// Why delivery failed.
+    pub delivery_error: Option<String>,
+    /// Stored.
+    pub created_at: NaiveDateTime,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// Conversation.
+    pub conversation_id: &'a str,
+    /// Account.
+    pub channel_account_id: &'a str,
+    /// In or out.
+    pub direction: Direction,
+    /// Who wrote it.
+    pub author_kind: AuthorKind,
+    /// The agent, for agent messages.
+    pub author_user_id: Option<&'a str>,
+    /// Text.
+    pub body: &'a str,
+    /// Platform id, unique per account and direction.
+    pub external_id: Option<&'a str>,
+    /// JSON metadata.
+    pub metadata: Option<&'a str>,
+}
+
+/// What [`Message::insert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// Stored now.
+    New(Message),
+    /// The platform id was already stored; nothing changed.
+    Duplicate(Message),
+}
+
+impl Message {
+    /// Stores a message at the end of its conversation. A message whose
+    /// `external_id` is already stored for its account and direction is not
+    /// stored again: the existing row is returned as a duplicate.
+    pub async fn insert(conn: &mut DbConn, new: &NewMessage<'_>) -> Result<Inserted, DbError> {
+        if let Some(existing) = Self::find_external(conn, new).await? {
+            return Ok(Inserted::Duplicate(existing));
+        }
+        let at = now();
+        let delivery = (new.direction == Direction::Outbound).then_some(DeliveryStatus::Pending);
+        let outcome = db_run!(conn: {
+            conn.transaction(async |conn| {
+                let seq: i64 = diesel::update(conversations::table.find(new.conversation_id))
+                    .set((
+                        conversations::last_seq.eq(conversations::last_seq + 1),
+                        conversations::last_message_at.eq(at),
+                        conversations::updated_at.eq(at),
+                    ))
+                    .returning(conversations::last_seq)
+                    .get_result(conn)
+                    .await?;
+                diesel::insert_into(messages::table)
+                    .values((
+                        messages::id.eq(new_id()),
+                        messages::conversation_id.eq(new.conversation_id),
+                        messages::channel_account_id.eq(new.channel_account_id),
+                        messages::seq.eq(seq),
+                        messages::direction.eq(new.direction),
+                        messages::author_kind.eq(new.author_kind),
+                        messages::author_user_id.eq(new.author_user_id),
+                        messages::body.eq(new.body),
+                        messages::external_id.eq(new.external_id),
+                        messages::metadata.eq(new.metadata),
+                        messages::delivery_status.eq(delivery),
+                        messages::created_at.eq(at),
+                    ))
+                    .returning(Message::as_returning())
+                    .get_result(conn)
+                    .await
+            })
+            .await
+        });
+        match outcome {
+            Ok(message) => Ok(Inserted::New(message)),
+            // A concurrent delivery of the same message won the race; its
+            // transaction rolled ours back, seq included.
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) if new.external_id.is_some() => match Self::find_external(conn, new).await? {
+                Some(existing) => Ok(Inserted::Duplicate(existing)),
+                None => Err(DbError::Query(diesel::result::Error::NotFound)),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_external(
+        conn: &mut DbConn,
+        new: &NewMessage<'_>,
+    ) -> Result<Option<Message>, DbError> {
+        let Some(external_id) = new.external_id else {
+            return Ok(None);
+        };
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::channel_account_id.eq(new.channel_account_id))
+                .filter(messages::direction.eq(new.direction))
+                .filter(messages::external_id.eq(external_id))
+                .select(Message::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The conversation's messages in order.
+    pub async fn list(conn: &mut DbConn, conversation_id: &str) -> Result<Vec<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .order(messages::seq)
+                .select(Message::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

@@ -1,0 +1,111 @@
+//! Users (support agents and administrators) and their role per workspace.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use super::text_enum;
+use crate::db::{DbConn, DbError, new_id, now};
+use crate::db_run;
+use crate::schema::{memberships, users};
+
+text_enum! {
+    /// What a user may do in a workspace. Each role includes the ones below it.
+    pub enum Role {
+        /// Manages users, plus everything an admin does.
+        Owner = "owner",
+        /// Configures bots, channels and knowledge, plus everything an agent does.
+        Admin = "admin",
+        /// Takes over and answers conversations.
+        Agent = "agent",
+    }
+}
+
+/// A user. The password hash is never serialized.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = users)]
+pub struct User {
+    /// UUID.
+    pub id: String,
+    /// Login, stored lowercased, unique.
+    pub email: String,
+    /// Shown to colleagues.
+    pub display_name: String,
+    /// Argon2 PHC string; `None` until a password is set.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    /// Cannot log in.
+    pub disabled: bool,
+    /// Created.
+    pub created_at: NaiveDateTime,
+    /// Last changed.
+    pub updated_at: NaiveDateTime,
+}
+
+impl User {
+    /// Creates a user.
+    pub async fn create(
+        conn: &mut DbConn,
+        email: &str,
+        display_name: &str,
+        password_hash: Option<&str>,
+    ) -> Result<User, DbError> {
+        let at = now();
+        Ok(db_run!(conn: {
+            diesel::insert_into(users::table)
+                .values((
+                    users::id.eq(new_id()),
+                    users::email.eq(email.trim().to_lowercase()),
+                    users::display_name.eq(display_name),
+                    users::password_hash.eq(password_hash),
+                    users::disabled.eq(false),
+                    users::created_at.eq(at),
+                    users::updated_at.eq(at),
+                ))
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await?
+        }))
+    }
+
+    /// Gives the user `role` in the workspace (replacing a previous role).
+    pub async fn set_role(
+        conn: &mut DbConn,
+        user_id: &str,
+        workspace_id: &str,
+        role: Role,
+    ) -> Result<(), DbError> {
+        db_run!(conn: {
+            diesel::insert_into(memberships::table)
+                .values((
+                    memberships::workspace_id.eq(workspace_id),
+                    memberships::user_id.eq(user_id),
+                    memberships::role.eq(role),
+                    memberships::created_at.eq(now()),
+                ))
+                .on_conflict((memberships::workspace_id, memberships::user_id))
+                .do_update()
+                .set(memberships::role.eq(role))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The user's role in the workspace, if a member.
+    pub async fn role_in(
+        conn: &mut DbConn,
+        user_id: &str,
+        workspace_id: &str,
+    ) -> Result<Option<Role>, DbError> {
+        Ok(db_run!(conn: {
+            memberships::table
+                .find((workspace_id, user_id))
+                .select(memberships::role)
+                .first::<Role>(conn)
+                .await
+                .optional()?
+        }))
+    }
+}

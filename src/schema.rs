@@ -1,0 +1,162 @@
+//! Diesel table definitions, shared by both backends.
+//!
+//! Written by hand to match `migrations/postgres` and `migrations/sqlite`
+//! (which `tests/migrations.rs` keeps in step). Only portable SQL types appear
+//! here, so every query in `crate::models` compiles for PostgreSQL and SQLite.
+
+diesel::table! {
+    instance_meta (key) {
+        key -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workspaces (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Text,
+        display_name -> Text,
+        password_hash -> Nullable<Text>,
+        disabled -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    memberships (workspace_id, user_id) {
+        workspace_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    bots (id) {
+        id -> Text,
+        workspace_id -> Text,
+        name -> Text,
+        system_prompt -> Text,
+        language -> Text,
+        llm_settings -> Text,
+        handoff_policy -> Text,
+        min_confidence -> Double,
+        fallback_message -> Text,
+        knowledge_paths -> Text,
+        source_file -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    channel_accounts (id) {
+        id -> Text,
+        public_id -> Text,
+        bot_id -> Text,
+        kind -> Text,
+        external_id -> Nullable<Text>,
+        credentials -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    customers (id) {
+        id -> Text,
+        workspace_id -> Text,
+        channel_kind -> Text,
+        external_user_id -> Text,
+        display_name -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> Text,
+        workspace_id -> Text,
+        bot_id -> Text,
+        customer_id -> Text,
+        channel_account_id -> Text,
+        status -> Text,
+        assigned_agent_id -> Nullable<Text>,
+        last_seq -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_message_at -> Timestamp,
+        resolved_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        conversation_id -> Text,
+        channel_account_id -> Text,
+        seq -> BigInt,
+        direction -> Text,
+        author_kind -> Text,
+        author_user_id -> Nullable<Text>,
+        body -> Text,
+        external_id -> Nullable<Text>,
+        metadata -> Nullable<Text>,
+        delivery_status -> Nullable<Text>,
+        delivery_error -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Text,
+        workspace_id -> Nullable<Text>,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_kind -> Text,
+        target_id -> Nullable<Text>,
+        source_ip -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        before_state -> Nullable<Text>,
+        after_state -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(memberships -> workspaces (workspace_id));
+diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(bots -> workspaces (workspace_id));
+diesel::joinable!(channel_accounts -> bots (bot_id));
+diesel::joinable!(customers -> workspaces (workspace_id));
+diesel::joinable!(conversations -> customers (customer_id));
+diesel::joinable!(conversations -> channel_accounts (channel_account_id));
+diesel::joinable!(messages -> conversations (conversation_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    instance_meta,
+    workspaces,
+    users,
+    memberships,
+    bots,
+    channel_accounts,
+    customers,
+    conversations,
+    messages,
+    audit_log,
+);

@@ -1,0 +1,300 @@
+//! The HTTP server: one [`build`] used by `main` and by the tests.
+//!
+//! Every request passes through [`observe`]: it gets a request id (the
+//! client's `X-Request-Id` when sane, else a new one, echoed in the response),
+//! a tracing span carrying that id, and a place in the Prometheus metrics
+//! (count and latency by route pattern and status). Bodies are limited to
+//! `server.max_body_bytes`. On SIGTERM/SIGINT the server stops accepting and
+//! lets in-flight requests finish for up to `server.shutdown_timeout_secs`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App as ActixApp, HttpMessage, HttpResponse, HttpServer, web};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::error::{ApiError, ErrorKind};
+
+/// Header carrying the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Shared by every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Database, settings, keys.
+    pub app: App,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The process's metrics. One registry per server, so tests don't share counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Holds every metric below.
+    pub registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Registers the HTTP metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route", "status"],
+        )?;
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new("frontdesk_build_info", "Version of the running binary"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+        })
+    }
+}
+
+/// The request id of the current request, for handlers and audit entries.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Builds the server on `listener` (bind port 0 in tests). The caller awaits
+/// or spawns the returned [`Server`]; the address is where it listens.
+pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketAddr)> {
+    let addr = listener.local_addr()?;
+    let settings = app.settings.clone();
+    let state = AppState {
+        app,
+        metrics: Arc::new(Metrics::new()?),
+    };
+    let limit = settings.server.max_body_bytes;
+    let mut server = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(limit))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(|e, _| json_error(&e).into()),
+            )
+            .app_data(web::FormConfig::default().limit(limit))
+            .wrap(from_fn(observe))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
+            .default_service(web::to(not_found))
+    })
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    // Signals are ours to handle (see `stop_on_signals`): actix would treat
+    // SIGINT as a forced stop that drops in-flight requests.
+    .disable_signals()
+    .listen(listener)?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    tracing::info!(%addr, "listening");
+    Ok((server.run(), addr))
+}
+
+/// Stops `server` gracefully on the first SIGTERM or SIGINT: no new
+/// connections, in-flight requests finish (up to `server.shutdown_timeout_secs`).
+pub fn stop_on_signals(server: &Server) {
+    let handle = server.handle();
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "shutting down: finishing in-flight requests");
+        handle.stop(true).await;
+    });
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "ctrl-c"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+fn json_error(error: &actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match error {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => {
+            ApiError::new(ErrorKind::PayloadTooLarge, "request body is too large")
+        }
+        E::ContentType => ApiError::new(
+            ErrorKind::BadRequest,
+            "expected Content-Type: application/json",
+        ),
+        E::Payload(e) => crate::error::from_payload_error(e),
+        other => ApiError::new(ErrorKind::BadRequest, format!("invalid JSON body: {other}")),
+    }
+}
+
+/// Request id, span, metrics and an access log line around every request.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let started = Instant::now();
+
+    // Never hold a clone of the HttpRequest across this call: routing needs
+    // the request uniquely owned.
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(error) => error.as_response_error().status_code(),
+    };
+    if let Some(metrics) = metrics {
+        let labels = [method.as_str(), route.as_str(), status.as_str()];
+        metrics.http_requests.with_label_values(&labels).inc();
+        metrics
+            .http_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+    let mut res = result?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let _entered = span.enter();
+    let latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0;
+    if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(status = status.as_u16(), latency_ms, "answered");
+    } else if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), latency_ms, "answered");
+    } else {
+        tracing::info!(status = status.as_u16(), latency_ms, "answered");
+    }
+    Ok(res)
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database and (when configured) Redis answer, and the
+/// bot files were applied. 503 with the failing checks otherwise.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let database = match tokio::time::timeout(TIMEOUT, state.app.db.ping()).await {
+        Ok(Ok(())) => {
+            json!({ "ok": true, "backend": format!("{:?}", state.app.db.backend()).to_lowercase() })
+        }
+        Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
+        Err(_) => json!({ "ok": false, "error": "no answer within 2 s" }),
+    };
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), database);
+    if let Some(pool) = &state.app.redis {
+        let ping = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            deadpool_redis::redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let redis = match tokio::time::timeout(TIMEOUT, ping).await {
+            Ok(Ok(_)) => json!({ "ok": true }),
+            Ok(Err(e)) => json!({ "ok": false, "error": e }),
+            Err(_) => json!({ "ok": false, "error": "no answer within 2 s" }),
+        };
+        checks.insert("redis".into(), redis);
+    }
+    checks.insert(
+        "bot_files".into(),
+        json!({ "ok": true, "files": state.app.bot_files.files }),
+    );
+    let ready = checks.values().all(|c| c["ok"] == json!(true));
+    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut buffer = Vec::new();
+    match prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buffer) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(prometheus::TEXT_FORMAT)
+            .body(buffer),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    )
+    .error_response()
+}
