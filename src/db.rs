@@ -97,7 +97,7 @@ pub enum DbConn {
 #[macro_export]
 macro_rules! db_run {
     ($conn:ident: $body:block) => {
-        match $crate::db::DbConn::dispatch($conn) {
+        match $conn.dispatch() {
             $crate::db::DbConn::Postgres($conn) => {
                 let $conn: &mut ::diesel_async::AsyncPgConnection = &mut **$conn;
                 $body
@@ -195,7 +195,6 @@ impl Db {
         use diesel::IntoSql;
         use diesel_async::RunQueryDsl;
         let mut conn = self.get().await?;
-        let conn = &mut conn;
         db_run!(conn: {
             diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
                 .get_result::<i32>(conn)

@@ -190,9 +190,16 @@ async fn observe(
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = state.as_ref().map(|s| s.metrics.clone());
+    // Refuse a declared oversized body before anyone reads it; extractors
+    // enforce the same limit on bodies without Content-Length.
+    let limit = state.as_ref().map(|s| s.app.settings.server.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let method = req.method().to_string();
     let route = req
         .match_pattern()
@@ -202,7 +209,22 @@ async fn observe(
 
     // Never hold a clone of the HttpRequest across this call: routing needs
     // the request uniquely owned.
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = match (declared, limit) {
+        (Some(length), Some(limit)) if length > limit as u64 => {
+            use actix_web::ResponseError;
+            let error = ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("request body of {length} bytes is over the limit of {limit} bytes"),
+            );
+            let (http_req, _) = req.into_parts();
+            Ok(ServiceResponse::new(http_req, error.error_response()).map_into_right_body())
+        }
+        _ => next
+            .call(req)
+            .instrument(span.clone())
+            .await
+            .map(ServiceResponse::map_into_left_body),
+    };
     let elapsed = started.elapsed();
     let status = match &result {
         Ok(res) => res.status(),

@@ -44,7 +44,6 @@ pub async fn verify_master_key(
     key_file: &std::path::Path,
 ) -> Result<(), KeyCheckError> {
     let mut conn = db.get().await?;
-    let conn = &mut conn;
     let sealed = key.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK);
     let stored: String = db_run!(conn: {
         diesel::insert_into(instance_meta::table)

@@ -1,0 +1,313 @@
+//! The `frontdesk` binary as a new user runs it: a fresh directory holding
+//! only the shipped `config/`, no environment beyond PATH and HOME.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::common::{Backend, TestDb, repo_path};
+
+/// A scratch working directory with a copy of the shipped `config/`.
+fn fresh_install() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&repo_path("config"), &dir.path().join("config"));
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+fn frontdesk(cwd: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdesk"));
+    cmd.current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", cwd)
+        .envs(env.iter().copied());
+    cmd
+}
+
+fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    frontdesk(cwd, env)
+        .args(args)
+        .output()
+        .expect("run frontdesk")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The single `error:` line of a failed command; no panic, no backtrace.
+fn one_error_line(output: &Output) -> String {
+    let text = stderr(output);
+    assert!(
+        !text.contains("panicked") && !text.contains("backtrace"),
+        "{text}"
+    );
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line in:\n{text}");
+    errors[0].to_owned()
+}
+
+/// A `frontdesk serve` child and the address it listens on.
+struct Served {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+fn serve(cwd: &Path, env: &[(&str, &str)]) -> Served {
+    let mut env = env.to_vec();
+    env.push(("FRONTDESK__SERVER__BIND", "127.0.0.1:0"));
+    env.push(("FRONTDESK__SERVER__WORKERS", "1"));
+    let mut child = frontdesk(cwd, &env)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or(rest).to_owned();
+                    return Served {
+                        child,
+                        addr,
+                        log: rx,
+                    };
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve did not start:\n{}", seen.join("\n"));
+            }
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Served {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("http://{}{}", self.addr, path))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// SIGTERM, then the exit status and the rest of the log.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let rest: Vec<String> = self.log.try_iter().collect();
+        (status, rest.join("\n"))
+    }
+}
+
+async fn ready_then_graceful_stop(cwd: &Path, env: &[(&str, &str)]) {
+    let served = serve(cwd, env);
+    let res = served.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(
+        body["checks"]["bot_files"]["files"], 1,
+        "the demo bot is applied"
+    );
+    let (status, log) = served.terminate();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_install_serves_ready_on_embedded_defaults() {
+    let dir = fresh_install();
+    ready_then_graceful_stop(dir.path(), &[]).await;
+    assert!(dir.path().join("data/frontdesk.db").is_file());
+    let key = dir.path().join("data/master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "generated key is private");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_install_serves_ready_on_postgres() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = test_db.url.to_string();
+    let dir = fresh_install();
+    ready_then_graceful_stop(dir.path(), &[("FRONTDESK__DATABASE__URL", &url)]).await;
+}
+
+#[test]
+fn migrate_twice_is_a_no_op_the_second_time() {
+    let dir = fresh_install();
+    let first = run(dir.path(), &["migrate"], &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.starts_with("applied 1 migration(s) to sqlite://data/frontdesk.db"),
+        "{out}"
+    );
+    let second = run(dir.path(), &["migrate"], &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(
+        out.trim(),
+        "database sqlite://data/frontdesk.db is up to date"
+    );
+}
+
+#[test]
+fn unknown_config_key_names_key_and_source() {
+    let dir = fresh_install();
+    let out = run(
+        dir.path(),
+        &["migrate"],
+        &[("FRONTDESK__SERVER__BNDD", "x")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        one_error_line(&out),
+        "error: unknown config key `server.bndd` in environment variable FRONTDESK__SERVER__BNDD"
+    );
+
+    let shipped = std::fs::read_to_string(dir.path().join("config/frontdesk.toml")).expect("read");
+    std::fs::write(
+        dir.path().join("config/frontdesk.toml"),
+        shipped.replace("pool_size = 8", "pool_sise = 8"),
+    )
+    .expect("write");
+    let out = run(dir.path(), &["serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        one_error_line(&out),
+        "error: unknown config key `database.pool_sise` in config/frontdesk.toml"
+    );
+
+    std::fs::write(dir.path().join("config/frontdesk.toml"), shipped).expect("restore");
+    let extra = dir.path().join("extra.toml");
+    std::fs::write(&extra, "[server]\nworkers = \"two\"\n").expect("write");
+    let out = run(dir.path(), &["--config", "extra.toml", "migrate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        one_error_line(&out)
+            .starts_with("error: invalid value for config key `server.workers` in extra.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_secret_variable_stops_start_up() {
+    let dir = fresh_install();
+    std::fs::write(
+        dir.path().join("config/bots/shop.toml"),
+        "workspace = \"shop\"\nname = \"help\"\nsystem_prompt = \"x\"\n\
+         [[channels]]\nkind = \"telegram\"\nid = \"shop-tg\"\n\
+         bot_token = \"env:SHOP_TG_TOKEN\"\nsecret_token = \"abc\"\n",
+    )
+    .expect("write");
+    let out = run(dir.path(), &["serve"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        "error: config/bots/shop.toml: `channels[0].bot_token`: environment variable SHOP_TG_TOKEN is not set"
+    );
+}
+
+#[test]
+fn unreachable_database_is_one_clear_line() {
+    let dir = fresh_install();
+    let out = run(
+        dir.path(),
+        &["migrate"],
+        &[
+            (
+                "FRONTDESK__DATABASE__URL",
+                "postgres://app:hunter2@127.0.0.1:1/frontdesk",
+            ),
+            ("FRONTDESK__DATABASE__CONNECT_TIMEOUT_SECS", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with(
+            "error: cannot connect to the database at postgres://app:***@127.0.0.1:1/frontdesk"
+        ),
+        "{line}"
+    );
+    assert!(!stderr(&out).contains("hunter2"), "password leaked");
+}
+
+#[test]
+fn malformed_master_key_is_refused() {
+    let dir = fresh_install();
+    let out = run(
+        dir.path(),
+        &["serve"],
+        &[("FRONTDESK__SECURITY__MASTER_KEY", "too-short")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        "error: security.master_key: a master key must be 32 bytes written as 64 hex characters or base64"
+    );
+    assert!(!stderr(&out).contains("too-short"));
+}
