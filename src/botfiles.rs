@@ -374,19 +374,32 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
     })?;
     let value: toml::Value = toml::from_str(&text).map_err(|e| BotFileError::Format {
         path: path.clone(),
-        message: e.message().to_owned(),
+        message: e.message().to_owned() + &crate::config::location(&text, e.span()),
     })?;
     let mut unknown = None;
-    let parsed: Result<BotFile, _> = serde_ignored::deserialize(value, |key| {
+    let parsed: Result<BotFile, _> = serde_ignored::deserialize(value.clone(), |key| {
         unknown.get_or_insert_with(|| key.to_string());
     });
     if let Some(key) = unknown {
         return Err(BotFileError::UnknownKey { path, key });
     }
-    let file = parsed.map_err(|e| BotFileError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let file = match parsed {
+        Ok(file) => file,
+        // Again, to learn which key is wrong.
+        Err(plain) => {
+            let message = match serde_path_to_error::deserialize::<_, BotFile>(value) {
+                Err(e) if !matches!(e.path().to_string().as_str(), "" | ".") => {
+                    let key = e.path().to_string();
+                    format!("`{key}`: {}", e.into_inner())
+                }
+                _ => plain.to_string(),
+            };
+            return Err(BotFileError::Format {
+                path,
+                message,
+            });
+        }
+    };
     let invalid = |key: &str, message: String| BotFileError::Invalid {
         path: path.clone(),
         key: key.to_owned(),
@@ -693,7 +706,27 @@ secret_token = "s3cret-token"
             "workspace = \"acme\"\nname = \"b\"\nsystem_prompt = \"x\"\n[handoff]\non_unknown = \"shrug\"\n",
         );
         let err = load_dir(dir.path(), &[]).expect_err("policy");
-        assert!(err.to_string().contains("shrug"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("a.toml: `handoff.on_unknown`: unknown variant `shrug`"),
+            "{err}"
+        );
+
+        write(
+            dir.path(),
+            "a.toml",
+            "workspace = \"acme\"\nname = \"b\"\nsystem_prompt = \"x\"\n[handoff]\nmin_confidence = \"high\"\n",
+        );
+        let err = load_dir(dir.path(), &[]).expect_err("type");
+        assert!(
+            err.to_string()
+                .contains("a.toml: `handoff.min_confidence`: invalid type"),
+            "{err}"
+        );
+
+        write(dir.path(), "a.toml", "workspace = \"acme\"\nname = \n");
+        let err = load_dir(dir.path(), &[]).expect_err("syntax");
+        assert!(err.to_string().contains("(line 2, column"), "{err}");
     }
 
     #[test]

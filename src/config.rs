@@ -645,7 +645,8 @@ fn merge(
     }
 }
 
-fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+/// ` (line L, column C)` of a TOML parse error, for messages.
+pub(crate) fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else {
         return String::new();
     };

@@ -128,8 +128,17 @@ pub fn stop_on_signals(server: &Server) {
     let handle = server.handle();
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
-        tracing::info!(signal, "shutting down: finishing in-flight requests");
-        handle.stop(true).await;
+        tracing::info!(
+            signal,
+            "shutting down: finishing in-flight requests (signal again to force)"
+        );
+        tokio::select! {
+            () = handle.stop(true) => {}
+            signal = shutdown_signal() => {
+                tracing::warn!(signal, "second signal: stopping now");
+                handle.stop(false).await;
+            }
+        }
     });
 }
 

@@ -14,7 +14,12 @@ pub fn in_ci() -> bool {
 /// Says loudly that a test skips because `what` is missing; in CI, fails.
 pub fn missing_service(what: &str, why: &str) {
     assert!(!in_ci(), "{what} is required in CI: {why}");
-    eprintln!("\n!!! SKIPPED: {what} is not reachable ({why}); start it or run .ci/run\n");
+    // Straight to the stderr handle: libtest captures eprintln! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED: {what} is not reachable ({why}); start it or run .ci/run\n"
+    );
 }
 
 /// The PostgreSQL server tests create their databases on.
