@@ -394,10 +394,7 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
                 }
                 _ => plain.to_string(),
             };
-            return Err(BotFileError::Format {
-                path,
-                message,
-            });
+            return Err(BotFileError::Format { path, message });
         }
     };
     let invalid = |key: &str, message: String| BotFileError::Invalid {

@@ -2,20 +2,36 @@
 //!
 //! # Layout
 //!
-//! - `lib.rs` — what every channel shares: [`ChannelKind`], and (as channels
-//!   land) the channel trait (kind, verify, parse, send, limits), the
-//!   normalized inbound and outbound messages, and the registry.
-//! - one file per platform beside it: `messenger.rs`, `telegram.rs`,
-//!   `email.rs`, `webchat.rs`.
+//! - `lib.rs` — what every channel shares: [`ChannelKind`], the normalized
+//!   [`InboundEvent`] / [`InboundMessage`] and [`OutboundMessage`], the
+//!   [`Channel`] trait (verify, parse, send, limits), errors, and
+//!   [`split_text`] which cuts long replies at paragraph, then sentence
+//!   boundaries.
+//! - `telegram.rs`, `messenger.rs`, `email.rs` — one file per platform.
+//! - `http.rs` — the outbound HTTP client with bounded retries (5xx, 429,
+//!   `retry_after`), shared by the HTTP platforms.
+//! - `form.rs` — `application/x-www-form-urlencoded` and `multipart/form-data`
+//!   bodies (Mailgun posts either).
 //!
 //! # Data flow
 //!
-//! A webhook handler hands an adapter the raw body bytes and headers; the
-//! adapter verifies the signature over those bytes, then parses the platform's
-//! JSON or MIME into normalized messages. Nothing after an adapter sees
-//! platform formats. Outbound, an adapter formats a reply within the
-//! platform's limits and sends it. This crate knows nothing of the database or
-//! the queue: it is tested alone against recorded payloads and local servers.
+//! A webhook handler hands an adapter a [`WebhookRequest`]: the raw body
+//! bytes, headers and query. The adapter verifies the signature over those
+//! exact bytes (constant-time), then parses the platform's JSON or MIME into
+//! [`RoutedEvent`]s. Nothing after an adapter sees platform formats. Outbound,
+//! an adapter splits a reply within the platform's limits and sends it. This
+//! crate knows nothing of the database or the queue: it is tested alone
+//! against recorded payloads and local servers.
+
+pub mod email;
+mod form;
+mod http;
+pub mod messenger;
+mod split;
+pub mod telegram;
+
+pub use http::{HttpClient, RetryPolicy};
+pub use split::split_text;
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,6 +98,370 @@ impl TryFrom<String> for ChannelKind {
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }
+}
+
+/// A webhook as received: raw bytes, never re-serialized (signatures are over
+/// the exact bytes).
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// The raw body.
+    pub body: bytes::Bytes,
+    /// When it arrived (for timestamp windows).
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl WebhookRequest {
+    /// The first header of that (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where an adapter looks up an account's secrets by name (`bot_token`,
+/// `app_secret`, …). Implemented by the caller over its decrypted credentials.
+pub trait Secrets {
+    /// The secret, if the account has it.
+    fn get(&self, name: &str) -> Option<&str>;
+
+    /// The secret, or an error naming it.
+    fn require(&self, name: &'static str) -> Result<&str, VerifyError> {
+        self.get(name).ok_or(VerifyError::MissingSecret(name))
+    }
+}
+
+impl Secrets for std::collections::BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        std::collections::BTreeMap::get(self, name).map(String::as_str)
+    }
+}
+
+/// The person on the other side, as the platform identifies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// Telegram user id, page-scoped id (PSID), or email address (lowercased).
+    pub external_id: String,
+    /// Name as the platform gives it.
+    pub display_name: Option<String>,
+}
+
+/// How a customer produced a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Origin {
+    /// Typed text.
+    Text,
+    /// A caption of a photo, video or document.
+    Caption,
+    /// A quick-reply button; `text` is the button title.
+    QuickReply {
+        /// The developer payload.
+        payload: String,
+    },
+    /// A persistent-menu or template button; `text` is its title.
+    Postback {
+        /// The developer payload.
+        payload: String,
+    },
+    /// A Telegram inline-keyboard button; `text` is its data.
+    Callback,
+    /// An email.
+    Email,
+}
+
+/// A file or media item, kept as metadata (never downloaded here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    /// `image`, `video`, `audio`, `file`, `location`, `sticker`, …
+    pub kind: String,
+    /// Where the platform serves it, if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Platform file id (Telegram).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    /// File name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// MIME type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// Size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Email threading headers and subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EmailThread {
+    /// `Message-ID`, without angle brackets.
+    pub message_id: String,
+    /// `In-Reply-To` ids.
+    pub in_reply_to: Vec<String>,
+    /// `References` ids, oldest first.
+    pub references: Vec<String>,
+    /// `Subject`.
+    pub subject: String,
+}
+
+/// A customer's message, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The platform's id for it, unique within the account (Telegram ids are
+    /// prefixed with the chat id, since they are only unique per chat).
+    pub external_id: String,
+    /// Who wrote it.
+    pub sender: Sender,
+    /// The customer's words. May be empty when only attachments came.
+    pub text: String,
+    /// How it was produced.
+    pub origin: Origin,
+    /// Media and files.
+    pub attachments: Vec<Attachment>,
+    /// When the platform says it was sent.
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The platform id of the message it replies to, if any.
+    pub reply_to: Option<String>,
+    /// Email only.
+    pub email: Option<EmailThread>,
+}
+
+/// Who controls a Messenger conversation after a handover event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Another app (e.g. the Page inbox) took or was passed control.
+    ToOtherApp,
+    /// Control came back to this app.
+    ToUs,
+    /// Another app asks for control; informational.
+    Requested,
+}
+
+/// One normalized thing that happened on a platform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundEvent {
+    /// A new customer message.
+    Message(InboundMessage),
+    /// The customer edited an earlier message.
+    Edit {
+        /// The edited message's id (same form as [`InboundMessage::external_id`]).
+        external_id: String,
+        /// Who.
+        sender: Sender,
+        /// The new text.
+        text: String,
+    },
+    /// Outbound messages reached the customer's device.
+    Delivered {
+        /// The customer.
+        customer: String,
+        /// Platform ids of the delivered messages, when listed.
+        message_ids: Vec<String>,
+        /// Everything sent before this instant is delivered.
+        watermark: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The customer read everything sent before `watermark`.
+    Read {
+        /// The customer.
+        customer: String,
+        /// Read up to here.
+        watermark: chrono::DateTime<chrono::Utc>,
+    },
+    /// Conversation control moved between apps (Messenger handover protocol).
+    Handover {
+        /// The customer.
+        customer: String,
+        /// Where control went.
+        to: Handover,
+    },
+    /// Valid but irrelevant: answered 200 so the platform stops retrying,
+    /// and logged with this reason.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An event and the platform identity of the account it is for (the page id
+/// of a Messenger entry); `None` when the route names the account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutedEvent {
+    /// Page id for Messenger.
+    pub account: Option<String>,
+    /// What happened.
+    pub event: InboundEvent,
+}
+
+impl RoutedEvent {
+    fn unrouted(event: InboundEvent) -> Self {
+        Self {
+            account: None,
+            event,
+        }
+    }
+
+    fn skipped(reason: impl Into<String>) -> Self {
+        Self::unrouted(InboundEvent::Skipped {
+            reason: reason.into(),
+        })
+    }
+}
+
+/// Where a reply goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// Telegram chat id, PSID, or email address.
+    pub external_id: String,
+    /// Email only: threading of the reply.
+    pub email: Option<EmailReply>,
+}
+
+/// What an email reply needs to thread under the customer's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailReply {
+    /// Our address (the account's).
+    pub from: String,
+    /// Subject of the thread; `Re: ` is added once.
+    pub subject: String,
+    /// The message replied to.
+    pub in_reply_to: Option<String>,
+    /// The thread's ids, oldest first.
+    pub references: Vec<String>,
+}
+
+/// A reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Plain text; split within the platform's limit.
+    pub text: String,
+}
+
+/// What the platform said about one sent part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The platform's id for it (Telegram `chat:message_id`, Messenger mid,
+    /// our email Message-ID).
+    pub external_id: String,
+}
+
+/// Platform limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest text of one message, in characters (Unicode scalar values).
+    pub max_text_chars: usize,
+}
+
+/// A webhook that must not be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The signature header is absent.
+    #[error("missing {0}")]
+    MissingSignature(&'static str),
+    /// The signature header is not in the expected form.
+    #[error("malformed {0}")]
+    MalformedSignature(&'static str),
+    /// The signature does not match.
+    #[error("signature does not match")]
+    BadSignature,
+    /// Outside the accepted time window.
+    #[error("timestamp outside the {0}-second window")]
+    Stale(i64),
+    /// The account has no such secret configured.
+    #[error("account has no `{0}` configured")]
+    MissingSecret(&'static str),
+}
+
+/// A body that cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Why a reply could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Retrying will not help (4xx other than 429, bad recipient, blocked bot).
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// Retries exhausted on 5xx, 429 or network errors.
+    #[error("gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        /// How many.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// The channel is not configured to send (e.g. no SMTP server).
+    #[error("not configured: {0}")]
+    NotConfigured(String),
+}
+
+/// One platform: verification, parsing, sending, limits.
+pub trait Channel: Send + Sync {
+    /// Which platform.
+    fn kind(&self) -> ChannelKind;
+
+    /// Its limits.
+    fn limits(&self) -> Limits;
+
+    /// Checks that the request comes from the platform, over the raw bytes.
+    /// Returns a replay token when the scheme has one (email), which the
+    /// caller must accept only once.
+    fn verify(
+        &self,
+        request: &WebhookRequest,
+        secrets: &dyn Secrets,
+    ) -> Result<Option<String>, VerifyError>;
+
+    /// Parses a verified request into events.
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError>;
+
+    /// Sends `message` to `to`, split within the limits; one [`Sent`] per part.
+    fn send(
+        &self,
+        secrets: &(dyn Secrets + Sync),
+        to: &Recipient,
+        message: &OutboundMessage,
+    ) -> impl std::future::Future<Output = Result<Vec<Sent>, SendError>> + Send;
+
+    /// Shows a typing indicator, where the platform has one. Best effort.
+    fn typing(
+        &self,
+        secrets: &(dyn Secrets + Sync),
+        to: &Recipient,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+}
+
+/// Constant-time comparison of two byte strings.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Checks `expected_hex` against HMAC-SHA256(key, message), in constant time.
+pub(crate) fn verify_hmac_sha256(key: &[u8], message: &[&[u8]], expected_hex: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Ok(expected) = hex::decode(expected_hex.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        return false;
+    };
+    for part in message {
+        mac.update(part);
+    }
+    mac.verify_slice(&expected).is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,593 @@
+//! Facebook Messenger (Graph API): page webhooks in, Send API out.
+//!
+//! Verification: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret,
+//! raw body)>`, compared in constant time; the legacy SHA-1 header is not
+//! accepted. The `GET` subscribe handshake answers `hub.challenge` when
+//! `hub.verify_token` matches.
+//!
+//! Parsing: every event of a batch (`entry[]` × `messaging[]`), each routed
+//! by its entry's page id. Text, quick replies and postbacks become the
+//! customer's words; attachments are kept as metadata; echoes of our own
+//! messages are skipped; `delivery`/`read` update outbound status; handover
+//! events move control between apps. `standby` events (another app owns the
+//! thread) and other kinds are skipped with a reason.
+//!
+//! Sending: `messaging_type: RESPONSE`, text split at 2000 characters,
+//! `sender_action: typing_on` for the typing indicator.
+
+use serde_json::{Value, json};
+
+use crate::http::{Attempt, default_verdict};
+use crate::{
+    Attachment, Channel, ChannelKind, Handover, HttpClient, InboundEvent, InboundMessage, Limits,
+    Origin, OutboundMessage, ParseError, Recipient, RoutedEvent, Secrets, SendError, Sender, Sent,
+    VerifyError, WebhookRequest, split_text, verify_hmac_sha256,
+};
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// Messenger's limit for one message's text.
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+/// The Messenger adapter.
+#[derive(Debug, Clone)]
+pub struct Messenger {
+    graph_api_base: String,
+    http: HttpClient,
+}
+
+impl Messenger {
+    /// Talks to the Graph API at `graph_api_base` (version included).
+    pub fn new(graph_api_base: impl Into<String>, http: HttpClient) -> Self {
+        Self {
+            graph_api_base: graph_api_base.into().trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    async fn post(&self, what: &str, token: &str, body: &Value) -> Result<Value, SendError> {
+        let url = format!(
+            "{}/me/messages?access_token={}",
+            self.graph_api_base,
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        );
+        self.http
+            .post_json(what, &url, body, |status, after, json| {
+                let detail = || {
+                    json["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no error message")
+                        .to_owned()
+                };
+                // Graph rate limits come as 400 with these codes.
+                let code = json["error"]["code"].as_i64().unwrap_or_default();
+                if matches!(code, 4 | 17 | 32 | 613) || json["error"]["is_transient"] == json!(true)
+                {
+                    return Attempt::Retry {
+                        error: format!("rate limited ({code}): {}", detail()),
+                        after,
+                    };
+                }
+                match default_verdict(status, after, detail) {
+                    Attempt::Ok(()) => Attempt::Ok(json.clone()),
+                    Attempt::Retry { error, after } => Attempt::Retry { error, after },
+                    Attempt::Permanent(e) => Attempt::Permanent(e),
+                }
+            })
+            .await
+    }
+}
+
+/// Checks the `GET` subscribe handshake's query against `verify_token` and
+/// returns the challenge to echo.
+pub fn subscription_challenge(query: &str, verify_token: &str) -> Result<String, VerifyError> {
+    let mut mode = None;
+    let mut token = None;
+    let mut challenge = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "hub.mode" => mode = Some(value.into_owned()),
+            "hub.verify_token" => token = Some(value.into_owned()),
+            "hub.challenge" => challenge = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    if mode.as_deref() != Some("subscribe") {
+        return Err(VerifyError::MalformedSignature(
+            "hub.mode (expected subscribe)",
+        ));
+    }
+    let token = token.ok_or(VerifyError::MissingSignature("hub.verify_token"))?;
+    let challenge = challenge.ok_or(VerifyError::MissingSignature("hub.challenge"))?;
+    if crate::constant_time_eq(token.as_bytes(), verify_token.as_bytes()) {
+        Ok(challenge)
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+/// Checks `X-Hub-Signature-256` over the raw body.
+pub fn verify_signature(
+    app_secret: &str,
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), VerifyError> {
+    let header = header.ok_or(VerifyError::MissingSignature("X-Hub-Signature-256"))?;
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or(VerifyError::MalformedSignature("X-Hub-Signature-256"))?;
+    if verify_hmac_sha256(app_secret.as_bytes(), &[body], hex) {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
+    }
+}
+
+/// The page ids a batch is for, to find the accounts (and the app secret)
+/// before verifying. Reads only `entry[].id`.
+pub fn page_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
+    let batch = json_body(body)?;
+    let mut ids: Vec<String> = batch["entry"]
+        .as_array()
+        .map(|entries| entries.iter().filter_map(|e| id_string(&e["id"])).collect())
+        .unwrap_or_default();
+    ids.dedup();
+    Ok(ids)
+}
+
+impl Channel for Messenger {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Messenger
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: MAX_TEXT_CHARS,
+        }
+    }
+
+    fn verify(
+        &self,
+        request: &WebhookRequest,
+        secrets: &dyn Secrets,
+    ) -> Result<Option<String>, VerifyError> {
+        let secret = secrets.require("app_secret")?;
+        verify_signature(secret, &request.body, request.header(SIGNATURE_HEADER)).map(|()| None)
+    }
+
+    fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
+        parse_batch(&request.body)
+    }
+
+    async fn send(
+        &self,
+        secrets: &(dyn Secrets + Sync),
+        to: &Recipient,
+        message: &OutboundMessage,
+    ) -> Result<Vec<Sent>, SendError> {
+        let token = page_token(secrets)?;
+        let mut sent = Vec::new();
+        for part in split_text(&message.text, MAX_TEXT_CHARS) {
+            let body = json!({
+                "recipient": { "id": to.external_id },
+                "messaging_type": "RESPONSE",
+                "message": { "text": part },
+            });
+            let answer = self.post("messenger send", token, &body).await?;
+            let id = answer["message_id"].as_str().ok_or_else(|| {
+                SendError::Permanent("Send API answered without message_id".into())
+            })?;
+            sent.push(Sent {
+                external_id: id.to_owned(),
+            });
+        }
+        Ok(sent)
+    }
+
+    async fn typing(
+        &self,
+        secrets: &(dyn Secrets + Sync),
+        to: &Recipient,
+    ) -> Result<(), SendError> {
+        let token = page_token(secrets)?;
+        let body = json!({ "recipient": { "id": to.external_id }, "sender_action": "typing_on" });
+        self.post("messenger typing", token, &body)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn page_token(secrets: &(dyn Secrets + Sync)) -> Result<&str, SendError> {
+    secrets
+        .get("page_access_token")
+        .ok_or_else(|| SendError::NotConfigured("the account has no page_access_token".into()))
+}
+
+/// JSON, tolerating a leading UTF-8 byte-order mark.
+fn json_body(body: &[u8]) -> Result<Value, ParseError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    serde_json::from_slice(body)
+        .map_err(|e| ParseError::new(format!("body is not valid JSON: {e}")))
+}
+
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn millis(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    let ms = v.as_i64().or_else(|| v.as_str()?.parse().ok())?;
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
+/// Parses a whole webhook body: every event of every entry.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<RoutedEvent>, ParseError> {
+    let batch = json_body(body)?;
+    let Some(object) = batch.as_object() else {
+        return Err(ParseError::new("body must be a JSON object"));
+    };
+    if object.contains_key("field") && object.contains_key("value") {
+        return Ok(vec![RoutedEvent::skipped(
+            "dashboard test payload (no page entry to route)",
+        )]);
+    }
+    match object.get("object").and_then(Value::as_str) {
+        Some("page") => {}
+        Some(other) => {
+            return Ok(vec![RoutedEvent::skipped(format!(
+                "object `{other}` is not a page"
+            ))]);
+        }
+        None => return Err(ParseError::new("missing `object`")),
+    }
+    let entries = object
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ParseError::new("missing `entry` array"))?;
+    let mut events = Vec::new();
+    for entry in entries {
+        let Some(page) = id_string(&entry["id"]) else {
+            events.push(RoutedEvent::skipped("entry without a page id"));
+            continue;
+        };
+        let route = |event| RoutedEvent {
+            account: Some(page.clone()),
+            event,
+        };
+        for event in entry["messaging"].as_array().into_iter().flatten() {
+            events.push(route(messaging_event(event)));
+        }
+        for _ in entry["standby"].as_array().into_iter().flatten() {
+            events.push(route(InboundEvent::Skipped {
+                reason: "standby event: another app owns the thread".into(),
+            }));
+        }
+        if entry.get("changes").is_some() {
+            events.push(route(InboundEvent::Skipped {
+                reason: "page feed changes are not handled".into(),
+            }));
+        }
+    }
+    Ok(events)
+}
+
+fn skip(reason: impl Into<String>) -> InboundEvent {
+    InboundEvent::Skipped {
+        reason: reason.into(),
+    }
+}
+
+fn messaging_event(event: &Value) -> InboundEvent {
+    let Some(customer) = id_string(&event["sender"]["id"]) else {
+        return skip("event without sender id");
+    };
+    let sender = Sender {
+        external_id: customer.clone(),
+        display_name: None,
+    };
+    let sent_at = millis(&event["timestamp"]);
+    if let Some(message) = event.get("message") {
+        if message["is_echo"] == json!(true) {
+            return skip("echo of a message sent by the page");
+        }
+        let Some(mid) = message["mid"].as_str() else {
+            return skip("message without mid");
+        };
+        let text = message["text"].as_str().unwrap_or_default().to_owned();
+        let origin = match message["quick_reply"]["payload"].as_str() {
+            Some(payload) => Origin::QuickReply {
+                payload: payload.to_owned(),
+            },
+            None => Origin::Text,
+        };
+        let attachments: Vec<Attachment> = message["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| Attachment {
+                kind: a["type"].as_str().unwrap_or("unknown").to_owned(),
+                url: a["payload"]["url"].as_str().map(str::to_owned),
+                file_id: None,
+                name: a["title"].as_str().map(str::to_owned),
+                mime_type: None,
+                size: None,
+            })
+            .collect();
+        if text.trim().is_empty() && attachments.is_empty() {
+            return skip("message without text or attachments");
+        }
+        return InboundEvent::Message(InboundMessage {
+            external_id: mid.to_owned(),
+            sender,
+            text,
+            origin,
+            attachments,
+            sent_at,
+            reply_to: message["reply_to"]["mid"].as_str().map(str::to_owned),
+            email: None,
+        });
+    }
+    if let Some(postback) = event.get("postback") {
+        let payload = postback["payload"].as_str().unwrap_or_default().to_owned();
+        let text = postback["title"]
+            .as_str()
+            .filter(|t| !t.trim().is_empty())
+            .map_or_else(|| payload.clone(), str::to_owned);
+        if text.trim().is_empty() {
+            return skip("postback without title or payload");
+        }
+        let external_id = postback["mid"].as_str().map_or_else(
+            || {
+                format!(
+                    "postback:{customer}:{}",
+                    event["timestamp"].as_i64().unwrap_or_default()
+                )
+            },
+            str::to_owned,
+        );
+        return InboundEvent::Message(InboundMessage {
+            external_id,
+            sender,
+            text,
+            origin: Origin::Postback { payload },
+            attachments: Vec::new(),
+            sent_at,
+            reply_to: None,
+            email: None,
+        });
+    }
+    if let Some(delivery) = event.get("delivery") {
+        return InboundEvent::Delivered {
+            customer,
+            message_ids: delivery["mids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect(),
+            watermark: millis(&delivery["watermark"]),
+        };
+    }
+    if let Some(read) = event.get("read") {
+        return match millis(&read["watermark"]) {
+            Some(watermark) => InboundEvent::Read {
+                customer,
+                watermark,
+            },
+            None => skip("read event without watermark"),
+        };
+    }
+    // The handover protocol: each event goes to the app it concerns.
+    if event.get("take_thread_control").is_some() {
+        return InboundEvent::Handover {
+            customer,
+            to: Handover::ToOtherApp,
+        };
+    }
+    if event.get("pass_thread_control").is_some() {
+        return InboundEvent::Handover {
+            customer,
+            to: Handover::ToUs,
+        };
+    }
+    if event.get("request_thread_control").is_some() {
+        return InboundEvent::Handover {
+            customer,
+            to: Handover::Requested,
+        };
+    }
+    let kind = event
+        .as_object()
+        .and_then(|o| {
+            o.keys()
+                .find(|k| !matches!(k.as_str(), "sender" | "recipient" | "timestamp"))
+                .cloned()
+        })
+        .unwrap_or_else(|| "empty".into());
+    skip(format!("event kind `{kind}` is not handled"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/messenger")
+    }
+
+    fn read(path: &str) -> Vec<u8> {
+        std::fs::read(root().join(path)).expect("fixture")
+    }
+
+    /// Wraps a single `messaging[]` event (bottender, meta docs) in a batch.
+    fn wrap(path: &str) -> Vec<u8> {
+        let event: Value = json_body(&read(path)).expect("json");
+        serde_json::to_vec(&json!({
+            "object": "page",
+            "entry": [{ "id": "404217156637689", "time": 1, "messaging": [event] }]
+        }))
+        .expect("serialize")
+    }
+
+    fn one(body: &[u8]) -> InboundEvent {
+        let mut events = parse_batch(body).expect("parses");
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.remove(0).event
+    }
+
+    #[test]
+    fn signature_vectors() {
+        let vectors: Value =
+            serde_json::from_slice(&read("signature-vectors.json")).expect("vectors");
+        for v in vectors["vectors"].as_array().expect("array") {
+            let body = match v["body_file"].as_str() {
+                Some(file) => read(file),
+                None => v["body_inline"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec(),
+            };
+            let secret = v["app_secret"].as_str().expect("secret");
+            let header = v["header_value"].as_str();
+            let sha256 = v.get("header_name").is_none();
+            let expect_valid = v["expect"].as_str().expect("expect").starts_with("valid") && sha256;
+            let result = verify_signature(secret, &body, header);
+            assert_eq!(result.is_ok(), expect_valid, "{}: {result:?}", v["id"]);
+        }
+        // One flipped byte of the body breaks the signature.
+        let mut body = read("botbuilder-dotnet/RequestResponse.json");
+        body[10] ^= 1;
+        assert_eq!(
+            verify_signature(
+                "TestAppSecret",
+                &body,
+                Some("sha256=13870d954c7cb3a6725c7c8dc58260e6eee77d538dafea1a3703dcc2ae21e97f")
+            ),
+            Err(VerifyError::BadSignature)
+        );
+        assert!(matches!(
+            verify_signature("s", b"{}", None),
+            Err(VerifyError::MissingSignature(_))
+        ));
+    }
+
+    #[test]
+    fn handshake() {
+        let q = "hub.mode=subscribe&hub.verify_token=tok%20en&hub.challenge=1158201444";
+        assert_eq!(subscription_challenge(q, "tok en"), Ok("1158201444".into()));
+        assert_eq!(
+            subscription_challenge(q, "other"),
+            Err(VerifyError::BadSignature)
+        );
+        assert!(subscription_challenge("hub.mode=unsubscribe", "x").is_err());
+    }
+
+    #[test]
+    fn batches_route_every_event_by_page() {
+        let events =
+            parse_batch(&read("botbuilder-dotnet/PayloadWithStandby.json")).expect("parses");
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(|e| e.account.as_deref() == Some("page1")));
+        assert!(matches!(&events[0].event, InboundEvent::Message(m) if m.text == "text"));
+        assert!(
+            matches!(&events[1].event, InboundEvent::Skipped { reason } if reason.contains("standby"))
+        );
+        assert_eq!(
+            page_ids(&read("botbuilder-dotnet/Payload.json"))
+                .expect("ids")
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn message_kinds() {
+        let InboundEvent::Message(m) = one(&wrap("bottender/quickReplyMessage.json")) else {
+            panic!("quick reply is a message")
+        };
+        assert!(matches!(m.origin, Origin::QuickReply { .. }));
+        let InboundEvent::Message(m) = one(&wrap("bottender/postback.json")) else {
+            panic!("postback is a message")
+        };
+        assert_eq!(m.text, "USER_DEFINED_PAYLOAD");
+        let InboundEvent::Message(m) = one(&wrap("bottender/imageMessage.json")) else {
+            panic!("attachment is a message")
+        };
+        assert_eq!(m.attachments[0].kind, "image");
+        assert!(m.attachments[0].url.is_some());
+        assert!(matches!(
+            one(&wrap("bottender/echoMessage.json")),
+            InboundEvent::Skipped { .. }
+        ));
+        assert!(
+            matches!(one(&wrap("bottender/delivery.json")), InboundEvent::Delivered { ref message_ids, .. } if message_ids.len() == 1)
+        );
+        assert!(matches!(
+            one(&wrap("bottender/read.json")),
+            InboundEvent::Read { .. }
+        ));
+        assert!(matches!(
+            one(&wrap("bottender/takeThreadControl.json")),
+            InboundEvent::Handover {
+                to: Handover::ToOtherApp,
+                ..
+            }
+        ));
+        assert!(matches!(
+            one(&wrap("bottender/passThreadControl.json")),
+            InboundEvent::Handover {
+                to: Handover::ToUs,
+                ..
+            }
+        ));
+        assert!(matches!(
+            one(&wrap("bottender/reactionReact.json")),
+            InboundEvent::Skipped { .. }
+        ));
+        assert!(matches!(
+            one(&wrap("bottender/policyEnforcement.json")),
+            InboundEvent::Skipped { .. }
+        ));
+    }
+
+    #[test]
+    fn every_fixture_parses_or_skips() {
+        let manifest = String::from_utf8(read("MANIFEST.tsv")).expect("utf-8");
+        let mut checked = 0;
+        for line in manifest.lines().skip(1) {
+            let mut cols = line.split('\t');
+            let (Some(file), Some(shape)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            let body = match shape {
+                s if s.starts_with("full body") => read(file),
+                s if s.starts_with("single messaging event") => wrap(&file.replace(
+                    "bottender-MessengerEvent.spec/derived-snake_case",
+                    "bottender",
+                )),
+                _ => continue,
+            };
+            let events = parse_batch(&body).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(!events.is_empty(), "{file}");
+            checked += 1;
+        }
+        assert!(checked > 40, "only {checked} fixtures checked");
+        let dash = parse_batch(&read(
+            "meta-docs-examples/messaging_postbacks_dashboard_test_format.json",
+        ))
+        .expect("dashboard");
+        assert!(matches!(dash[0].event, InboundEvent::Skipped { .. }));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        assert!(parse_batch(b"{").is_err());
+        assert!(parse_batch(b"\"page\"").is_err());
+        assert!(parse_batch(br#"{"object":"page"}"#).is_err());
+    }
+}
