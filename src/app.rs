@@ -8,11 +8,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::botfiles::{self, SyncReport};
-use crate::config::Settings;
+use crate::botfiles::{BotFiles, SyncReport};
+use crate::config::{ChannelsSettings, Settings};
 use crate::crypto::MasterKey;
 use crate::db::Db;
 use crate::models::instance_meta;
+use crate::turns::Turns;
+use channels::email::Email;
+use channels::messenger::Messenger;
+use channels::telegram::Telegram;
+use channels::{HttpClient, RetryPolicy};
 
 /// Everything opened: shared by the server, the worker and the commands.
 #[derive(Debug, Clone)]
@@ -27,11 +32,40 @@ pub struct App {
     pub redis: Option<deadpool_redis::Pool>,
     /// What the bot files changed at start-up.
     pub bot_files: SyncReport,
+    /// The channel adapters.
+    pub channels: Channels,
+    /// Conversations waiting for a turn.
+    pub turns: Turns,
+}
+
+/// One adapter per platform, configured from `[channels]`.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// Telegram.
+    pub telegram: Telegram,
+    /// Messenger.
+    pub messenger: Messenger,
+    /// Email.
+    pub email: Email,
+}
+
+impl Channels {
+    /// Adapters pointed at the configured API bases.
+    pub fn new(settings: &ChannelsSettings) -> Self {
+        let http = HttpClient::new(RetryPolicy::default());
+        Self {
+            telegram: Telegram::new(&settings.telegram.api_base, http.clone()),
+            messenger: Messenger::new(&settings.messenger.graph_api_base, http),
+            email: Email::new(settings.email.smtp_url.clone()),
+        }
+    }
 }
 
 /// Opens the database (migrating it), the master key, the bot files and Redis.
 /// `env` resolves the bot files' `env:` secrets.
 pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Result<App> {
+    // Bot files first: a bad one stops start-up before anything is written.
+    let bot_files = BotFiles::load(&settings.bots.dir, env)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
     let db = Db::connect(&settings.database).await?;
@@ -42,7 +76,7 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
     let key_file = settings.master_key_file();
     let master_key = MasterKey::load(settings.security.master_key.as_deref(), &key_file)?;
     instance_meta::verify_master_key(&db, &master_key, &key_file).await?;
-    let bot_files = botfiles::sync(&db, &master_key, &settings.bots.dir, env).await?;
+    let bot_files = bot_files.apply(&db, &master_key).await?;
     tracing::info!(
         dir = %settings.bots.dir.display(),
         files = bot_files.files,
@@ -60,6 +94,8 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
         None => None,
     };
     Ok(App {
+        channels: Channels::new(&settings.channels),
+        turns: Turns::default(),
         settings: Arc::new(settings),
         db,
         master_key,

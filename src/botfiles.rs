@@ -18,7 +18,7 @@ use knowledge::Language;
 use serde::Deserialize;
 
 use crate::crypto::{MasterKey, Secret};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbConn, DbError};
 use crate::models::audit::{ActorKind, Audit};
 use crate::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
 use crate::models::channel_account::{
@@ -79,7 +79,7 @@ fn default_fallback() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum ChannelFile {
     Telegram {
         id: String,
@@ -190,28 +190,118 @@ pub struct SyncReport {
     pub channels_disabled: usize,
 }
 
-/// Reads every `*.toml` in `dir` (none when `dir` does not exist), validates
-/// them, resolves `env:` secrets from `env`, and applies them.
+/// Bot files read and validated, secrets resolved; nothing written yet.
+#[derive(Debug)]
+pub struct BotFiles {
+    dir: PathBuf,
+    files: Vec<Loaded>,
+}
+
+impl BotFiles {
+    /// Reads every `*.toml` in `dir` (none when `dir` does not exist),
+    /// validates them and resolves `env:` secrets from `env`. Touches no state.
+    pub fn load(dir: &Path, env: &[(String, String)]) -> Result<BotFiles, BotFileError> {
+        Ok(BotFiles {
+            dir: dir.to_path_buf(),
+            files: load_dir(dir, env)?,
+        })
+    }
+
+    /// Applies the files to the database. Accounts that a file no longer
+    /// declares, and those of bots whose file is gone, are disabled first, so
+    /// a renamed channel id can take over its platform identity.
+    pub async fn apply(&self, db: &Db, key: &MasterKey) -> Result<SyncReport, BotFileError> {
+        let mut report = SyncReport {
+            files: self.files.len(),
+            ..SyncReport::default()
+        };
+        let mut conn = db.get().await?;
+        self.disable_orphans(&mut conn, &mut report).await?;
+        for file in &self.files {
+            apply(&mut conn, key, file, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Bots managed by a file of this directory that is gone keep their
+    /// history, but their channels stop taking traffic.
+    async fn disable_orphans(
+        &self,
+        conn: &mut DbConn,
+        report: &mut SyncReport,
+    ) -> Result<(), BotFileError> {
+        let present: Vec<String> = self
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        for bot in Bot::file_managed(conn).await? {
+            let Some(source) = &bot.source_file else {
+                continue;
+            };
+            let in_dir = Path::new(source).parent() == Some(self.dir.as_path());
+            if !in_dir || present.contains(source) {
+                continue;
+            }
+            let actor = format!("bot-file:{source}");
+            for stale in ChannelAccount::disable_others(conn, &bot.id, &[]).await? {
+                report.channels_disabled += 1;
+                tracing::warn!(channel = %stale.public_id, file = %source, "bot file removed: channel disabled");
+                audit(
+                    conn,
+                    &bot.workspace_id,
+                    &actor,
+                    "channel_account.disable",
+                    "channel_account",
+                    &stale.id,
+                    serde_json::to_value(&stale).ok(),
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads, validates and applies the bot files of `dir` (see [`BotFiles`]).
 pub async fn sync(
     db: &Db,
     key: &MasterKey,
     dir: &Path,
     env: &[(String, String)],
 ) -> Result<SyncReport, BotFileError> {
-    let loaded = load_dir(dir, env)?;
-    let mut report = SyncReport {
-        files: loaded.len(),
-        ..SyncReport::default()
-    };
-    let mut conn = db.get().await?;
-    for file in &loaded {
-        apply(&mut conn, key, file, &mut report).await?;
+    BotFiles::load(dir, env)?.apply(db, key).await
+}
+
+#[allow(clippy::too_many_arguments)] // one audit row, field by field
+async fn audit(
+    conn: &mut DbConn,
+    workspace_id: &str,
+    actor: &str,
+    action: &str,
+    target_kind: &str,
+    target_id: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> Result<(), DbError> {
+    Audit {
+        workspace_id: Some(workspace_id),
+        actor_kind: Some(ActorKind::System),
+        actor_id: Some(actor),
+        action,
+        target_kind,
+        target_id: Some(target_id),
+        before,
+        after,
+        ..Audit::default()
     }
-    Ok(report)
+    .record(conn)
+    .await
 }
 
 async fn apply(
-    conn: &mut crate::db::DbConn,
+    conn: &mut DbConn,
     key: &MasterKey,
     file: &Loaded,
     report: &mut SyncReport,
@@ -226,21 +316,38 @@ async fn apply(
     if let Some((action, before)) = describe(&bot) {
         report.bots_changed += 1;
         tracing::info!(bot = %spec.name, workspace = %file.workspace, action, "bot file applied");
-        Audit {
-            workspace_id: Some(&workspace.id),
-            actor_kind: Some(ActorKind::System),
-            actor_id: Some(&actor),
-            action: &format!("bot.{action}"),
-            target_kind: "bot",
-            target_id: Some(&bot.row().id),
+        let after = serde_json::to_value(bot.row()).ok();
+        audit(
+            conn,
+            &workspace.id,
+            &actor,
+            &format!("bot.{action}"),
+            "bot",
+            &bot.row().id,
             before,
-            after: serde_json::to_value(bot.row()).ok(),
-            ..Audit::default()
-        }
-        .record(conn)
+            after,
+        )
         .await?;
     }
     let bot_id = bot.row().id.clone();
+    // Disable first: a channel renamed in the file frees its platform
+    // identity before the new id claims it.
+    let keep: Vec<String> = file.channels.iter().map(|c| c.public_id.clone()).collect();
+    for stale in ChannelAccount::disable_others(conn, &bot_id, &keep).await? {
+        report.channels_disabled += 1;
+        tracing::warn!(channel = %stale.public_id, "channel account no longer in its bot file: disabled");
+        audit(
+            conn,
+            &workspace.id,
+            &actor,
+            "channel_account.disable",
+            "channel_account",
+            &stale.id,
+            serde_json::to_value(&stale).ok(),
+            None,
+        )
+        .await?;
+    }
     for channel in &file.channels {
         let spec = AccountSpec {
             public_id: channel.public_id.clone(),
@@ -261,37 +368,19 @@ async fn apply(
         if let Some((action, before)) = describe(&account) {
             report.channels_changed += 1;
             tracing::info!(channel = %channel.public_id, kind = %channel.kind, action, "channel account applied");
-            Audit {
-                workspace_id: Some(&workspace.id),
-                actor_kind: Some(ActorKind::System),
-                actor_id: Some(&actor),
-                action: &format!("channel_account.{action}"),
-                target_kind: "channel_account",
-                target_id: Some(&account.row().id),
+            let after = serde_json::to_value(account.row()).ok();
+            audit(
+                conn,
+                &workspace.id,
+                &actor,
+                &format!("channel_account.{action}"),
+                "channel_account",
+                &account.row().id,
                 before,
-                after: serde_json::to_value(account.row()).ok(),
-                ..Audit::default()
-            }
-            .record(conn)
+                after,
+            )
             .await?;
         }
-    }
-    let keep: Vec<String> = file.channels.iter().map(|c| c.public_id.clone()).collect();
-    for stale in ChannelAccount::disable_others(conn, &bot_id, &keep).await? {
-        report.channels_disabled += 1;
-        tracing::warn!(channel = %stale.public_id, "channel account no longer in its bot file: disabled");
-        Audit {
-            workspace_id: Some(&workspace.id),
-            actor_kind: Some(ActorKind::System),
-            actor_id: Some(&actor),
-            action: "channel_account.disable",
-            target_kind: "channel_account",
-            target_id: Some(&stale.id),
-            before: serde_json::to_value(&stale).ok(),
-            ..Audit::default()
-        }
-        .record(conn)
-        .await?;
     }
     Ok(())
 }
@@ -390,7 +479,7 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
             let message = match serde_path_to_error::deserialize::<_, BotFile>(value) {
                 Err(e) if !matches!(e.path().to_string().as_str(), "" | ".") => {
                     let key = e.path().to_string();
-                    format!("`{key}`: {}", e.into_inner())
+                    format!("`{key}`: {}", without_values(&e.into_inner().to_string()))
                 }
                 _ => plain.to_string(),
             };
@@ -568,6 +657,25 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
     })
 }
 
+/// serde quotes the offending value (`invalid type: integer `123`, expected
+/// a string`); a value may be a secret, so it is dropped from the message.
+fn without_values(message: &str) -> String {
+    match (message.find("invalid type: "), message.find(", expected")) {
+        (Some(start), Some(end)) if start < end => {
+            let kind = message[start + 14..end]
+                .split_whitespace()
+                .next()
+                .unwrap_or("value");
+            format!(
+                "{}invalid type: {kind}{}",
+                &message[..start],
+                &message[end..]
+            )
+        }
+        _ => message.to_owned(),
+    }
+}
+
 /// `env:NAME` reads the variable; anything else is the secret itself.
 fn resolve_secret(raw: String, env: &HashMap<&str, &str>) -> Result<Secret, String> {
     let value = match raw.strip_prefix("env:") {
@@ -724,6 +832,28 @@ secret_token = "s3cret-token"
         write(dir.path(), "a.toml", "workspace = \"acme\"\nname = \n");
         let err = load_dir(dir.path(), &[]).expect_err("syntax");
         assert!(err.to_string().contains("(line 2, column"), "{err}");
+    }
+
+    #[test]
+    fn channel_typos_are_caught_and_values_never_echoed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "a.toml",
+            &TELEGRAM.replace("secret_token = ", "page_id = \"1\"\nsecret_token = "),
+        );
+        let err = load_dir(dir.path(), &env(&[("TG_TOKEN", "123:abc")])).expect_err("unknown key");
+        assert!(err.to_string().contains("page_id"), "{err}");
+
+        write(
+            dir.path(),
+            "a.toml",
+            &TELEGRAM.replace("\"s3cret-token\"", "123456789"),
+        );
+        let err = load_dir(dir.path(), &env(&[("TG_TOKEN", "123:abc")])).expect_err("type");
+        let msg = err.to_string();
+        assert!(msg.contains("invalid type: integer"), "{msg}");
+        assert!(!msg.contains("123456789"), "{msg}");
     }
 
     #[test]

@@ -97,9 +97,10 @@ pub async fn run(
 
 async fn serve(settings: Settings, env: &[(String, String)]) -> anyhow::Result<()> {
     let bind = settings.server.bind;
-    let app = crate::app::open(settings, env).await?;
+    // The port first: a taken port is reported before any start-up work.
     let listener = TcpListener::bind(bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+    let app = crate::app::open(settings, env).await?;
     let (server, _addr) = crate::server::build(app, listener)?;
     crate::server::stop_on_signals(&server);
     server.await.context("HTTP server failed")?;

@@ -138,11 +138,23 @@ pub struct MessengerSettings {
 }
 
 /// `[channels.email]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct EmailSettings {
     /// Outbound SMTP: `smtp://HOST:PORT` (no TLS) or `smtps://USER:PASS@HOST:PORT`.
     /// Unset: email replies cannot be sent.
     pub smtp_url: Option<String>,
+    /// Largest inbound email webhook body, in bytes (attachments included;
+    /// Mailgun accepts messages up to 25 MB).
+    pub max_body_bytes: usize,
+}
+
+impl fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// `[embedding]`
@@ -197,8 +209,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// A parsed `database.url`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A parsed `database.url`. `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DatabaseUrl {
     /// `sqlite://PATH`; a relative path is relative to the working directory.
@@ -232,6 +244,12 @@ impl From<DatabaseUrl> for String {
             DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
             DatabaseUrl::Postgres(url) => url,
         }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
     }
 }
 
@@ -292,6 +310,28 @@ impl fmt::Debug for RedisUrl {
 /// Replaces the password of `scheme://user:password@host` with `***`, for logs
 /// and error messages.
 pub fn redact_url(url: &str) -> String {
+    // `?password=…` (libpq style) is hidden too.
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let base = redact_authority(url);
+    match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base,
+    }
+}
+
+fn redact_authority(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -347,7 +387,10 @@ impl Settings {
                 messenger: MessengerSettings {
                     graph_api_base: "https://graph.facebook.com/v21.0".into(),
                 },
-                email: EmailSettings::default(),
+                email: EmailSettings {
+                    smtp_url: None,
+                    max_body_bytes: 32 * 1024 * 1024,
+                },
             },
             embedding: EmbeddingSettings {
                 model_dir: cache.join("frontdesk").join("models"),
@@ -469,6 +512,8 @@ pub enum ConfigError {
 struct Layers {
     root: toml::Table,
     origins: BTreeMap<String, Source>,
+    /// Raw text of environment values, by variable, for the string retry.
+    env_raw: BTreeMap<String, String>,
 }
 
 impl Layers {
@@ -481,6 +526,7 @@ impl Layers {
         Ok(Self {
             root,
             origins: BTreeMap::new(),
+            env_raw: BTreeMap::new(),
         })
     }
 
@@ -506,6 +552,7 @@ impl Layers {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            self.env_raw.insert(name.clone(), value.clone());
             let value = scalar(value);
             let mut table = toml::Table::new();
             let mut leaf = value;
@@ -557,11 +604,11 @@ impl Layers {
                 return Err(ConfigError::UnknownKey { key, origin });
             }
             let error = match result {
-                Ok(settings) => return Ok(settings),
+                Ok(settings) => return self.validated(settings),
                 Err(_) => {
                     let value = toml::Value::Table(self.root.clone());
                     match serde_path_to_error::deserialize::<_, Settings>(value) {
-                        Ok(settings) => return Ok(settings),
+                        Ok(settings) => return self.validated(settings),
                         Err(error) => error,
                     }
                 }
@@ -583,7 +630,20 @@ impl Layers {
         }
     }
 
+    /// Checks what types alone cannot.
+    fn validated(&self, settings: Settings) -> Result<Settings, ConfigError> {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.filter) {
+            return Err(ConfigError::Invalid {
+                key: "log.filter".into(),
+                origin: self.source_of("log.filter"),
+                message: e.to_string(),
+            });
+        }
+        Ok(settings)
+    }
+
     fn retry_env_as_string(&mut self, key: &str, var: &str) -> bool {
+        let env_raw = &self.env_raw;
         let mut node = &mut self.root;
         let segments: Vec<&str> = key.split('.').collect();
         let Some((last, parents)) = segments.split_last() else {
@@ -597,9 +657,11 @@ impl Layers {
         }
         match node.get_mut(*last) {
             Some(value) if !value.is_str() && !value.is_table() => {
-                let raw = value.to_string();
-                tracing::trace!(%var, "retrying config value as a string");
-                *value = toml::Value::String(raw);
+                // The variable's own text: `1e3` stays `1e3`, not `1000.0`.
+                let Some(raw) = env_raw.get(var) else {
+                    return false;
+                };
+                *value = toml::Value::String(raw.clone());
                 true
             }
             _ => false,
@@ -792,6 +854,24 @@ mod tests {
         let s = Settings::load(dir.path(), None, &env(&[("FRONTDESK__LLM__MODEL", "7")]))
             .expect("load");
         assert_eq!(s.llm.model.as_deref(), Some("7"));
+        let s = Settings::load(dir.path(), None, &env(&[("FRONTDESK__LLM__MODEL", "1e3")]))
+            .expect("load");
+        assert_eq!(
+            s.llm.model.as_deref(),
+            Some("1e3"),
+            "the variable's own text"
+        );
+    }
+
+    #[test]
+    fn invalid_log_filter_is_refused() {
+        let dir = dir_with(Some("[log]\nfilter = \"frontdesk=loud\"\n"));
+        let err = Settings::load(dir.path(), None, &[]).expect_err("bad filter");
+        assert!(
+            err.to_string()
+                .starts_with("invalid value for config key `log.filter` in config/frontdesk.toml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -817,6 +897,12 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@db/fd"), "postgres://app@db/fd");
         assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            redact_url("postgres://db/fd?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/fd?user=app&password=***&sslmode=require"
+        );
+        let url = DatabaseUrl::Postgres("postgres://a:s3cret@h/d".into());
+        assert!(!format!("{url:?}").contains("s3cret"));
     }
 
     #[test]

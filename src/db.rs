@@ -32,6 +32,9 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// PostgreSQL advisory lock key that serializes migrations across nodes.
+const MIGRATION_LOCK: i64 = 0x6672_6f6e_7464_736b; // "frontdsk"
+
 /// SQLite behind the async interface.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -127,14 +130,7 @@ impl Db {
         let db = match &settings.url {
             DatabaseUrl::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.clone());
-                let pool = Pool::builder(manager)
-                    .max_size(settings.pool_size.max(1))
-                    .wait_timeout(Some(timeout))
-                    .create_timeout(Some(timeout))
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| connect_error(&settings.url, e))?;
-                Self::Postgres(pool)
+                Self::Postgres(pool(manager, settings, timeout)?)
             }
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -150,14 +146,7 @@ impl Db {
                     path.to_string_lossy(),
                     config,
                 );
-                let pool = Pool::builder(manager)
-                    .max_size(settings.pool_size.max(1))
-                    .wait_timeout(Some(timeout))
-                    .create_timeout(Some(timeout))
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .map_err(|e| connect_error(&settings.url, e))?;
-                Self::Sqlite(pool)
+                Self::Sqlite(pool(manager, settings, timeout)?)
             }
         };
         db.ping()
@@ -209,36 +198,65 @@ impl Db {
     pub async fn migrate(&self, settings: &DatabaseSettings) -> Result<Vec<String>, DbError> {
         let url = settings.url.clone();
         let busy_ms = settings.sqlite_busy_timeout_ms;
-        let applied = tokio::task::spawn_blocking(move || -> Result<Vec<String>, DbError> {
-            let versions = match &url {
-                DatabaseUrl::Postgres(raw) => {
-                    use diesel::Connection;
-                    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-                    let mut conn =
-                        <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(raw)
-                            .map_err(|e| connect_error(&url, e))?;
-                    conn.run_pending_migrations(PG_MIGRATIONS)
-                        .map_err(|e| DbError::Migration(e.to_string()))?
-                        .into_iter()
-                        .map(|v| v.to_string())
-                        .collect()
+        tokio::task::spawn_blocking(move || match &url {
+            DatabaseUrl::Postgres(raw) => {
+                use diesel::Connection;
+                use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+                let mut conn =
+                    <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(raw)
+                        .map_err(|e| connect_error(&url, e))?;
+                // Nodes starting together take turns; the lock is released
+                // below or when the session ends.
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(|e| DbError::Migration(e.to_string()))?;
+                let applied = conn
+                    .run_pending_migrations(PG_MIGRATIONS)
+                    .map(|v| v.into_iter().map(|v| v.to_string()).collect())
+                    .map_err(|e| DbError::Migration(e.to_string()));
+                let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                applied
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn =
+                    establish_sqlite(path, busy_ms).map_err(|e| connect_error(&url, e))?;
+                // Two processes migrating one file at once: the loser fails
+                // on the winner's tables; its retry finds them recorded.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match conn.run_pending_migrations(SQLITE_MIGRATIONS) {
+                        Ok(applied) => {
+                            break Ok(applied.into_iter().map(|v| v.to_string()).collect());
+                        }
+                        Err(_) if attempt < 5 => {
+                            std::thread::sleep(Duration::from_millis(200 * attempt));
+                        }
+                        Err(e) => break Err(DbError::Migration(e.to_string())),
+                    }
                 }
-                DatabaseUrl::Sqlite(path) => {
-                    let mut conn =
-                        establish_sqlite(path, busy_ms).map_err(|e| connect_error(&url, e))?;
-                    conn.run_pending_migrations(SQLITE_MIGRATIONS)
-                        .map_err(|e| DbError::Migration(e.to_string()))?
-                        .into_iter()
-                        .map(|v| v.to_string())
-                        .collect()
-                }
-            };
-            Ok(versions)
+            }
         })
         .await
-        .map_err(|e| DbError::Migration(e.to_string()))??;
-        Ok(applied)
+        .map_err(|e| DbError::Migration(e.to_string()))?
     }
+}
+
+fn pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    settings: &DatabaseSettings,
+    timeout: Duration,
+) -> Result<Pool<C>, DbError>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + Send + 'static,
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
+{
+    Pool::builder(manager)
+        .max_size(settings.pool_size.max(1))
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| connect_error(&settings.url, e))
 }
 
 fn connect_error(url: &DatabaseUrl, reason: impl std::fmt::Display) -> DbError {

@@ -24,12 +24,16 @@ pub enum ErrorKind {
     BadRequest,
     /// 401: signature or credentials missing or wrong.
     Unauthorized,
+    /// 403: authenticated, but not allowed (or a handshake token mismatch).
+    Forbidden,
     /// 404: no such route or object.
     NotFound,
     /// 405: the route exists with other methods.
     MethodNotAllowed,
     /// 413: body over `server.max_body_bytes`.
     PayloadTooLarge,
+    /// 415: the body is not of the expected type.
+    UnsupportedMediaType,
     /// 503: a dependency is down.
     Unavailable,
     /// 500: a bug or an unexpected failure; details are in the log.
@@ -42,9 +46,11 @@ impl ErrorKind {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -55,9 +61,11 @@ impl ErrorKind {
         match self {
             Self::BadRequest => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -75,6 +83,14 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.kind.status()
@@ -88,6 +104,16 @@ impl ResponseError for ApiError {
                 "details": self.details,
             }
         }))
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> Self {
+        tracing::error!(%error, "database failure");
+        ApiError::new(
+            ErrorKind::Unavailable,
+            "the database is unavailable; nothing was stored, retry later",
+        )
     }
 }
 

@@ -95,6 +95,7 @@ diesel::table! {
         customer_id -> Text,
         channel_account_id -> Text,
         status -> Text,
+        thread_key -> Text,
         assigned_agent_id -> Nullable<Text>,
         last_seq -> BigInt,
         created_at -> Timestamp,
@@ -119,6 +120,14 @@ diesel::table! {
         delivery_status -> Nullable<Text>,
         delivery_error -> Nullable<Text>,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_tokens (channel_account_id, token) {
+        channel_account_id -> Text,
+        token -> Text,
+        seen_at -> Timestamp,
     }
 }
 
@@ -158,5 +167,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     customers,
     conversations,
     messages,
+    webhook_tokens,
     audit_log,
 );

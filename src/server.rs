@@ -42,6 +42,8 @@ pub struct Metrics {
     pub registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    webhooks: IntCounterVec,
+    webhook_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,12 +73,55 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "webhook_requests_total",
+                "Webhook requests by channel and outcome (accepted, unauthorized, bad_request, unknown_account)",
+            ),
+            &["channel", "outcome"],
+        )?;
+        let webhook_events = IntCounterVec::new(
+            Opts::new(
+                "webhook_events_total",
+                "Webhook events by channel and result (stored, duplicate, edit, receipt, skipped)",
+            ),
+            &["channel", "result"],
+        )?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(webhooks.clone()))?;
+        registry.register(Box::new(webhook_events.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_duration,
+            webhooks,
+            webhook_events,
         })
+    }
+
+    /// Counts a webhook request's outcome.
+    pub fn webhook(&self, channel: channels::ChannelKind, outcome: &str) {
+        self.webhooks
+            .with_label_values(&[channel.as_str(), outcome])
+            .inc();
+    }
+
+    /// Counts what a webhook's events did.
+    pub fn events(&self, channel: channels::ChannelKind, report: &crate::ingest::IngestReport) {
+        let counts = [
+            ("stored", report.stored),
+            ("duplicate", report.duplicates),
+            ("edit", report.edits),
+            ("receipt", report.receipts),
+            ("skipped", report.skipped.len()),
+        ];
+        for (result, count) in counts {
+            if count > 0 {
+                self.webhook_events
+                    .with_label_values(&[channel.as_str(), result])
+                    .inc_by(count as u64);
+            }
+        }
     }
 }
 
@@ -94,6 +139,7 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
         metrics: Arc::new(Metrics::new()?),
     };
     let limit = settings.server.max_body_bytes;
+    let email_limit = settings.channels.email.max_body_bytes;
     let mut server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(web::Data::new(state.clone()))
@@ -105,9 +151,10 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
             )
             .app_data(web::FormConfig::default().limit(limit))
             .wrap(from_fn(observe))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics))
+            .service(resource("/healthz").route(web::get().to(healthz)))
+            .service(resource("/readyz").route(web::get().to(readyz)))
+            .service(resource("/metrics").route(web::get().to(metrics)))
+            .configure(|cfg| crate::webhooks::configure(cfg, email_limit))
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
@@ -128,15 +175,18 @@ pub fn stop_on_signals(server: &Server) {
     let handle = server.handle();
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
+        // Stop first, log after: logging must never stand between a signal
+        // and the shutdown.
+        let graceful = handle.stop(true);
         tracing::info!(
             signal,
             "shutting down: finishing in-flight requests (signal again to force)"
         );
         tokio::select! {
-            () = handle.stop(true) => {}
+            () = graceful => {}
             signal = shutdown_signal() => {
-                tracing::warn!(signal, "second signal: stopping now");
                 handle.stop(false).await;
+                tracing::warn!(signal, "second signal: stopped at once");
             }
         }
     });
@@ -199,20 +249,31 @@ async fn observe(
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    // A client chooses the method: unknown ones share one label so they
+    // cannot create unbounded metric series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".to_owned());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let metrics = state.as_ref().map(|s| s.metrics.clone());
     // Refuse a declared oversized body before anyone reads it; extractors
     // enforce the same limit on bodies without Content-Length.
-    let limit = state.as_ref().map(|s| s.app.settings.server.max_body_bytes);
+    let limit = state.as_ref().map(|s| {
+        if route.starts_with("/webhooks/email/") {
+            s.app.settings.channels.email.max_body_bytes
+        } else {
+            s.app.settings.server.max_body_bytes
+        }
+    });
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let method = req.method().to_string();
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "<unmatched>".to_owned());
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
     let started = Instant::now();
 
@@ -319,6 +380,20 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .body(buffer),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
+}
+
+/// A resource whose other methods get 405 (not the app-wide 404).
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+    .error_response()
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {

@@ -14,8 +14,11 @@ pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // A closed stderr (`frontdesk serve | head`) must not turn logging into
+    // panics: internal write errors are dropped, not reported on stderr.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder

@@ -661,7 +661,7 @@ mod tests {
                 let path = entry.expect("entry").path();
                 if path.is_dir() {
                     stack.push(path);
-                } else if !path.extension().is_some_and(|e| e == "json")
+                } else if path.extension().is_none_or(|e| e != "json")
                     && !path
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().contains("LICENSE"))

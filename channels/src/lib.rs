@@ -198,7 +198,7 @@ pub struct Attachment {
 }
 
 /// Email threading headers and subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EmailThread {
     /// `Message-ID`, without angle brackets.
     pub message_id: String,

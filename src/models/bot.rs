@@ -97,6 +97,11 @@ pub struct Bot {
     pub updated_at: NaiveDateTime,
 }
 
+fn to_json(value: &impl Serialize) -> Result<String, DbError> {
+    serde_json::to_string(value)
+        .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))
+}
+
 fn serialize_display<S: serde::Serializer>(
     value: &Language,
     serializer: S,
@@ -170,10 +175,8 @@ impl Bot {
 
     /// Creates the bot `(workspace, name)` or brings it in line with `spec`.
     pub async fn upsert(conn: &mut DbConn, spec: &BotSpec) -> Result<Upserted<Bot>, DbError> {
-        let llm = serde_json::to_string(&spec.llm_settings)
-            .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))?;
-        let paths = serde_json::to_string(&spec.knowledge_paths)
-            .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))?;
+        let llm = to_json(&spec.llm_settings)?;
+        let paths = to_json(&spec.knowledge_paths)?;
         let at = now();
         let fresh_id = new_id();
         let existing = db_run!(conn: {
@@ -229,6 +232,29 @@ impl Bot {
                 Ok(Upserted::Updated { before, after })
             }
         }
+    }
+
+    /// Bots managed by a bot file.
+    pub async fn file_managed(conn: &mut DbConn) -> Result<Vec<Bot>, DbError> {
+        Ok(db_run!(conn: {
+            bots::table
+                .filter(bots::source_file.is_not_null())
+                .select(Bot::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// By id.
+    pub async fn find_by_id(conn: &mut DbConn, id: &str) -> Result<Option<Bot>, DbError> {
+        Ok(db_run!(conn: {
+            bots::table
+                .find(id)
+                .select(Bot::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
     }
 
     /// By workspace and name.

@@ -178,6 +178,21 @@ impl ChannelAccount {
         }))
     }
 
+    /// By id.
+    pub async fn find_by_id(
+        conn: &mut DbConn,
+        id: &str,
+    ) -> Result<Option<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .find(id)
+                .select(ChannelAccount::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
     /// By the public id of webhook routes.
     pub async fn find_by_public_id(
         conn: &mut DbConn,
@@ -191,6 +206,66 @@ impl ChannelAccount {
                 .await
                 .optional()?
         }))
+    }
+
+    /// Every active account of `kind`.
+    pub async fn active_of_kind(
+        conn: &mut DbConn,
+        kind: ChannelKind,
+    ) -> Result<Vec<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .filter(channel_accounts::kind.eq(kind.as_str()))
+                .filter(channel_accounts::status.eq(AccountStatus::Active))
+                .select(ChannelAccount::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// Accepts a signed webhook token once: `false` when it was already used.
+    /// Tokens older than `keep` are forgotten on the way.
+    pub async fn accept_token(
+        conn: &mut DbConn,
+        account_id: &str,
+        token: &str,
+        keep: chrono::Duration,
+    ) -> Result<bool, DbError> {
+        use crate::schema::webhook_tokens;
+        let at = now();
+        let inserted = db_run!(conn: {
+            diesel::delete(webhook_tokens::table.filter(webhook_tokens::seen_at.lt(at - keep)))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(webhook_tokens::table)
+                .values((
+                    webhook_tokens::channel_account_id.eq(account_id),
+                    webhook_tokens::token.eq(token),
+                    webhook_tokens::seen_at.eq(at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Whether a token was already accepted.
+    pub async fn token_seen(
+        conn: &mut DbConn,
+        account_id: &str,
+        token: &str,
+    ) -> Result<bool, DbError> {
+        use crate::schema::webhook_tokens;
+        let count: i64 = db_run!(conn: {
+            webhook_tokens::table
+                .filter(webhook_tokens::channel_account_id.eq(account_id))
+                .filter(webhook_tokens::token.eq(token))
+                .count()
+                .get_result(conn)
+                .await?
+        });
+        Ok(count > 0)
     }
 
     /// The active account of `kind` with this platform identity.

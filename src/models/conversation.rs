@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::text_enum;
 use crate::db::{DbConn, DbError, new_id, now};
 use crate::db_run;
-use crate::schema::conversations;
+use crate::schema::{conversations, messages};
 
 text_enum! {
     /// Who is answering.
@@ -41,6 +41,8 @@ pub struct Conversation {
     pub channel_account_id: String,
     /// Who is answering.
     pub status: ConversationStatus,
+    /// Email: the thread's root Message-ID; empty for chat channels.
+    pub thread_key: String,
     /// The agent who took over.
     pub assigned_agent_id: Option<String>,
     /// Ordering key of the newest message.
@@ -66,6 +68,8 @@ pub struct ConversationKey<'a> {
     pub customer_id: &'a str,
     /// Channel account.
     pub channel_account_id: &'a str,
+    /// Email thread root; `""` for chat channels (one open conversation).
+    pub thread_key: &'a str,
 }
 
 impl Conversation {
@@ -87,6 +91,7 @@ impl Conversation {
                     conversations::customer_id.eq(key.customer_id),
                     conversations::channel_account_id.eq(key.channel_account_id),
                     conversations::status.eq(ConversationStatus::Bot),
+                    conversations::thread_key.eq(key.thread_key),
                     conversations::last_seq.eq(0_i64),
                     conversations::created_at.eq(at),
                     conversations::updated_at.eq(at),
@@ -98,9 +103,53 @@ impl Conversation {
             conversations::table
                 .filter(conversations::channel_account_id.eq(key.channel_account_id))
                 .filter(conversations::customer_id.eq(key.customer_id))
+                .filter(conversations::thread_key.eq(key.thread_key))
                 .filter(conversations::status.ne(ConversationStatus::Resolved))
                 .select(Conversation::as_select())
                 .first(conn)
+                .await?
+        }))
+    }
+
+    /// The thread key of the conversation of `customer_id` on this account
+    /// that holds a message with one of `message_ids` (email threading: a
+    /// reply names its ancestors in `In-Reply-To` and `References`).
+    pub async fn thread_of(
+        conn: &mut DbConn,
+        channel_account_id: &str,
+        customer_id: &str,
+        message_ids: &[String],
+    ) -> Result<Option<String>, DbError> {
+        if message_ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(db_run!(conn: {
+            messages::table
+                .inner_join(conversations::table)
+                .filter(messages::channel_account_id.eq(channel_account_id))
+                .filter(messages::external_id.eq_any(message_ids))
+                .filter(conversations::customer_id.eq(customer_id))
+                .order(messages::created_at.desc())
+                .select(conversations::thread_key)
+                .first::<String>(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The open conversations of a customer on an account (all threads).
+    pub async fn open_of_customer(
+        conn: &mut DbConn,
+        channel_account_id: &str,
+        customer_id: &str,
+    ) -> Result<Vec<Conversation>, DbError> {
+        Ok(db_run!(conn: {
+            conversations::table
+                .filter(conversations::channel_account_id.eq(channel_account_id))
+                .filter(conversations::customer_id.eq(customer_id))
+                .filter(conversations::status.ne(ConversationStatus::Resolved))
+                .select(Conversation::as_select())
+                .load(conn)
                 .await?
         }))
     }

@@ -32,6 +32,37 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// By id.
+    pub async fn find_by_id(conn: &mut DbConn, id: &str) -> Result<Option<Customer>, DbError> {
+        Ok(db_run!(conn: {
+            customers::table
+                .find(id)
+                .select(Customer::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// By platform identity.
+    pub async fn find(
+        conn: &mut DbConn,
+        workspace_id: &str,
+        kind: ChannelKind,
+        external_user_id: &str,
+    ) -> Result<Option<Customer>, DbError> {
+        Ok(db_run!(conn: {
+            customers::table
+                .filter(customers::workspace_id.eq(workspace_id))
+                .filter(customers::channel_kind.eq(kind.as_str()))
+                .filter(customers::external_user_id.eq(external_user_id))
+                .select(Customer::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
     /// The customer with this platform identity in `workspace_id`, created if
     /// missing; a newly known display name is recorded. Concurrent calls for
     /// one identity return the same row.

@@ -179,19 +179,161 @@ impl Message {
         conn: &mut DbConn,
         new: &NewMessage<'_>,
     ) -> Result<Option<Message>, DbError> {
-        let Some(external_id) = new.external_id else {
-            return Ok(None);
-        };
+        match new.external_id {
+            Some(external_id) => {
+                Self::find_by_external(conn, new.channel_account_id, new.direction, external_id)
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The message with this platform id on this account.
+    pub async fn find_by_external(
+        conn: &mut DbConn,
+        channel_account_id: &str,
+        direction: Direction,
+        external_id: &str,
+    ) -> Result<Option<Message>, DbError> {
         Ok(db_run!(conn: {
             messages::table
-                .filter(messages::channel_account_id.eq(new.channel_account_id))
-                .filter(messages::direction.eq(new.direction))
+                .filter(messages::channel_account_id.eq(channel_account_id))
+                .filter(messages::direction.eq(direction))
                 .filter(messages::external_id.eq(external_id))
                 .select(Message::as_select())
                 .first(conn)
                 .await
                 .optional()?
         }))
+    }
+
+    /// The conversation's newest customer message.
+    pub async fn last_inbound(
+        conn: &mut DbConn,
+        conversation_id: &str,
+    ) -> Result<Option<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .filter(messages::direction.eq(Direction::Inbound))
+                .order(messages::seq.desc())
+                .select(Message::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// By id.
+    pub async fn find(conn: &mut DbConn, id: &str) -> Result<Option<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .find(id)
+                .select(Message::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// Replaces the text of an edited message, keeping the history in its
+    /// metadata (`edits`: earlier texts, oldest first).
+    pub async fn record_edit(
+        conn: &mut DbConn,
+        message: &Message,
+        new_body: &str,
+    ) -> Result<(), DbError> {
+        let mut metadata: serde_json::Value = message
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if !metadata.is_object() {
+            metadata = serde_json::json!({});
+        }
+        let edits = metadata
+            .as_object_mut()
+            .map(|m| m.entry("edits").or_insert_with(|| serde_json::json!([])));
+        if let Some(serde_json::Value::Array(edits)) = edits {
+            edits.push(serde_json::json!(message.body));
+        }
+        let metadata = metadata.to_string();
+        db_run!(conn: {
+            diesel::update(messages::table.find(&message.id))
+                .set((messages::body.eq(new_body), messages::metadata.eq(&metadata)))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records the outcome of sending an outbound message.
+    pub async fn set_delivery(
+        conn: &mut DbConn,
+        id: &str,
+        status: DeliveryStatus,
+        external_id: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), DbError> {
+        db_run!(conn: {
+            diesel::update(messages::table.find(id))
+                .set((
+                    messages::delivery_status.eq(status),
+                    messages::external_id.eq(external_id),
+                    messages::delivery_error.eq(error),
+                ))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Moves outbound messages forward to `status` (`delivered` or `read`):
+    /// those of this account whose platform id is in `external_ids`, and those
+    /// of `conversation_ids` stored up to `up_to`. Never moves backwards.
+    /// Returns how many changed.
+    pub async fn advance_delivery(
+        conn: &mut DbConn,
+        channel_account_id: &str,
+        external_ids: &[String],
+        conversation_ids: &[String],
+        up_to: Option<chrono::NaiveDateTime>,
+        status: DeliveryStatus,
+    ) -> Result<usize, DbError> {
+        let earlier: &[DeliveryStatus] = match status {
+            DeliveryStatus::Read => &[DeliveryStatus::Sent, DeliveryStatus::Delivered],
+            _ => &[DeliveryStatus::Sent],
+        };
+        let mut changed = 0;
+        db_run!(conn: {
+            if !external_ids.is_empty() {
+                changed += diesel::update(
+                    messages::table
+                        .filter(messages::channel_account_id.eq(channel_account_id))
+                        .filter(messages::direction.eq(Direction::Outbound))
+                        .filter(messages::external_id.eq_any(external_ids))
+                        .filter(messages::delivery_status.eq_any(earlier)),
+                )
+                .set(messages::delivery_status.eq(status))
+                .execute(conn)
+                .await?;
+            }
+            if let Some(up_to) = up_to
+                && !conversation_ids.is_empty()
+            {
+                changed += diesel::update(
+                    messages::table
+                        .filter(messages::conversation_id.eq_any(conversation_ids))
+                        .filter(messages::direction.eq(Direction::Outbound))
+                        .filter(messages::created_at.le(up_to))
+                        .filter(messages::delivery_status.eq_any(earlier)),
+                )
+                .set(messages::delivery_status.eq(status))
+                .execute(conn)
+                .await?;
+            }
+        });
+        Ok(changed)
     }
 
     /// The conversation's messages in order.

@@ -157,6 +157,25 @@ async fn migrating_twice_is_a_no_op(test_db: TestDb) {
     assert_eq!(count, 0);
 }
 
+async fn nodes_migrating_at_once_all_succeed(test_db: TestDb) {
+    let settings = test_db.settings();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let settings = settings.database.clone();
+        tasks.push(tokio::spawn(async move {
+            let db = Db::connect(&settings).await.expect("connect");
+            db.migrate(&settings).await
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        let versions = task.await.expect("task").expect("every node migrates");
+        applied += versions.len();
+    }
+    assert_eq!(applied, 1, "the one migration is applied once");
+}
+
 both_backends! {
     migrate_twice => migrating_twice_is_a_no_op;
+    concurrent_migrations => nodes_migrating_at_once_all_succeed;
 }

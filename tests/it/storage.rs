@@ -164,9 +164,13 @@ async fn bad_bot_file_writes_nothing(test_db: TestDb) {
         ),
         "{msg}"
     );
-    let db = Db::connect(&test_db.settings().database)
-        .await
-        .expect("connect");
+    assert!(
+        !test_db.settings().data_dir.exists(),
+        "bot files are checked before anything is created"
+    );
+    let settings = test_db.settings();
+    let db = Db::connect(&settings.database).await.expect("connect");
+    db.migrate(&settings.database).await.expect("migrate");
     let mut conn = db.get().await.expect("conn");
     let accounts: i64 = db_run!(conn: {
         channel_accounts::table.count().get_result(conn).await.expect("count")
@@ -201,6 +205,7 @@ async fn redelivered_messages_are_stored_once_in_order(test_db: TestDb) {
         bot_id: &bot.id,
         customer_id: &customer.id,
         channel_account_id: &account.id,
+        thread_key: "",
     };
     let conversation = Conversation::open_for(&mut conn, key).await.expect("open");
     let msg = |external, body| inbound(&conversation.id, &account.id, external, body);
@@ -299,6 +304,7 @@ async fn concurrent_first_messages_open_one_conversation(test_db: TestDb) {
                     bot_id: &bot.id,
                     customer_id: &customer.id,
                     channel_account_id: &account.id,
+                    thread_key: "",
                 },
             )
             .await
@@ -334,7 +340,31 @@ async fn concurrent_first_messages_open_one_conversation(test_db: TestDb) {
     assert_eq!(seqs, (1..=8).collect::<Vec<_>>(), "dense, gap-free order");
 }
 
+async fn renamed_and_removed_channels_are_handled(test_db: TestDb) {
+    open_with_bot(&test_db).await;
+    // Same Telegram bot under a new channel id: the old account frees it.
+    test_db.write_bot("acme.toml", &BOT_FILE.replace("\"acme-tg\"", "\"acme-telegram\""));
+    let app = frontdesk::app::open(test_db.settings(), &bot_env())
+        .await
+        .expect("a renamed channel id must not block start-up");
+    let mut conn = app.db.get().await.expect("conn");
+    let old = ChannelAccount::find_by_public_id(&mut conn, "acme-tg").await.expect("q").expect("kept");
+    let new = ChannelAccount::find_by_public_id(&mut conn, "acme-telegram").await.expect("q").expect("new");
+    assert_eq!(old.status, AccountStatus::Disabled);
+    assert_eq!(new.status, AccountStatus::Active);
+    drop(conn);
+
+    // The whole file deleted: its channels stop taking traffic.
+    std::fs::remove_file(test_db.bots_dir().join("acme.toml")).expect("rm");
+    let app = frontdesk::app::open(test_db.settings(), &bot_env()).await.expect("open");
+    assert_eq!(app.bot_files.channels_disabled, 2);
+    let mut conn = app.db.get().await.expect("conn");
+    let active = ChannelAccount::active_of_kind(&mut conn, ChannelKind::Telegram).await.expect("q");
+    assert!(active.is_empty(), "{active:?}");
+}
+
 both_backends! {
+    renamed_and_removed_channels => renamed_and_removed_channels_are_handled;
     bot_files_applied => bot_files_are_applied_and_sealed;
     wrong_master_key => wrong_master_key_is_refused;
     bad_bot_file => bad_bot_file_writes_nothing;

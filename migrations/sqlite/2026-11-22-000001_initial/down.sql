@@ -1,4 +1,5 @@
 DROP TABLE audit_log;
+DROP TABLE webhook_tokens;
 DROP TABLE messages;
 DROP TABLE conversations;
 DROP TABLE customers;

@@ -90,6 +90,8 @@ CREATE TABLE conversations (
     customer_id TEXT NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
     channel_account_id TEXT NOT NULL REFERENCES channel_accounts (id) ON DELETE CASCADE,
     status TEXT NOT NULL CHECK (status IN ('bot', 'pending_handoff', 'agent', 'resolved')),
+    -- Email threads: the root Message-ID; '' for chat channels.
+    thread_key TEXT NOT NULL DEFAULT '',
     assigned_agent_id TEXT REFERENCES users (id) ON DELETE SET NULL,
     last_seq BIGINT NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
@@ -97,10 +99,11 @@ CREATE TABLE conversations (
     last_message_at TIMESTAMP NOT NULL,
     resolved_at TIMESTAMP
 );
--- At most one open conversation per customer and channel account: concurrent
--- first messages race on this index and all end up in the same conversation.
+-- At most one open conversation per customer, channel account and thread:
+-- concurrent first messages race on this index and all end up in the same
+-- conversation.
 CREATE UNIQUE INDEX conversations_one_open
-    ON conversations (channel_account_id, customer_id)
+    ON conversations (channel_account_id, customer_id, thread_key)
     WHERE status <> 'resolved';
 CREATE INDEX conversations_workspace_status
     ON conversations (workspace_id, status, last_message_at);
@@ -126,6 +129,19 @@ CREATE TABLE messages (
     -- are distinct, so messages without a platform id never collide.
     UNIQUE (channel_account_id, direction, external_id)
 );
+
+-- Signed webhook tokens already accepted (Mailgun), so a captured request
+-- cannot be replayed inside its 5-minute window. Rows older than the window
+-- are deleted as new ones arrive.
+CREATE TABLE webhook_tokens (
+    channel_account_id TEXT NOT NULL REFERENCES channel_accounts (id) ON DELETE CASCADE,
+    token TEXT NOT NULL,
+    seen_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (channel_account_id, token)
+);
+CREATE INDEX webhook_tokens_seen ON webhook_tokens (seen_at);
+
+CREATE INDEX messages_conversation_direction ON messages (conversation_id, direction, created_at);
 
 CREATE TABLE audit_log (
     id TEXT NOT NULL PRIMARY KEY,

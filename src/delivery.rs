@@ -1,0 +1,234 @@
+//! Outbound delivery: a stored outbound message → the customer's channel.
+//!
+//! The message is sent through the adapter of the conversation's account
+//! (split within the platform's limits, retried with backoff inside the
+//! adapter), then marked `sent` with the platform's id, or `failed` with the
+//! reason. A message that is not pending is not sent again. Email replies
+//! thread under the customer's latest message (`In-Reply-To`, `References`,
+//! `Re:` subject).
+
+use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient, Secrets};
+
+use crate::app::App;
+use crate::crypto::Secret;
+use crate::db::DbError;
+use crate::models::channel_account::{AccountStatus, ChannelAccount, Credentials};
+use crate::models::conversation::Conversation;
+use crate::models::customer::Customer;
+use crate::models::message::{DeliveryStatus, Direction, Message};
+
+/// What [`deliver`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted by the platform; its ids, one per part.
+    Sent(Vec<String>),
+    /// Given up; recorded on the message.
+    Failed(String),
+    /// Not pending (already sent, failed, or not outbound): nothing done.
+    NotPending,
+}
+
+struct AccountSecrets(Credentials);
+
+impl Secrets for AccountSecrets {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(Secret::expose)
+    }
+}
+
+/// Sends the outbound message `message_id` and records the outcome.
+pub async fn deliver(app: &App, message_id: &str) -> Result<Delivery, DbError> {
+    let mut conn = app.db.get().await?;
+    let Some(message) = Message::find(&mut conn, message_id).await? else {
+        return Ok(Delivery::NotPending);
+    };
+    if message.direction != Direction::Outbound
+        || message.delivery_status != Some(DeliveryStatus::Pending)
+    {
+        return Ok(Delivery::NotPending);
+    }
+    let target = match target(app, &mut conn, &message).await? {
+        Ok(target) => target,
+        Err(reason) => return fail(app, &message, reason).await,
+    };
+    // No connection is held while the platform answers (it may take retries).
+    drop(conn);
+    let outbound = OutboundMessage {
+        text: message.body.clone(),
+    };
+    let secrets = target.secrets;
+    let result = match target.kind {
+        ChannelKind::Telegram => {
+            app.channels
+                .telegram
+                .send(&secrets, &target.recipient, &outbound)
+                .await
+        }
+        ChannelKind::Messenger => {
+            app.channels
+                .messenger
+                .send(&secrets, &target.recipient, &outbound)
+                .await
+        }
+        ChannelKind::Email => {
+            app.channels
+                .email
+                .send(&secrets, &target.recipient, &outbound)
+                .await
+        }
+        ChannelKind::Webchat => Err(channels::SendError::NotConfigured(
+            "web chat replies go out over the widget's socket".into(),
+        )),
+    };
+    match result {
+        Ok(sent) => {
+            let ids: Vec<String> = sent.into_iter().map(|s| s.external_id).collect();
+            let mut conn = app.db.get().await?;
+            Message::set_delivery(
+                &mut conn,
+                &message.id,
+                DeliveryStatus::Sent,
+                ids.first().map(String::as_str),
+                None,
+            )
+            .await?;
+            tracing::info!(message = %message.id, parts = ids.len(), "reply sent");
+            Ok(Delivery::Sent(ids))
+        }
+        Err(error) => fail(app, &message, error.to_string()).await,
+    }
+}
+
+/// Shows a typing indicator in the conversation's channel. Best effort:
+/// failures are logged, never returned.
+pub async fn typing(app: &App, conversation_id: &str) {
+    let outcome = async {
+        let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+        let conversation = Conversation::find(&mut conn, conversation_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such conversation")?;
+        let (account, customer) = account_and_customer(app, &mut conn, &conversation)
+            .await
+            .map_err(|e| e.to_string())??;
+        let secrets = AccountSecrets(
+            account
+                .open_credentials(&app.master_key)
+                .map_err(|e| e.to_string())?,
+        );
+        let to = Recipient {
+            external_id: customer.external_user_id,
+            email: None,
+        };
+        match account.kind {
+            ChannelKind::Telegram => app.channels.telegram.typing(&secrets, &to).await,
+            ChannelKind::Messenger => app.channels.messenger.typing(&secrets, &to).await,
+            ChannelKind::Email | ChannelKind::Webchat => Ok(()),
+        }
+        .map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(error) = outcome {
+        tracing::debug!(conversation = conversation_id, %error, "typing indicator not shown");
+    }
+}
+
+struct Target {
+    kind: ChannelKind,
+    recipient: Recipient,
+    secrets: AccountSecrets,
+}
+
+async fn account_and_customer(
+    app: &App,
+    conn: &mut crate::db::DbConn,
+    conversation: &Conversation,
+) -> Result<Result<(ChannelAccount, Customer), String>, DbError> {
+    let _ = app;
+    let account = crate::models::channel_account::ChannelAccount::find_by_id(
+        conn,
+        &conversation.channel_account_id,
+    )
+    .await?;
+    let customer = Customer::find_by_id(conn, &conversation.customer_id).await?;
+    Ok(match (account, customer) {
+        (Some(account), Some(customer)) => Ok((account, customer)),
+        _ => Err("the conversation's account or customer is gone".into()),
+    })
+}
+
+async fn target(
+    app: &App,
+    conn: &mut crate::db::DbConn,
+    message: &Message,
+) -> Result<Result<Target, String>, DbError> {
+    let Some(conversation) = Conversation::find(conn, &message.conversation_id).await? else {
+        return Ok(Err("the conversation is gone".into()));
+    };
+    let (account, customer) = match account_and_customer(app, conn, &conversation).await? {
+        Ok(pair) => pair,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if account.status != AccountStatus::Active {
+        return Ok(Err(format!(
+            "channel account `{}` is disabled",
+            account.public_id
+        )));
+    }
+    let secrets = match account.open_credentials(&app.master_key) {
+        Ok(credentials) => AccountSecrets(credentials),
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot decrypt the account's credentials: {e}"
+            )));
+        }
+    };
+    let email = if account.kind == ChannelKind::Email {
+        let last = Message::last_inbound(conn, &conversation.id).await?;
+        let thread: Option<channels::EmailThread> = last
+            .as_ref()
+            .and_then(|m| m.metadata.as_deref())
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|m| serde_json::from_value(m["email"].clone()).ok());
+        let (subject, in_reply_to, references) = match thread {
+            Some(t) => {
+                let mut refs = t.references.clone();
+                if !refs.contains(&t.message_id) {
+                    refs.push(t.message_id.clone());
+                }
+                (t.subject, Some(t.message_id), refs)
+            }
+            None => (String::new(), None, Vec::new()),
+        };
+        Some(EmailReply {
+            from: account.external_id.clone().unwrap_or_default(),
+            subject,
+            in_reply_to,
+            references,
+        })
+    } else {
+        None
+    };
+    Ok(Ok(Target {
+        kind: account.kind,
+        recipient: Recipient {
+            external_id: customer.external_user_id,
+            email,
+        },
+        secrets,
+    }))
+}
+
+async fn fail(app: &App, message: &Message, reason: String) -> Result<Delivery, DbError> {
+    tracing::warn!(message = %message.id, %reason, "reply not delivered");
+    let mut conn = app.db.get().await?;
+    Message::set_delivery(
+        &mut conn,
+        &message.id,
+        DeliveryStatus::Failed,
+        None,
+        Some(&reason),
+    )
+    .await?;
+    Ok(Delivery::Failed(reason))
+}

@@ -1,0 +1,317 @@
+//! Webhook routes, one family per channel. Each handler is thin: find the
+//! account, verify over the raw bytes, parse, ingest, answer. A bad or
+//! missing signature is 401 and stores nothing; a malformed body is 400 with
+//! the reason; 200 comes only after every message is stored and queued.
+//!
+//! | route | account from | verification |
+//! |---|---|---|
+//! | `GET /webhooks/messenger` | any Messenger account's verify token | `hub.verify_token` |
+//! | `POST /webhooks/messenger` | `entry[].id` (page id) | `X-Hub-Signature-256` |
+//! | `POST /webhooks/telegram/{account}` | the path | secret-token header |
+//! | `POST /webhooks/email/{account}` | the path | Mailgun signature, window, one-time token |
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use channels::{Channel, ChannelKind, RoutedEvent, Secrets, VerifyError, WebhookRequest};
+use serde_json::json;
+
+use crate::crypto::Secret;
+use crate::error::{ApiError, ErrorKind};
+use crate::ingest::{IngestReport, ingest};
+use crate::models::channel_account::{AccountStatus, ChannelAccount, Credentials};
+use crate::server::{AppState, resource};
+
+/// How long an accepted email token is remembered: the signature window
+/// plus margin for clock skew.
+const TOKEN_MEMORY: chrono::Duration = chrono::Duration::minutes(11);
+
+/// Registers the webhook routes.
+pub fn configure(cfg: &mut web::ServiceConfig, email_max_body: usize) {
+    cfg.service(
+        resource("/webhooks/messenger")
+            .route(web::get().to(messenger_subscribe))
+            .route(web::post().to(messenger)),
+    )
+    .service(resource("/webhooks/telegram/{account}").route(web::post().to(telegram)))
+    .service(
+        resource("/webhooks/email/{account}")
+            .app_data(web::PayloadConfig::new(email_max_body))
+            .route(web::post().to(email)),
+    );
+}
+
+/// Decrypted credentials, as the adapters read them.
+struct AccountSecrets(Credentials);
+
+impl Secrets for AccountSecrets {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(Secret::expose)
+    }
+}
+
+fn request(req: &HttpRequest, body: web::Bytes) -> WebhookRequest {
+    WebhookRequest {
+        headers: req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        query: req.query_string().to_owned(),
+        body,
+        received_at: chrono::Utc::now(),
+    }
+}
+
+fn secrets(state: &AppState, account: &ChannelAccount) -> Result<AccountSecrets, ApiError> {
+    account
+        .open_credentials(&state.app.master_key)
+        .map(AccountSecrets)
+        .map_err(|e| {
+            tracing::error!(account = %account.public_id, error = %e, "cannot decrypt channel credentials");
+            ApiError::new(ErrorKind::Internal, "the account's credentials cannot be read")
+        })
+}
+
+/// The active account named in the path, of the route's kind.
+async fn account_from_path(
+    state: &AppState,
+    kind: ChannelKind,
+    public_id: &str,
+) -> Result<ChannelAccount, ApiError> {
+    let mut conn = state.app.db.get().await?;
+    match ChannelAccount::find_by_public_id(&mut conn, public_id).await? {
+        Some(account) if account.kind == kind && account.status == AccountStatus::Active => {
+            Ok(account)
+        }
+        _ => {
+            state.metrics.webhook(kind, "unknown_account");
+            Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no active {kind} account `{public_id}`"),
+            ))
+        }
+    }
+}
+
+fn unauthorized(state: &AppState, kind: ChannelKind, error: &VerifyError) -> ApiError {
+    state.metrics.webhook(kind, "unauthorized");
+    tracing::warn!(channel = %kind, %error, "webhook refused");
+    ApiError::new(
+        ErrorKind::Unauthorized,
+        format!("webhook not verified: {error}"),
+    )
+}
+
+fn bad_request(state: &AppState, kind: ChannelKind, reason: String) -> ApiError {
+    state.metrics.webhook(kind, "bad_request");
+    tracing::warn!(channel = %kind, %reason, "webhook body refused");
+    ApiError::new(ErrorKind::BadRequest, reason)
+}
+
+fn require_json(
+    state: &AppState,
+    kind: ChannelKind,
+    request: &WebhookRequest,
+) -> Result<(), ApiError> {
+    let essence = request
+        .header("content-type")
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/json") {
+        Ok(())
+    } else {
+        state.metrics.webhook(kind, "bad_request");
+        Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "expected Content-Type: application/json",
+        ))
+    }
+}
+
+fn accepted(state: &AppState, kind: ChannelKind, report: &IngestReport) -> HttpResponse {
+    state.metrics.webhook(kind, "accepted");
+    state.metrics.events(kind, report);
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "stored": report.stored,
+        "duplicates": report.duplicates,
+        "edits": report.edits,
+        "receipts": report.receipts,
+        "skipped": report.skipped,
+    }))
+}
+
+/// `POST /webhooks/telegram/{account}`
+async fn telegram(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let kind = ChannelKind::Telegram;
+    let account = account_from_path(&state, kind, &path).await?;
+    let request = request(&req, body);
+    let adapter = &state.app.channels.telegram;
+    adapter
+        .verify(&request, &secrets(&state, &account)?)
+        .map_err(|e| unauthorized(&state, kind, &e))?;
+    require_json(&state, kind, &request)?;
+    let events = adapter
+        .parse(&request)
+        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let report = ingest(&state.app, &account, events).await?;
+    Ok(accepted(&state, kind, &report))
+}
+
+/// `GET /webhooks/messenger`: the subscribe handshake.
+async fn messenger_subscribe(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.app.db.get().await?;
+    let accounts = ChannelAccount::active_of_kind(&mut conn, ChannelKind::Messenger).await?;
+    drop(conn);
+    let mut last = VerifyError::MissingSecret("verify_token");
+    for account in &accounts {
+        let secrets = secrets(&state, account)?;
+        let Some(token) = secrets.get("verify_token") else {
+            continue;
+        };
+        match channels::messenger::subscription_challenge(req.query_string(), token) {
+            Ok(challenge) => {
+                tracing::info!(account = %account.public_id, "Messenger webhook subscription verified");
+                return Ok(HttpResponse::Ok()
+                    .content_type("text/plain")
+                    .body(challenge));
+            }
+            Err(e @ (VerifyError::MissingSignature(_) | VerifyError::MalformedSignature(_))) => {
+                return Err(bad_request(
+                    &state,
+                    ChannelKind::Messenger,
+                    format!("subscribe handshake: {e}"),
+                ));
+            }
+            Err(e) => last = e,
+        }
+    }
+    state
+        .metrics
+        .webhook(ChannelKind::Messenger, "unauthorized");
+    Err(ApiError::new(
+        ErrorKind::Forbidden,
+        format!("subscribe handshake refused: {last}"),
+    ))
+}
+
+/// `POST /webhooks/messenger`: a batch for one or more pages of one app.
+async fn messenger(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let kind = ChannelKind::Messenger;
+    let request = request(&req, body);
+    require_json(&state, kind, &request)?;
+    // The page ids pick the accounts, whose app secret verifies the batch.
+    let pages = channels::messenger::page_ids(&request.body)
+        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let mut accounts = Vec::new();
+    {
+        let mut conn = state.app.db.get().await?;
+        for page in &pages {
+            if let Some(account) =
+                ChannelAccount::find_active_by_external_id(&mut conn, kind, page).await?
+            {
+                accounts.push(account);
+            }
+        }
+    }
+    if accounts.is_empty() {
+        state.metrics.webhook(kind, "unknown_account");
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no active Messenger account for page(s) {}",
+                pages.join(", ")
+            ),
+        ));
+    }
+    let adapter = &state.app.channels.messenger;
+    let mut verified = Vec::new();
+    let mut error = None;
+    for account in accounts {
+        match adapter.verify(&request, &secrets(&state, &account)?) {
+            Ok(_) => verified.push(account),
+            Err(e) => error = Some(e),
+        }
+    }
+    if verified.is_empty() {
+        let error = error.unwrap_or(VerifyError::BadSignature);
+        return Err(unauthorized(&state, kind, &error));
+    }
+    let events = adapter
+        .parse(&request)
+        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let mut total = IngestReport::default();
+    for account in &verified {
+        let mine: Vec<RoutedEvent> = events
+            .iter()
+            .filter(|e| e.account.as_deref() == account.external_id.as_deref())
+            .cloned()
+            .collect();
+        let report = ingest(&state.app, account, mine).await?;
+        total.stored += report.stored;
+        total.duplicates += report.duplicates;
+        total.edits += report.edits;
+        total.receipts += report.receipts;
+        total.skipped.extend(report.skipped);
+    }
+    let unverified = events
+        .iter()
+        .filter(|e| {
+            !verified
+                .iter()
+                .any(|a| a.external_id.as_deref() == e.account.as_deref())
+        })
+        .count();
+    if unverified > 0 {
+        total.skipped.push(format!(
+            "{unverified} event(s) for pages without a verified account"
+        ));
+    }
+    Ok(accepted(&state, kind, &total))
+}
+
+/// `POST /webhooks/email/{account}`: a Mailgun inbound route.
+async fn email(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let kind = ChannelKind::Email;
+    let account = account_from_path(&state, kind, &path).await?;
+    let request = request(&req, body);
+    let adapter = &state.app.channels.email;
+    let token = adapter
+        .verify(&request, &secrets(&state, &account)?)
+        .map_err(|e| unauthorized(&state, kind, &e))?;
+    let mut conn = state.app.db.get().await?;
+    if let Some(token) = &token
+        && ChannelAccount::token_seen(&mut conn, &account.id, token).await?
+    {
+        return Err(unauthorized(&state, kind, &VerifyError::BadSignature)
+            .with_message("webhook not verified: token already used"));
+    }
+    drop(conn);
+    let events = adapter
+        .parse(&request)
+        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let report = ingest(&state.app, &account, events).await?;
+    // Remembered only once stored: a delivery that failed before storing
+    // can be retried with the same token.
+    if let Some(token) = &token {
+        let mut conn = state.app.db.get().await?;
+        ChannelAccount::accept_token(&mut conn, &account.id, token, TOKEN_MEMORY).await?;
+    }
+    Ok(accepted(&state, kind, &report))
+}
