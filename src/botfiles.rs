@@ -560,23 +560,25 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
                         "Telegram requires 1-256 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
                     ));
                 }
-                // The bot's numeric id is the part of the token before `:`.
+                // The bot's numeric id is the part of the token before `:`;
+                // it identifies the bot across channel ids.
                 let bot_id = bot_token
                     .expose()
                     .split_once(':')
                     .map(|(id, _)| id)
                     .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        invalid(
-                            &at("bot_token"),
-                            "is not a Telegram bot token (expected `<bot id>:<secret>`)".into(),
-                        )
-                    })?
-                    .to_owned();
+                    .map(str::to_owned);
+                if bot_id.is_none() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        channel = %id,
+                        "bot_token is not of the form <bot id>:<secret>; Telegram will refuse it"
+                    );
+                }
                 LoadedChannel {
                     public_id: id,
                     kind: ChannelKind::Telegram,
-                    external_id: Some(bot_id),
+                    external_id: bot_id,
                     credentials: BTreeMap::from([
                         ("bot_token".into(), bot_token),
                         ("secret_token".into(), secret_token),
@@ -590,11 +592,8 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
                 page_access_token,
                 verify_token,
             } => {
-                if page_id.is_empty() || !page_id.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(invalid(
-                        &at("page_id"),
-                        "must be the page's numeric id".into(),
-                    ));
+                if page_id.trim().is_empty() || page_id.len() > 64 {
+                    return Err(invalid(&at("page_id"), "must be the page's id".into()));
                 }
                 LoadedChannel {
                     public_id: id,

@@ -8,7 +8,7 @@
 //! | `GET /webhooks/messenger` | any Messenger account's verify token | `hub.verify_token` |
 //! | `POST /webhooks/messenger` | `entry[].id` (page id) | `X-Hub-Signature-256` |
 //! | `POST /webhooks/telegram/{account}` | the path | secret-token header |
-//! | `POST /webhooks/email/{account}` | the path | Mailgun signature, window, one-time token |
+//! | `POST /webhooks/email/{account}` (and `…/mime`) | the path | Mailgun signature, window, one-time token |
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use channels::{Channel, ChannelKind, RoutedEvent, Secrets, VerifyError, WebhookRequest};
@@ -34,6 +34,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, email_max_body: usize) {
     .service(resource("/webhooks/telegram/{account}").route(web::post().to(telegram)))
     .service(
         resource("/webhooks/email/{account}")
+            .app_data(web::PayloadConfig::new(email_max_body))
+            .route(web::post().to(email)),
+    )
+    // Mailgun posts the raw MIME (`body-mime`) to forward URLs ending in `mime`.
+    .service(
+        resource("/webhooks/email/{account}/mime")
             .app_data(web::PayloadConfig::new(email_max_body))
             .route(web::post().to(email)),
     );

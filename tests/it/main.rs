@@ -14,3 +14,4 @@ mod common;
 mod migrations;
 mod server;
 mod storage;
+mod webhooks;

@@ -343,23 +343,36 @@ async fn concurrent_first_messages_open_one_conversation(test_db: TestDb) {
 async fn renamed_and_removed_channels_are_handled(test_db: TestDb) {
     open_with_bot(&test_db).await;
     // Same Telegram bot under a new channel id: the old account frees it.
-    test_db.write_bot("acme.toml", &BOT_FILE.replace("\"acme-tg\"", "\"acme-telegram\""));
+    test_db.write_bot(
+        "acme.toml",
+        &BOT_FILE.replace("\"acme-tg\"", "\"acme-telegram\""),
+    );
     let app = frontdesk::app::open(test_db.settings(), &bot_env())
         .await
         .expect("a renamed channel id must not block start-up");
     let mut conn = app.db.get().await.expect("conn");
-    let old = ChannelAccount::find_by_public_id(&mut conn, "acme-tg").await.expect("q").expect("kept");
-    let new = ChannelAccount::find_by_public_id(&mut conn, "acme-telegram").await.expect("q").expect("new");
+    let old = ChannelAccount::find_by_public_id(&mut conn, "acme-tg")
+        .await
+        .expect("q")
+        .expect("kept");
+    let new = ChannelAccount::find_by_public_id(&mut conn, "acme-telegram")
+        .await
+        .expect("q")
+        .expect("new");
     assert_eq!(old.status, AccountStatus::Disabled);
     assert_eq!(new.status, AccountStatus::Active);
     drop(conn);
 
     // The whole file deleted: its channels stop taking traffic.
     std::fs::remove_file(test_db.bots_dir().join("acme.toml")).expect("rm");
-    let app = frontdesk::app::open(test_db.settings(), &bot_env()).await.expect("open");
+    let app = frontdesk::app::open(test_db.settings(), &bot_env())
+        .await
+        .expect("open");
     assert_eq!(app.bot_files.channels_disabled, 2);
     let mut conn = app.db.get().await.expect("conn");
-    let active = ChannelAccount::active_of_kind(&mut conn, ChannelKind::Telegram).await.expect("q");
+    let active = ChannelAccount::active_of_kind(&mut conn, ChannelKind::Telegram)
+        .await
+        .expect("q");
     assert!(active.is_empty(), "{active:?}");
 }
 

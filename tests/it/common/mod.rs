@@ -1,4 +1,7 @@
-//! Shared fixtures: per-test databases, settings, a running server.
+//! Shared fixtures: per-test databases, settings, a running server, and
+//! fake platforms (Telegram Bot API, Graph API, SMTP) as real local servers.
+
+pub mod fakes;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -178,6 +181,7 @@ macro_rules! both_backends {
 /// A running server for tests: the real `build`, on port 0.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub app: frontdesk::app::App,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -187,10 +191,15 @@ impl TestServer {
     pub async fn start(settings: Settings, env: &[(String, String)]) -> TestServer {
         let app = frontdesk::app::open(settings, env).await.expect("open app");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let (server, addr) = frontdesk::server::build(app, listener).expect("build server");
+        let (server, addr) = frontdesk::server::build(app.clone(), listener).expect("build server");
         let handle = server.handle();
         let task = tokio::spawn(server);
-        TestServer { addr, handle, task }
+        TestServer {
+            addr,
+            app,
+            handle,
+            task,
+        }
     }
 
     /// `http://ADDR/PATH`.

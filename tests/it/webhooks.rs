@@ -1,0 +1,1008 @@
+//! The front door, end to end: real payloads posted with right and wrong
+//! signatures to a running gateway configured by a bot file; redeliveries,
+//! concurrency, malformed input; replies captured by fake platform servers.
+
+use std::time::Duration;
+
+use channels::ChannelKind;
+use frontdesk::delivery::{Delivery, deliver};
+use frontdesk::models::channel_account::ChannelAccount;
+use frontdesk::models::conversation::{Conversation, ConversationStatus};
+use frontdesk::models::customer::Customer;
+use frontdesk::models::message::{
+    AuthorKind, DeliveryStatus, Direction, Inserted, Message, NewMessage,
+};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::fakes::{FakePlatform, FakeSmtp};
+use crate::common::{Backend, TestDb, TestServer, env, repo_path};
+
+const TG_SECRET: &str = "tg-secret_1";
+const FB_SECRET: &str = "TestAppSecret";
+const MAILGUN_KEY: &str = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+
+const BOT_FILE: &str = r#"
+workspace = "shop"
+name = "help"
+system_prompt = "You help."
+
+[[channels]]
+kind = "telegram"
+id = "shop-tg"
+bot_token = "env:SHOP_TG_TOKEN"
+secret_token = "tg-secret_1"
+
+[[channels]]
+kind = "messenger"
+id = "shop-fb"
+page_id = "123123123"
+app_secret = "TestAppSecret"
+page_access_token = "env:SHOP_FB_TOKEN"
+verify_token = "verify-me"
+
+[[channels]]
+kind = "email"
+id = "shop-mail"
+address = "support@shop.example"
+signing_key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
+"#;
+
+struct Gateway {
+    server: TestServer,
+    telegram: FakePlatform,
+    graph: FakePlatform,
+    smtp: FakeSmtp,
+    http: reqwest::Client,
+    _db: TestDb,
+}
+
+impl Gateway {
+    async fn start(test_db: TestDb) -> Gateway {
+        let telegram = FakePlatform::start().await;
+        let graph = FakePlatform::start().await;
+        let smtp = FakeSmtp::start().await;
+        test_db.write_bot("shop.toml", BOT_FILE);
+        let mut settings = test_db.settings();
+        settings.channels.telegram.api_base = telegram.url.clone();
+        settings.channels.messenger.graph_api_base = format!("{}/v21.0", graph.url);
+        settings.channels.email.smtp_url = Some(smtp.url.clone());
+        let server = TestServer::start(
+            settings,
+            &env(&[
+                ("SHOP_TG_TOKEN", "4242:tg-token"),
+                ("SHOP_FB_TOKEN", "fb-page-token"),
+            ]),
+        )
+        .await;
+        Gateway {
+            server,
+            telegram,
+            graph,
+            smtp,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            _db: test_db,
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut req = self.http.post(self.server.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("send");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn telegram(&self, secret: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(secret) = secret {
+            headers.push(("x-telegram-bot-api-secret-token", secret));
+        }
+        self.post("/webhooks/telegram/shop-tg", &headers, body.to_vec())
+            .await
+    }
+
+    async fn messenger(&self, secret: &str, body: &[u8]) -> (u16, Value) {
+        let signature = format!("sha256={}", hmac_hex(secret, &[body]));
+        self.post(
+            "/webhooks/messenger",
+            &[
+                ("content-type", "application/json"),
+                ("x-hub-signature-256", &signature),
+            ],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    async fn account(&self, public_id: &str) -> ChannelAccount {
+        let mut conn = self.server.app.db.get().await.expect("conn");
+        ChannelAccount::find_by_public_id(&mut conn, public_id)
+            .await
+            .expect("query")
+            .expect("account")
+    }
+
+    /// Every message of every conversation of the account, in order.
+    async fn messages(&self, public_id: &str) -> Vec<Message> {
+        let account = self.account(public_id).await;
+        let mut conn = self.server.app.db.get().await.expect("conn");
+        let mut all = Vec::new();
+        for conversation in self.conversations(public_id).await {
+            all.extend(
+                Message::list(&mut conn, &conversation.id)
+                    .await
+                    .expect("list"),
+            );
+        }
+        all.retain(|m| m.channel_account_id == account.id);
+        all
+    }
+
+    async fn conversations(&self, public_id: &str) -> Vec<Conversation> {
+        let account = self.account(public_id).await;
+        let mut conn = self.server.app.db.get().await.expect("conn");
+        let bot = frontdesk::models::bot::Bot::find_by_id(&mut conn, &account.bot_id)
+            .await
+            .expect("q")
+            .expect("bot");
+        let mut out = Vec::new();
+        for customer in customers(&mut conn, &bot.workspace_id, account.kind).await {
+            out.extend(
+                Conversation::open_of_customer(&mut conn, &account.id, &customer.id)
+                    .await
+                    .expect("q"),
+            );
+        }
+        out
+    }
+
+    async fn stop(self) {
+        self.server.stop().await;
+        self.telegram.stop().await;
+        self.graph.stop().await;
+    }
+}
+
+async fn customers(
+    conn: &mut frontdesk::db::DbConn,
+    workspace_id: &str,
+    kind: ChannelKind,
+) -> Vec<Customer> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use frontdesk::schema::customers;
+    frontdesk::db_run!(conn: {
+        customers::table
+            .filter(customers::workspace_id.eq(workspace_id))
+            .filter(customers::channel_kind.eq(kind.as_str()))
+            .select(Customer::as_select())
+            .load(conn)
+            .await
+            .expect("customers")
+    })
+}
+
+fn hmac_hex(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
+    for part in parts {
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(repo_path("tests/fixtures").join(path)).expect("fixture")
+}
+
+// ---------------------------------------------------------------- Telegram
+
+async fn telegram_verify_parse_dedupe(test_db: TestDb) {
+    let gw = Gateway::start(test_db).await;
+    let text = fixture("telegram/official-bot-docs-webhooks/02_message_text.json");
+
+    // Wrong, missing and empty secrets: 401, nothing stored.
+    assert_eq!(gw.telegram(Some("wrong"), &text).await.0, 401);
+    assert_eq!(gw.telegram(None, &text).await.0, 401);
+    assert_eq!(gw.telegram(Some(""), &text).await.0, 401);
+    assert!(gw.messages("shop-tg").await.is_empty());
+
+    // Right secret: stored and queued; a redelivery is a no-op answered 200.
+    let (status, body) = gw.telegram(Some(TG_SECRET), &text).await;
+    assert_eq!((status, body["stored"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = gw.telegram(Some(TG_SECRET), &text).await;
+    assert_eq!(
+        (status, body["duplicates"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let messages = gw.messages("shop-tg").await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].body, "/start");
+    assert_eq!(messages[0].external_id.as_deref(), Some("1111111:1365"));
+    let conversation = &gw.conversations("shop-tg").await[0];
+    assert!(gw.server.app.turns.is_queued(&conversation.id));
+
+    // An edit updates the text and is not queued again.
+    gw.server.app.turns.drain();
+    let edit = serde_json::to_vec(&json!({
+        "update_id": 2,
+        "edited_message": {
+            "message_id": 1365, "date": 1, "edit_date": 2, "text": "/start please",
+            "chat": { "id": 1111111, "type": "private" },
+            "from": { "id": 1111111, "first_name": "Test" }
+        }
+    }))
+    .expect("json");
+    let (status, body) = gw.telegram(Some(TG_SECRET), &edit).await;
+    assert_eq!((status, body["edits"].as_u64()), (200, Some(1)), "{body}");
+    let messages = gw.messages("shop-tg").await;
+    assert_eq!(messages.len(), 1, "an edit is not a new message");
+    assert_eq!(messages[0].body, "/start please");
+    assert!(
+        messages[0]
+            .metadata
+            .as_deref()
+            .unwrap_or_default()
+            .contains("\"edits\":[\"/start\"]")
+    );
+    assert!(
+        !gw.server.app.turns.is_queued(&conversation.id),
+        "never answered twice"
+    );
+
+    // Valid but irrelevant: 200 with the reason, nothing stored.
+    for skip in [
+        "telegram/bottender/groupMessage.json",
+        "telegram/official-bot-docs-webhooks/11_inline_query.json",
+        "telegram/official-bot-docs-webhooks/09_voice_message.json",
+    ] {
+        let (status, body) = gw.telegram(Some(TG_SECRET), &fixture(skip)).await;
+        assert_eq!(status, 200, "{skip}: {body}");
+        assert_eq!(
+            body["skipped"].as_array().map(Vec::len),
+            Some(1),
+            "{skip}: {body}"
+        );
+    }
+    assert_eq!(gw.messages("shop-tg").await.len(), 1);
+    gw.stop().await;
+}
+
+both_backends! {
+    telegram_webhook => telegram_verify_parse_dedupe;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_reason_and_stores_nothing() {
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let (status, body) = gw.telegram(Some(TG_SECRET), b"{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("JSON"),
+        "{body}"
+    );
+    assert_eq!(
+        gw.telegram(Some(TG_SECRET), &[0xff, 0xfe, 0x00]).await.0,
+        400
+    );
+    let (status, _) = gw
+        .post(
+            "/webhooks/telegram/shop-tg",
+            &[
+                ("content-type", "text/plain"),
+                ("x-telegram-bot-api-secret-token", TG_SECRET),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(status, 415);
+    let (status, body) = gw
+        .post(
+            "/webhooks/telegram/nobody",
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // Two invalid-JSON examples from Meta's docs, correctly signed.
+    let bad = b"{\"object\":\"page\",\"entry\":[{\"id\":\"123123123\",}]}";
+    assert_eq!(gw.messenger(FB_SECRET, bad).await.0, 400);
+    // Oversized: refused before reading.
+    let huge = vec![b' '; 3 * 1024 * 1024];
+    let (status, _) = gw.telegram(Some(TG_SECRET), &huge).await;
+    assert_eq!(status, 413);
+    assert!(gw.messages("shop-tg").await.is_empty());
+    // The server keeps serving.
+    let ok = gw
+        .http
+        .get(gw.server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(ok.status(), 200);
+    let metrics = gw
+        .http
+        .get(gw.server.url("/metrics"))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(
+        metrics.contains(r#"webhook_requests_total{channel="telegram",outcome="bad_request"}"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_from_one_new_customer() {
+    let gw = std::sync::Arc::new(
+        Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await,
+    );
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every message twice, in parallel, as platforms do.
+            let body = serde_json::to_vec(&json!({
+                "update_id": 100 + i,
+                "message": {
+                    "message_id": i / 2, "date": 1, "text": format!("part {}", i / 2),
+                    "chat": { "id": 777, "type": "private" },
+                    "from": { "id": 777, "first_name": "Bo" }
+                }
+            }))
+            .expect("json");
+            gw.telegram(Some(TG_SECRET), &body).await.0
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 200);
+    }
+    let conversations = gw.conversations("shop-tg").await;
+    assert_eq!(conversations.len(), 1, "one conversation");
+    let seqs: Vec<i64> = gw.messages("shop-tg").await.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+}
+
+// --------------------------------------------------------------- Messenger
+
+async fn messenger_batches(test_db: TestDb) {
+    let gw = Gateway::start(test_db).await;
+    // The published vector: CRLF body, exact bytes.
+    let body = fixture("messenger/botbuilder-dotnet/RequestResponse.json");
+    let header = "sha256=13870d954c7cb3a6725c7c8dc58260e6eee77d538dafea1a3703dcc2ae21e97f";
+    let (status, _) = gw
+        .post(
+            "/webhooks/messenger",
+            &[
+                ("content-type", "application/json"),
+                ("x-hub-signature-256", header),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.messages("shop-fb").await[0].body, "asd");
+
+    // Wrong secret, missing header, legacy SHA-1 only: 401.
+    assert_eq!(gw.messenger("other-secret", &body).await.0, 401);
+    let (status, _) = gw
+        .post(
+            "/webhooks/messenger",
+            &[("content-type", "application/json")],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = gw
+        .post(
+            "/webhooks/messenger",
+            &[
+                ("content-type", "application/json"),
+                (
+                    "x-hub-signature",
+                    "sha1=1c99183cb7c44ea27fb834746086b65b89800db8",
+                ),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // A batch: two entries × several events; text, postback, quick reply,
+    // attachment, echo, read.
+    let customer = "5550001";
+    let batch = serde_json::to_vec(&json!({
+        "object": "page",
+        "entry": [
+            { "id": "123123123", "time": 1, "messaging": [
+                { "sender": {"id": customer}, "recipient": {"id": "123123123"}, "timestamp": 1000,
+                  "message": { "mid": "m_1", "text": "Do you ship to Austria?" } },
+                { "sender": {"id": customer}, "recipient": {"id": "123123123"}, "timestamp": 1001,
+                  "postback": { "title": "Opening hours", "payload": "HOURS" } },
+                { "sender": {"id": "123123123"}, "recipient": {"id": customer}, "timestamp": 1002,
+                  "message": { "mid": "m_echo", "is_echo": true, "text": "hi" } }
+            ]},
+            { "id": "123123123", "time": 2, "messaging": [
+                { "sender": {"id": customer}, "recipient": {"id": "123123123"}, "timestamp": 1003,
+                  "message": { "mid": "m_2", "text": "Yes", "quick_reply": { "payload": "YES" } } },
+                { "sender": {"id": customer}, "recipient": {"id": "123123123"}, "timestamp": 1004,
+                  "message": { "mid": "m_3", "attachments": [ { "type": "image", "payload": { "url": "https://x/y.jpg" } } ] } }
+            ]}
+        ]
+    }))
+    .expect("json");
+    let (status, reply) = gw.messenger(FB_SECRET, &batch).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["stored"], 4, "{reply}");
+    let bodies: Vec<String> = gw
+        .messages("shop-fb")
+        .await
+        .into_iter()
+        .filter(|m| m.external_id.as_deref() != Some("Q3znCzp31iKkarGcToiQWSJGtmSVjUPs7GtwB7WEjVRcg9MxG8TT09Z0wimdrcCHxQCRpMSKZcHBthhqXsonoA"))
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(
+        bodies,
+        vec!["Do you ship to Austria?", "Opening hours", "Yes", ""]
+    );
+    // Redelivery of the whole batch: nothing new.
+    let (_, reply) = gw.messenger(FB_SECRET, &batch).await;
+    assert_eq!(
+        (reply["stored"].as_u64(), reply["duplicates"].as_u64()),
+        (Some(0), Some(4))
+    );
+
+    // Unknown page: 404, nothing stored.
+    let other = String::from_utf8(batch.clone())
+        .expect("utf8")
+        .replace("123123123", "999");
+    assert_eq!(gw.messenger(FB_SECRET, other.as_bytes()).await.0, 404);
+
+    // Handshake.
+    let res = gw
+        .http
+        .get(gw.server.url("/webhooks/messenger?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.expect("text"), "1158201444");
+    let res =
+        gw.http
+            .get(gw.server.url(
+                "/webhooks/messenger?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            ))
+            .send()
+            .await
+            .expect("get");
+    assert_eq!(res.status(), 403);
+
+    // Handover: another app takes the thread; the conversation is the agent's.
+    let take = serde_json::to_vec(&json!({
+        "object": "page",
+        "entry": [{ "id": "123123123", "time": 3, "messaging": [
+            { "sender": {"id": customer}, "recipient": {"id": "123123123"}, "timestamp": 1005,
+              "take_thread_control": { "previous_owner_app_id": "1" } }
+        ]}]
+    }))
+    .expect("json");
+    assert_eq!(gw.messenger(FB_SECRET, &take).await.0, 200);
+    let conversation = gw
+        .conversations("shop-fb")
+        .await
+        .into_iter()
+        .find(|c| c.status == ConversationStatus::Agent);
+    assert!(
+        conversation.is_some(),
+        "take_thread_control hands the thread to the other app"
+    );
+    gw.stop().await;
+}
+
+both_backends! {
+    messenger_webhook => messenger_batches;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_messenger_fixture_is_accepted_when_signed() {
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let manifest = String::from_utf8(fixture("messenger/MANIFEST.tsv")).expect("utf8");
+    let mut posted = 0;
+    for line in manifest.lines().skip(1) {
+        let mut cols = line.split('\t');
+        let (Some(file), Some(shape)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        let body = if shape.starts_with("single messaging event") {
+            let path = file.replace(
+                "bottender-MessengerEvent.spec/derived-snake_case",
+                "bottender",
+            );
+            let raw = fixture(&format!("messenger/{path}"));
+            let event: Value =
+                serde_json::from_slice(raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&raw))
+                    .expect("json");
+            serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "123123123", "time": 1, "messaging": [event] }] }))
+                .expect("json")
+        } else if shape.starts_with("full body") {
+            // Route the fixture's page to our account.
+            let raw = String::from_utf8(fixture(&format!("messenger/{file}"))).expect("utf8");
+            let ids = channels::messenger::page_ids(raw.as_bytes()).expect("ids");
+            ids.iter()
+                .fold(raw, |body, id| {
+                    body.replace(&format!("\"{id}\""), "\"123123123\"")
+                })
+                .into_bytes()
+        } else {
+            continue;
+        };
+        let (status, reply) = gw.messenger(FB_SECRET, &body).await;
+        assert_eq!(status, 200, "{file}: {reply}");
+        posted += 1;
+    }
+    assert!(posted > 40);
+    gw.stop().await;
+}
+
+// ------------------------------------------------------------------- Email
+
+fn mailgun_form(raw_mime: &str, timestamp: i64, token: &str, key: &str) -> String {
+    let ts = timestamp.to_string();
+    let signature = hmac_hex(key, &[ts.as_bytes(), token.as_bytes()]);
+    form_urlencoded_pairs(&[
+        ("timestamp", &ts),
+        ("token", token),
+        ("signature", &signature),
+        ("recipient", "support@shop.example"),
+        ("body-mime", raw_mime),
+    ])
+}
+
+fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn email_verify_thread_reply(test_db: TestDb) {
+    let gw = Gateway::start(test_db).await;
+    let now = chrono::Utc::now().timestamp();
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let first = "From: Ann <Ann@Example.com>\r\nTo: support@shop.example\r\nSubject: Broken bell\r\n\
+Message-ID: <a1@example.com>\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\r\nMy bell is broken. Gr=FC=DFe\r\n\r\n-- \r\nAnn\r\n";
+    let body = mailgun_form(first, now, "token-1", MAILGUN_KEY);
+
+    // Wrong key, stale timestamp: 401.
+    assert_eq!(
+        gw.post(
+            "/webhooks/email/shop-mail",
+            &form,
+            mailgun_form(first, now, "t0", "wrong")
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        gw.post(
+            "/webhooks/email/shop-mail",
+            &form,
+            mailgun_form(first, now - 600, "t9", MAILGUN_KEY)
+        )
+        .await
+        .0,
+        401
+    );
+
+    let (status, reply) = gw
+        .post("/webhooks/email/shop-mail", &form, body.clone())
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    // The same token again: refused as a replay.
+    let (status, reply) = gw.post("/webhooks/email/shop-mail", &form, body).await;
+    assert_eq!(status, 401, "{reply}");
+
+    let messages = gw.messages("shop-mail").await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].body, "My bell is broken. Grüße",
+        "charset decoded, signature cut"
+    );
+
+    // A reply in the thread joins it; a new subject opens another thread.
+    let reply_mime = "From: ann@example.com\r\nSubject: Re: Broken bell\r\nMessage-ID: <a2@example.com>\r\n\
+In-Reply-To: <a1@example.com>\r\nReferences: <a1@example.com>\r\n\r\nAlso the brake.\r\n\r\n\
+On Mon, 1 Jan 2026 at 10:00, Shop <support@shop.example> wrote:\r\n> old text\r\n";
+    let other = "From: ann@example.com\r\nSubject: Invoice\r\nMessage-ID: <b1@example.com>\r\n\r\nWhere is my invoice?\r\n";
+    assert_eq!(
+        gw.post(
+            "/webhooks/email/shop-mail",
+            &form,
+            mailgun_form(reply_mime, now, "token-2", MAILGUN_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        gw.post(
+            "/webhooks/email/shop-mail",
+            &form,
+            mailgun_form(other, now, "token-3", MAILGUN_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+    let conversations = gw.conversations("shop-mail").await;
+    assert_eq!(conversations.len(), 2, "two threads");
+    let mut conn = gw.server.app.db.get().await.expect("conn");
+    let bell = conversations
+        .iter()
+        .find(|c| c.thread_key == "a1@example.com")
+        .expect("thread");
+    let bell_messages = Message::list(&mut conn, &bell.id).await.expect("list");
+    assert_eq!(bell_messages.len(), 2);
+    assert_eq!(
+        bell_messages[1].body, "Also the brake.",
+        "quoted history cut"
+    );
+
+    // Our reply threads under the customer's latest message.
+    let Inserted::New(answer) = Message::insert(
+        &mut conn,
+        &NewMessage {
+            conversation_id: &bell.id,
+            channel_account_id: &bell.channel_account_id,
+            direction: Direction::Outbound,
+            author_kind: AuthorKind::Bot,
+            author_user_id: None,
+            body: "We will send a new bell today.",
+            external_id: None,
+            metadata: None,
+        },
+    )
+    .await
+    .expect("insert") else {
+        panic!("new")
+    };
+    drop(conn);
+    let Delivery::Sent(ids) = deliver(&gw.server.app, &answer.id).await.expect("deliver") else {
+        panic!("sent")
+    };
+    let sent = gw.smtp.messages();
+    assert_eq!(sent.len(), 1);
+    let mail = &sent[0];
+    assert!(mail.contains("Subject: Re: Broken bell"), "{mail}");
+    assert!(mail.contains("In-Reply-To: <a2@example.com>"), "{mail}");
+    assert!(
+        mail.contains("<a1@example.com>") && mail.contains("References:"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("Message-ID: <{}>", ids[0])),
+        "{mail}"
+    );
+    assert!(mail.contains("To: ann@example.com"), "{mail}");
+
+    // The customer answers our reply: threading through our own Message-ID.
+    let third = format!(
+        "From: ann@example.com\r\nSubject: Re: Broken bell\r\nMessage-ID: <a3@example.com>\r\nIn-Reply-To: <{}>\r\n\r\nThanks!\r\n",
+        ids[0]
+    );
+    assert_eq!(
+        gw.post(
+            "/webhooks/email/shop-mail",
+            &form,
+            mailgun_form(&third, now, "token-4", MAILGUN_KEY)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        gw.conversations("shop-mail").await.len(),
+        2,
+        "still two threads"
+    );
+    gw.stop().await;
+}
+
+both_backends! {
+    email_webhook => email_verify_thread_reply;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_multipart_and_mime_corpus() {
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let now = chrono::Utc::now().timestamp();
+    // multipart/form-data, as Mailgun posts routes with attachments.
+    let raw = String::from_utf8_lossy(&fixture(
+        "email/talon/tests/fixtures/standard_replies/gmail.eml",
+    ))
+    .into_owned();
+    let ts = now.to_string();
+    let signature = hmac_hex(MAILGUN_KEY, &[ts.as_bytes(), b"mp-token"]);
+    let boundary = "frontdeskBoundary42";
+    let mut body = String::new();
+    for (name, value) in [
+        ("timestamp", ts.as_str()),
+        ("token", "mp-token"),
+        ("signature", &signature),
+        ("body-mime", &raw),
+    ] {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let (status, reply) = gw
+        .post("/webhooks/email/shop-mail/mime", &[("content-type", &ct)], body)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(gw.messages("shop-mail").await[0].body, "Hello");
+
+    // Every message of the MIME corpora: stored, or refused with a reason
+    // (no sender); never a 5xx.
+    let mut stored = 0;
+    for dir in [
+        "email/enmime/testdata/mail",
+        "email/ruby-mail-gem/emails/mime_emails",
+        "email/ruby-mail-gem/emails/multi_charset",
+    ] {
+        for (i, entry) in std::fs::read_dir(repo_path("tests/fixtures").join(dir))
+            .expect("dir")
+            .enumerate()
+        {
+            let raw = std::fs::read(entry.expect("e").path()).expect("read");
+            let form = mailgun_form(
+                &String::from_utf8_lossy(&raw),
+                now,
+                &format!("{dir}-{i}"),
+                MAILGUN_KEY,
+            );
+            let (status, reply) = gw
+                .post(
+                    "/webhooks/email/shop-mail",
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    form,
+                )
+                .await;
+            assert!(
+                status == 200 || status == 400,
+                "{dir} #{i}: {status} {reply}"
+            );
+            if status == 200 {
+                stored += 1;
+            }
+        }
+    }
+    assert!(stored > 30, "only {stored} stored");
+
+    // A MIME bomb: 3000 nested multiparts. Refused or parsed, never a crash.
+    let mut bomb = String::from("From: x@example.com\r\nMessage-ID: <bomb@x>\r\n");
+    for i in 0..3000 {
+        bomb.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+        ));
+    }
+    let form = mailgun_form(&bomb, now, "bomb", MAILGUN_KEY);
+    let (status, _) = gw
+        .post(
+            "/webhooks/email/shop-mail",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form,
+        )
+        .await;
+    assert!(status == 200 || status == 400, "{status}");
+    // A 4 MB header line.
+    let huge = format!(
+        "From: x@example.com\r\nX-Junk: {}\r\n\r\nhi\r\n",
+        "a".repeat(4 << 20)
+    );
+    let form = mailgun_form(&huge, now, "huge", MAILGUN_KEY);
+    let (status, _) = gw
+        .post(
+            "/webhooks/email/shop-mail",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form,
+        )
+        .await;
+    assert!(status == 200 || status == 400, "{status}");
+    let ok = gw
+        .http
+        .get(gw.server.url("/healthz"))
+        .send()
+        .await
+        .expect("alive");
+    assert_eq!(ok.status(), 200);
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------- Outbound
+
+async fn outbound_message(gw: &Gateway, public_id: &str, text: &str) -> Message {
+    let conversation = gw.conversations(public_id).await.remove(0);
+    let mut conn = gw.server.app.db.get().await.expect("conn");
+    match Message::insert(
+        &mut conn,
+        &NewMessage {
+            conversation_id: &conversation.id,
+            channel_account_id: &conversation.channel_account_id,
+            direction: Direction::Outbound,
+            author_kind: AuthorKind::Bot,
+            author_user_id: None,
+            body: text,
+            external_id: None,
+            metadata: None,
+        },
+    )
+    .await
+    .expect("insert")
+    {
+        Inserted::New(m) => m,
+        Inserted::Duplicate(_) => panic!("new"),
+    }
+}
+
+async fn status_of(gw: &Gateway, id: &str) -> Message {
+    let mut conn = gw.server.app.db.get().await.expect("conn");
+    Message::find(&mut conn, id)
+        .await
+        .expect("q")
+        .expect("message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_replies_split_and_retry() {
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let text = fixture("telegram/official-bot-docs-webhooks/02_message_text.json");
+    assert_eq!(gw.telegram(Some(TG_SECRET), &text).await.0, 200);
+
+    // 5000 characters: two messages, cut at a sentence; the first attempt
+    // is rate-limited and retried after `retry_after`.
+    let long = "Our workshop services any bicycle brand within a day. ".repeat(92);
+    let message = outbound_message(&gw, "shop-tg", long.trim()).await;
+    gw.telegram.script([(429, json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}))]);
+    let outcome = deliver(&gw.server.app, &message.id).await.expect("deliver");
+    let Delivery::Sent(ids) = outcome else {
+        panic!("sent: {outcome:?}")
+    };
+    assert_eq!(ids.len(), 2);
+    let calls = gw.telegram.calls("/sendMessage");
+    assert_eq!(calls.len(), 3, "one 429, then two parts");
+    assert!(calls[0].path.starts_with("/bot4242:tg-token/"));
+    assert_eq!(calls[1].body["chat_id"], 1111111);
+    assert!(
+        calls[1].body.get("parse_mode").is_none(),
+        "plain text: no entity parsing"
+    );
+    for call in &calls[1..] {
+        let part = call.body["text"].as_str().expect("text");
+        assert!(part.chars().count() <= 4096);
+        assert!(part.ends_with("day."));
+    }
+    let stored = status_of(&gw, &message.id).await;
+    assert_eq!(stored.delivery_status, Some(DeliveryStatus::Sent));
+    assert_eq!(stored.external_id.as_deref(), Some(ids[0].as_str()));
+    // Not sent twice.
+    assert_eq!(
+        deliver(&gw.server.app, &message.id).await.expect("again"),
+        Delivery::NotPending
+    );
+
+    // A permanent failure is recorded, not retried forever.
+    let blocked = outbound_message(&gw, "shop-tg", "Hello?").await;
+    gw.telegram.script([(403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}))]);
+    let Delivery::Failed(reason) = deliver(&gw.server.app, &blocked.id).await.expect("deliver")
+    else {
+        panic!("failed")
+    };
+    assert!(reason.contains("blocked"), "{reason}");
+    let stored = status_of(&gw, &blocked.id).await;
+    assert_eq!(stored.delivery_status, Some(DeliveryStatus::Failed));
+    assert!(
+        stored
+            .delivery_error
+            .unwrap_or_default()
+            .contains("blocked")
+    );
+
+    frontdesk::delivery::typing(&gw.server.app, &stored.conversation_id).await;
+    assert_eq!(
+        gw.telegram.calls("/sendChatAction")[0].body["action"],
+        "typing"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messenger_replies_and_receipts() {
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let body = fixture("messenger/botbuilder-dotnet/RequestResponse.json");
+    assert_eq!(gw.messenger(FB_SECRET, &body).await.0, 200);
+
+    let long = "Delivery inside Germany takes one to two working days. ".repeat(45);
+    let message = outbound_message(&gw, "shop-fb", long.trim()).await;
+    gw.graph.script([(500, json!({"error": {"message": "An unexpected error has occurred", "code": 2, "is_transient": true}}))]);
+    let Delivery::Sent(ids) = deliver(&gw.server.app, &message.id).await.expect("deliver") else {
+        panic!("sent")
+    };
+    assert_eq!(ids.len(), 2, "2000-character limit");
+    let calls = gw.graph.calls("/me/messages");
+    assert_eq!(calls.len(), 3, "one 500, then two parts");
+    assert_eq!(calls[1].body["messaging_type"], "RESPONSE");
+    assert_eq!(calls[1].body["recipient"]["id"], "123123123");
+    assert!(calls[1].query.contains("access_token=fb-page-token"));
+    assert!(
+        calls[1].body["message"]["text"]
+            .as_str()
+            .expect("t")
+            .chars()
+            .count()
+            <= 2000
+    );
+
+    // Delivery then read receipts move the message forward.
+    let delivered = serde_json::to_vec(&json!({
+        "object": "page",
+        "entry": [{ "id": "123123123", "time": 1, "messaging": [
+            { "sender": {"id": "123123123"}, "recipient": {"id": "123123123"},
+              "delivery": { "mids": [ids[0]], "watermark": 1 } }
+        ]}]
+    }))
+    .expect("json");
+    let (_, reply) = gw.messenger(FB_SECRET, &delivered).await;
+    assert_eq!(reply["receipts"], 1, "{reply}");
+    assert_eq!(
+        status_of(&gw, &message.id).await.delivery_status,
+        Some(DeliveryStatus::Delivered)
+    );
+    let read = serde_json::to_vec(&json!({
+        "object": "page",
+        "entry": [{ "id": "123123123", "time": 1, "messaging": [
+            { "sender": {"id": "123123123"}, "recipient": {"id": "123123123"}, "timestamp": 2,
+              "read": { "watermark": chrono::Utc::now().timestamp_millis() + 60_000 } }
+        ]}]
+    }))
+    .expect("json");
+    gw.messenger(FB_SECRET, &read).await;
+    assert_eq!(
+        status_of(&gw, &message.id).await.delivery_status,
+        Some(DeliveryStatus::Read)
+    );
+
+    frontdesk::delivery::typing(&gw.server.app, &message.conversation_id).await;
+    assert_eq!(
+        gw.graph.calls("/me/messages").last().expect("typing").body["sender_action"],
+        "typing_on"
+    );
+    gw.stop().await;
+}
