@@ -9,11 +9,14 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::botfiles::{BotFiles, SyncReport};
+use crate::broker::AnyBroker;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::config::{ChannelsSettings, Settings};
 use crate::crypto::MasterKey;
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::models::instance_meta;
-use crate::turns::Turns;
 use channels::email::Email;
 use channels::messenger::Messenger;
 use channels::telegram::Telegram;
@@ -28,14 +31,14 @@ pub struct App {
     pub db: Db,
     /// Seals and opens channel credentials.
     pub master_key: MasterKey,
-    /// Redis, when `redis.url` is set.
-    pub redis: Option<deadpool_redis::Pool>,
+    /// Turns, locks and realtime events: Redis when `redis.url` is set.
+    pub broker: AnyBroker,
+    /// Prometheus metrics of this process.
+    pub metrics: Arc<Metrics>,
     /// What the bot files changed at start-up.
     pub bot_files: SyncReport,
     /// The channel adapters.
     pub channels: Channels,
-    /// Conversations waiting for a turn.
-    pub turns: Turns,
 }
 
 /// One adapter per platform, configured from `[channels]`.
@@ -85,21 +88,24 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
         channels_disabled = bot_files.channels_disabled,
         "bot files applied"
     );
-    let redis = match &settings.redis.url {
-        Some(url) => Some(
-            deadpool_redis::Config::from_url(url.expose())
-                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                .with_context(|| format!("invalid redis.url {url}"))?,
-        ),
-        None => None,
+    let broker = match &settings.redis.url {
+        Some(url) => {
+            let pool_size = settings.worker.concurrency * 2 + 8;
+            AnyBroker::Redis(
+                RedisBroker::connect(url.expose(), &settings.redis.key_prefix, pool_size)
+                    .await
+                    .with_context(|| format!("cannot use Redis at {url} (redis.url)"))?,
+            )
+        }
+        None => AnyBroker::Memory(MemoryBroker::new()),
     };
     Ok(App {
         channels: Channels::new(&settings.channels),
-        turns: Turns::default(),
         settings: Arc::new(settings),
         db,
         master_key,
-        redis,
+        broker,
+        metrics: Arc::new(Metrics::new().context("cannot register metrics")?),
         bot_files,
     })
 }

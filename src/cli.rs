@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::config::{LogFormat, Settings};
+use crate::worker::Acknowledger;
 
 /// Frontdesk: a multi-channel customer-support gateway.
 #[derive(Debug, Parser)]
@@ -31,8 +34,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (applies migrations and bot files first).
-    Serve,
+    /// Run the HTTP server and, unless --no-worker, the conversation
+    /// workers (applies migrations and bot files first).
+    Serve {
+        /// Serve HTTP only; turns are answered by `frontdesk worker` processes.
+        #[arg(long)]
+        no_worker: bool,
+    },
+    /// Run conversation workers only (no HTTP), until SIGTERM/SIGINT.
+    Worker,
     /// Apply pending database migrations, then exit.
     Migrate,
 }
@@ -90,22 +100,56 @@ pub async fn run(
     env: &[(String, String)],
 ) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(settings, env).await,
+        Command::Serve { no_worker } => serve(settings, env, !no_worker).await,
+        Command::Worker => worker(settings, env).await,
         Command::Migrate => migrate(&settings).await,
     }
 }
 
-async fn serve(settings: Settings, env: &[(String, String)]) -> anyhow::Result<()> {
+async fn serve(
+    settings: Settings,
+    env: &[(String, String)],
+    with_worker: bool,
+) -> anyhow::Result<()> {
     let bind = settings.server.bind;
     // The port first: a taken port is reported before any start-up work.
     let listener = TcpListener::bind(bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     let app = crate::app::open(settings, env).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = with_worker.then(|| {
+        tokio::spawn(crate::worker::run(
+            app.clone(),
+            Arc::new(Acknowledger),
+            consumer_name(),
+            stopped,
+        ))
+    });
     let (server, _addr) = crate::server::build(app, listener)?;
-    crate::server::stop_on_signals(&server);
+    crate::server::stop_on_signals(Some(&server), stop);
     server.await.context("HTTP server failed")?;
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn worker(settings: Settings, env: &[(String, String)]) -> anyhow::Result<()> {
+    let app = crate::app::open(settings, env).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    crate::server::stop_on_signals(None, stop);
+    crate::worker::run(app, Arc::new(Acknowledger), consumer_name(), stopped).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A consumer name unique to this process: host and pid.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 #[allow(clippy::print_stdout)] // the command's result, for the operator

@@ -45,6 +45,8 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     /// Answer generation.
     pub llm: LlmSettings,
+    /// Conversation workers.
+    pub worker: WorkerSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -76,11 +78,37 @@ pub struct DatabaseSettings {
 }
 
 /// `[redis]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedisSettings {
     /// `redis://HOST:PORT/DB` or `rediss://…`. Unset: the in-process broker
     /// (single node).
     pub url: Option<RedisUrl>,
+    /// Prefix of every key and channel Frontdesk uses, so several
+    /// deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSettings {
+    /// Turns processed at once by one process (`serve` or `worker`).
+    pub concurrency: usize,
+    /// Wait this long after a customer's latest message before answering,
+    /// so a burst of short messages gets one answer (milliseconds).
+    pub debounce_ms: u64,
+    /// How long a conversation lock lives unless renewed (milliseconds). A
+    /// worker that dies holds a conversation at most this long.
+    pub lock_ttl_ms: u64,
+    /// A turn claimed but not finished for this long belongs to a dead
+    /// worker and is handed to another (milliseconds; above `lock_ttl_ms`).
+    pub reclaim_idle_ms: u64,
+    /// Attempts of a failing turn before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay of a failed turn; doubles per attempt (milliseconds).
+    pub retry_base_ms: u64,
+    /// How often to re-queue conversations with unanswered messages and no
+    /// pending turn (seconds); also done at start.
+    pub sweep_interval_secs: u64,
 }
 
 /// `[security]`
@@ -375,7 +403,10 @@ impl Settings {
                 connect_timeout_secs: 5,
                 sqlite_busy_timeout_ms: 5000,
             },
-            redis: RedisSettings::default(),
+            redis: RedisSettings {
+                url: None,
+                key_prefix: "frontdesk".into(),
+            },
             security: SecuritySettings::default(),
             bots: BotsSettings {
                 dir: PathBuf::from("config/bots"),
@@ -404,6 +435,15 @@ impl Settings {
             log: LogSettings {
                 format: LogFormat::Text,
                 filter: "info".into(),
+            },
+            worker: WorkerSettings {
+                concurrency: 4,
+                debounce_ms: 800,
+                lock_ttl_ms: 30_000,
+                reclaim_idle_ms: 60_000,
+                max_attempts: 5,
+                retry_base_ms: 1000,
+                sweep_interval_secs: 30,
             },
         }
     }
@@ -632,6 +672,29 @@ impl Layers {
 
     /// Checks what types alone cannot.
     fn validated(&self, settings: Settings) -> Result<Settings, ConfigError> {
+        let w = &settings.worker;
+        if w.reclaim_idle_ms <= w.lock_ttl_ms {
+            return Err(ConfigError::Invalid {
+                key: "worker.reclaim_idle_ms".into(),
+                origin: self.source_of("worker.reclaim_idle_ms"),
+                message: format!(
+                    "must be above worker.lock_ttl_ms ({}), or live turns would be taken over",
+                    w.lock_ttl_ms
+                ),
+            });
+        }
+        if w.concurrency == 0 || w.max_attempts == 0 {
+            let key = if w.concurrency == 0 {
+                "worker.concurrency"
+            } else {
+                "worker.max_attempts"
+            };
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                origin: self.source_of(key),
+                message: "must be at least 1".into(),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.filter) {
             return Err(ConfigError::Invalid {
                 key: "log.filter".into(),

@@ -4,7 +4,7 @@
 //! For a customer message: find or create the customer, find or open the
 //! conversation (email replies join their thread through `In-Reply-To` and
 //! `References`), store the message (a redelivered platform id is a no-op),
-//! then queue the conversation's turn. Edits update the stored text and are
+//! then queue the conversation's turn on the broker. Edits update the stored text and are
 //! never answered again; delivery and read receipts move outbound messages
 //! forward; handover events move control between the bot and another app.
 //! Everything is stored before the webhook is answered 200.
@@ -13,6 +13,7 @@ use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
 use serde_json::json;
 
 use crate::app::App;
+use crate::broker::Broker;
 use crate::db::{DbConn, DbError};
 use crate::models::bot::Bot;
 use crate::models::channel_account::ChannelAccount;
@@ -58,7 +59,11 @@ pub async fn ingest(
                 match store_message(&mut conn, &bot, account, &message).await? {
                     (Inserted::New(_), conversation) => {
                         report.stored += 1;
-                        app.turns.enqueue(&conversation);
+                        // Stored is what counts: if the broker is down, the
+                        // sweeper queues the turn once it is back.
+                        if let Err(error) = app.broker.enqueue(&conversation).await {
+                            tracing::warn!(%conversation, %error, "turn not queued; the sweeper will retry");
+                        }
                     }
                     (Inserted::Duplicate(_), _) => report.duplicates += 1,
                 }

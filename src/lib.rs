@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod botfiles;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -32,9 +33,10 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod models;
 pub mod schema;
 pub mod server;
 pub mod telemetry;
-pub mod turns;
 pub mod webhooks;
+pub mod worker;

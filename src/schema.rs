@@ -102,6 +102,8 @@ diesel::table! {
         updated_at -> Timestamp,
         last_message_at -> Timestamp,
         resolved_at -> Nullable<Timestamp>,
+        answered_seq -> BigInt,
+        turn_fence -> BigInt,
     }
 }
 
@@ -120,6 +122,7 @@ diesel::table! {
         delivery_status -> Nullable<Text>,
         delivery_error -> Nullable<Text>,
         created_at -> Timestamp,
+        reply_key -> Nullable<Text>,
     }
 }
 

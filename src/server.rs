@@ -16,12 +16,14 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App as ActixApp, HttpMessage, HttpResponse, HttpServer, web};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::Encoder;
 use serde_json::json;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::broker::{AnyBroker, Broker};
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::Metrics;
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -29,100 +31,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Database, settings, keys.
+    /// Database, settings, keys, broker.
     pub app: App,
-    /// Prometheus metrics.
+    /// Prometheus metrics (the app's).
     pub metrics: Arc<Metrics>,
-}
-
-/// The process's metrics. One registry per server, so tests don't share counters.
-#[derive(Debug)]
-pub struct Metrics {
-    /// Holds every metric below.
-    pub registry: Registry,
-    http_requests: IntCounterVec,
-    http_duration: HistogramVec,
-    webhooks: IntCounterVec,
-    webhook_events: IntCounterVec,
-}
-
-impl Metrics {
-    /// Registers the HTTP metrics.
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered"),
-            &["method", "route", "status"],
-        )?;
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time to answer an HTTP request",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["method", "route", "status"],
-        )?;
-        let build_info = prometheus::IntGaugeVec::new(
-            Opts::new("frontdesk_build_info", "Version of the running binary"),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_duration.clone()))?;
-        let webhooks = IntCounterVec::new(
-            Opts::new(
-                "webhook_requests_total",
-                "Webhook requests by channel and outcome (accepted, unauthorized, bad_request, unknown_account)",
-            ),
-            &["channel", "outcome"],
-        )?;
-        let webhook_events = IntCounterVec::new(
-            Opts::new(
-                "webhook_events_total",
-                "Webhook events by channel and result (stored, duplicate, edit, receipt, skipped)",
-            ),
-            &["channel", "result"],
-        )?;
-        registry.register(Box::new(build_info))?;
-        registry.register(Box::new(webhooks.clone()))?;
-        registry.register(Box::new(webhook_events.clone()))?;
-        Ok(Self {
-            registry,
-            http_requests,
-            http_duration,
-            webhooks,
-            webhook_events,
-        })
-    }
-
-    /// Counts a webhook request's outcome.
-    pub fn webhook(&self, channel: channels::ChannelKind, outcome: &str) {
-        self.webhooks
-            .with_label_values(&[channel.as_str(), outcome])
-            .inc();
-    }
-
-    /// Counts what a webhook's events did.
-    pub fn events(&self, channel: channels::ChannelKind, report: &crate::ingest::IngestReport) {
-        let counts = [
-            ("stored", report.stored),
-            ("duplicate", report.duplicates),
-            ("edit", report.edits),
-            ("receipt", report.receipts),
-            ("skipped", report.skipped.len()),
-        ];
-        for (result, count) in counts {
-            if count > 0 {
-                self.webhook_events
-                    .with_label_values(&[channel.as_str(), result])
-                    .inc_by(count as u64);
-            }
-        }
-    }
 }
 
 /// The request id of the current request, for handlers and audit entries.
@@ -135,8 +47,8 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
     let state = AppState {
+        metrics: app.metrics.clone(),
         app,
-        metrics: Arc::new(Metrics::new()?),
     };
     let limit = settings.server.max_body_bytes;
     let email_limit = settings.channels.email.max_body_bytes;
@@ -169,30 +81,43 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
     Ok((server.run(), addr))
 }
 
-/// Stops `server` gracefully on the first SIGTERM or SIGINT: no new
-/// connections, in-flight requests finish (up to `server.shutdown_timeout_secs`).
-pub fn stop_on_signals(server: &Server) {
-    let handle = server.handle();
+/// On the first SIGTERM or SIGINT: tells `stop` (the workers finish their
+/// current turn) and stops `server` gracefully (no new connections,
+/// in-flight requests finish, up to `server.shutdown_timeout_secs`). A
+/// second signal exits at once.
+pub fn stop_on_signals(server: Option<&Server>, stop: tokio::sync::watch::Sender<bool>) {
+    let handle = server.map(Server::handle);
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
         // Stop first, log after: logging must never stand between a signal
         // and the shutdown.
-        let graceful = handle.stop(true);
+        let _ = stop.send(true);
+        let graceful = async {
+            if let Some(handle) = &handle {
+                handle.stop(true).await;
+            }
+        };
         tracing::info!(
             signal,
-            "shutting down: finishing in-flight requests (signal again to force)"
+            "shutting down: finishing in-flight work (signal again to force)"
         );
         tokio::select! {
             () = graceful => {}
             signal = shutdown_signal() => {
-                handle.stop(false).await;
-                tracing::warn!(signal, "second signal: stopped at once");
+                tracing::warn!(signal, "second signal: exiting now");
+                std::process::exit(130);
             }
         }
+        // Workers may still be finishing their turn; a second signal still
+        // cuts them short.
+        let signal = shutdown_signal().await;
+        tracing::warn!(signal, "second signal: exiting now");
+        std::process::exit(130);
     });
 }
 
-async fn shutdown_signal() -> &'static str {
+/// The next SIGTERM or SIGINT (Ctrl-C elsewhere).
+pub async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -343,17 +268,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     let mut checks = serde_json::Map::new();
     checks.insert("database".into(), database);
-    if let Some(pool) = &state.app.redis {
-        let ping = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let redis = match tokio::time::timeout(TIMEOUT, ping).await {
-            Ok(Ok(_)) => json!({ "ok": true }),
-            Ok(Err(e)) => json!({ "ok": false, "error": e }),
+    if let AnyBroker::Redis(_) = &state.app.broker {
+        let redis = match tokio::time::timeout(TIMEOUT, state.app.broker.ping()).await {
+            Ok(Ok(())) => json!({ "ok": true }),
+            Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
             Err(_) => json!({ "ok": false, "error": "no answer within 2 s" }),
         };
         checks.insert("redis".into(), redis);

@@ -55,6 +55,10 @@ pub struct Conversation {
     pub last_message_at: NaiveDateTime,
     /// When resolved.
     pub resolved_at: Option<NaiveDateTime>,
+    /// Inbound messages up to this seq are handled.
+    pub answered_seq: i64,
+    /// Fencing token of the newest turn started here.
+    pub turn_fence: i64,
 }
 
 /// Identifies where a conversation happens.
@@ -150,6 +154,70 @@ impl Conversation {
                 .filter(conversations::status.ne(ConversationStatus::Resolved))
                 .select(Conversation::as_select())
                 .load(conn)
+                .await?
+        }))
+    }
+
+    /// Fences a turn: records `token` as the newest turn, unless a newer one
+    /// already started. `false`: this turn is stale and must not write.
+    pub async fn start_turn(conn: &mut DbConn, id: &str, token: i64) -> Result<bool, DbError> {
+        let updated = db_run!(conn: {
+            diesel::update(
+                conversations::table
+                    .find(id)
+                    .filter(conversations::turn_fence.le(token)),
+            )
+            .set(conversations::turn_fence.eq(token))
+            .execute(conn)
+            .await?
+        });
+        Ok(updated == 1)
+    }
+
+    /// Records that inbound messages up to `covered` are handled, if the
+    /// turn `token` still holds the fence. Never moves backwards.
+    pub async fn finish_turn(
+        conn: &mut DbConn,
+        id: &str,
+        token: i64,
+        covered: i64,
+    ) -> Result<bool, DbError> {
+        let updated = db_run!(conn: {
+            diesel::update(
+                conversations::table
+                    .find(id)
+                    .filter(conversations::turn_fence.eq(token))
+                    .filter(conversations::answered_seq.lt(covered)),
+            )
+            .set((
+                conversations::answered_seq.eq(covered),
+                conversations::updated_at.eq(now()),
+            ))
+            .execute(conn)
+            .await?
+        });
+        Ok(updated == 1)
+    }
+
+    /// Open conversations holding a customer message stored before `cutoff`
+    /// that no turn has handled.
+    pub async fn with_unanswered(
+        conn: &mut DbConn,
+        cutoff: NaiveDateTime,
+    ) -> Result<Vec<String>, DbError> {
+        use crate::models::message::Direction;
+        Ok(db_run!(conn: {
+            conversations::table
+                .filter(conversations::status.ne(ConversationStatus::Resolved))
+                .filter(diesel::dsl::exists(
+                    messages::table
+                        .filter(messages::conversation_id.eq(conversations::id))
+                        .filter(messages::direction.eq(Direction::Inbound))
+                        .filter(messages::seq.gt(conversations::answered_seq))
+                        .filter(messages::created_at.lt(cutoff)),
+                ))
+                .select(conversations::id)
+                .load::<String>(conn)
                 .await?
         }))
     }

@@ -86,6 +86,8 @@ pub struct Message {
     pub delivery_error: Option<String>,
     /// Stored.
     pub created_at: NaiveDateTime,
+    /// Bot replies: `<answered seq>:<part>`.
+    pub reply_key: Option<String>,
 }
 
 /// A message to store.
@@ -205,6 +207,111 @@ impl Message {
                 .await
                 .optional()?
         }))
+    }
+
+    /// The conversation's customer messages that no turn handled yet, in order.
+    pub async fn unanswered(
+        conn: &mut DbConn,
+        conversation: &crate::models::conversation::Conversation,
+    ) -> Result<Vec<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(&conversation.id))
+                .filter(messages::direction.eq(Direction::Inbound))
+                .filter(messages::seq.gt(conversation.answered_seq))
+                .order(messages::seq)
+                .select(Message::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// The bot replies stored for the turn that covers inbound messages up
+    /// to `covered`, in order.
+    pub async fn replies_for(
+        conn: &mut DbConn,
+        conversation_id: &str,
+        covered: i64,
+    ) -> Result<Vec<Message>, DbError> {
+        let pattern = format!("{covered}:%");
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .filter(messages::reply_key.like(&pattern))
+                .order(messages::seq)
+                .select(Message::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// Stores a turn's replies (pending delivery) at the end of the
+    /// conversation, keyed `covered:part`, if the turn `token` still holds
+    /// the fence; `None` if a newer turn took over. If another worker stored
+    /// this turn's replies first, returns those.
+    pub async fn insert_replies(
+        conn: &mut DbConn,
+        conversation: &crate::models::conversation::Conversation,
+        token: i64,
+        covered: i64,
+        texts: &[String],
+    ) -> Result<Option<Vec<Message>>, DbError> {
+        let texts: Vec<&String> = texts.iter().filter(|t| !t.trim().is_empty()).collect();
+        let count = texts.len() as i64;
+        let at = now();
+        let outcome = db_run!(conn: {
+            conn.transaction(async |conn| {
+                let last: Option<i64> = diesel::update(
+                    conversations::table
+                        .find(&conversation.id)
+                        .filter(conversations::turn_fence.eq(token)),
+                )
+                .set((
+                    conversations::last_seq.eq(conversations::last_seq + count),
+                    conversations::last_message_at.eq(at),
+                    conversations::updated_at.eq(at),
+                ))
+                .returning(conversations::last_seq)
+                .get_result(conn)
+                .await
+                .optional()?;
+                let Some(last) = last else {
+                    return Ok::<_, diesel::result::Error>(None);
+                };
+                let mut stored = Vec::with_capacity(texts.len());
+                for (i, text) in texts.iter().enumerate() {
+                    let message = diesel::insert_into(messages::table)
+                        .values((
+                            messages::id.eq(new_id()),
+                            messages::conversation_id.eq(&conversation.id),
+                            messages::channel_account_id.eq(&conversation.channel_account_id),
+                            messages::seq.eq(last - count + 1 + i as i64),
+                            messages::direction.eq(Direction::Outbound),
+                            messages::author_kind.eq(AuthorKind::Bot),
+                            messages::body.eq(text.as_str()),
+                            messages::delivery_status.eq(DeliveryStatus::Pending),
+                            messages::created_at.eq(at),
+                            messages::reply_key.eq(format!("{covered}:{i}")),
+                        ))
+                        .returning(Message::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    stored.push(message);
+                }
+                Ok(Some(stored))
+            })
+            .await
+        });
+        match outcome {
+            Ok(stored) => Ok(stored),
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(Some(
+                Self::replies_for(conn, &conversation.id, covered).await?,
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The conversation's newest customer message.

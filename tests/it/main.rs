@@ -9,9 +9,11 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod broker;
 mod cli;
 mod common;
 mod migrations;
 mod server;
 mod storage;
 mod webhooks;
+mod worker;

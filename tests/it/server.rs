@@ -2,7 +2,7 @@
 //! error shape, body limits, graceful stop.
 
 use crate::both_backends;
-use crate::common::{TestDb, TestServer, missing_service, redis_url};
+use crate::common::{PrivateRedis, TestDb, TestServer};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -102,63 +102,58 @@ async fn oversized_bodies_get_413_before_being_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_reports_redis() {
+async fn readiness_follows_redis() {
     let test_db = TestDb::new(crate::common::Backend::Sqlite)
         .await
         .expect("sqlite");
 
-    // Unreachable Redis: not ready, and the reason is given.
+    // Unreachable at start: a clear error, no server.
     let mut settings = test_db.settings();
     settings.redis.url = Some("redis://127.0.0.1:1".to_owned().try_into().expect("url"));
-    let server = TestServer::start(settings, &[]).await;
-    let res = client()
-        .get(server.url("/readyz"))
-        .send()
+    let err = frontdesk::app::open(settings, &[])
         .await
-        .expect("readyz");
-    assert_eq!(res.status(), 503);
-    let body: serde_json::Value = res.json().await.expect("json");
-    assert_eq!(body["status"], "not_ready");
+        .expect_err("no redis");
+    assert!(
+        format!("{err:#}").starts_with("cannot use Redis at redis://127.0.0.1:1 (redis.url)"),
+        "{err:#}"
+    );
+
+    let Some(mut redis) = PrivateRedis::start() else {
+        return;
+    };
+    let mut settings = test_db.settings();
+    settings.redis.url = Some(redis.url().try_into().expect("url"));
+    let server = TestServer::start(settings, &[]).await;
+    let ready = |server: &TestServer| {
+        let url = server.url("/readyz");
+        async move {
+            let res = client().get(url).send().await.expect("readyz");
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await.expect("json");
+            (status, body)
+        }
+    };
+    let (status, body) = ready(&server).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], true);
+
+    // Lost while running: red, with the reason.
+    redis.kill();
+    let (status, body) = ready(&server).await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["redis"]["ok"], false);
     assert!(body["checks"]["redis"]["error"].as_str().is_some());
-    server.stop().await;
 
-    // Real Redis: ready.
-    let url = redis_url();
-    let reachable = redis_answers(&url).await;
-    if !reachable {
-        missing_service("Redis", &url);
-        return;
+    // Back: green again, without a restart of Frontdesk.
+    redis.restart();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = ready(&server).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let mut settings = test_db.settings();
-    settings.redis.url = Some(url.try_into().expect("url"));
-    let server = TestServer::start(settings, &[]).await;
-    let res = client()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.expect("json");
-    assert_eq!(body["checks"]["redis"]["ok"], true);
+    assert_eq!(status, 200);
     server.stop().await;
-}
-
-async fn redis_answers(url: &str) -> bool {
-    let Ok(pool) =
-        deadpool_redis::Config::from_url(url).create_pool(Some(deadpool_redis::Runtime::Tokio1))
-    else {
-        return false;
-    };
-    let ping = async {
-        let mut conn = pool.get().await.ok()?;
-        deadpool_redis::redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
-    };
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(2), ping).await,
-        Ok(Some(_))
-    )
 }

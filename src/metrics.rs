@@ -1,0 +1,122 @@
+//! Prometheus metrics of the process: one registry per [`App`](crate::app::App),
+//! so tests never share counters.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The process's metrics. One registry per server, so tests don't share counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Holds every metric below.
+    pub registry: Registry,
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) http_duration: HistogramVec,
+    webhooks: IntCounterVec,
+    webhook_events: IntCounterVec,
+    /// Turns by outcome.
+    pub turns: IntCounterVec,
+    /// Turn durations.
+    pub turn_seconds: Histogram,
+    /// Dead-lettered turns (as the broker counts them).
+    pub dead_letters: IntGauge,
+}
+
+impl Metrics {
+    /// Registers the HTTP metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method", "route", "status"],
+        )?;
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new("frontdesk_build_info", "Version of the running binary"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "webhook_requests_total",
+                "Webhook requests by channel and outcome (accepted, unauthorized, bad_request, unknown_account)",
+            ),
+            &["channel", "outcome"],
+        )?;
+        let webhook_events = IntCounterVec::new(
+            Opts::new(
+                "webhook_events_total",
+                "Webhook events by channel and result (stored, duplicate, edit, receipt, skipped)",
+            ),
+            &["channel", "result"],
+        )?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(webhooks.clone()))?;
+        registry.register(Box::new(webhook_events.clone()))?;
+        let turns = IntCounterVec::new(
+            Opts::new(
+                "worker_turns_total",
+                "Conversation turns by outcome (answered, silent, nothing_to_do, deferred, retrying, dead_lettered, fenced)",
+            ),
+            &["outcome"],
+        )?;
+        let turn_seconds = Histogram::with_opts(
+            HistogramOpts::new("worker_turn_seconds", "Time to process one turn").buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        let dead_letters = IntGauge::new(
+            "worker_dead_letters",
+            "Turns given up after their retries (see the worker log for reasons)",
+        )?;
+        registry.register(Box::new(turns.clone()))?;
+        registry.register(Box::new(turn_seconds.clone()))?;
+        registry.register(Box::new(dead_letters.clone()))?;
+        Ok(Self {
+            turns,
+            turn_seconds,
+            dead_letters,
+            registry,
+            http_requests,
+            http_duration,
+            webhooks,
+            webhook_events,
+        })
+    }
+
+    /// Counts a webhook request's outcome.
+    pub fn webhook(&self, channel: channels::ChannelKind, outcome: &str) {
+        self.webhooks
+            .with_label_values(&[channel.as_str(), outcome])
+            .inc();
+    }
+
+    /// Counts what a webhook's events did.
+    pub fn events(&self, channel: channels::ChannelKind, report: &crate::ingest::IngestReport) {
+        let counts = [
+            ("stored", report.stored),
+            ("duplicate", report.duplicates),
+            ("edit", report.edits),
+            ("receipt", report.receipts),
+            ("skipped", report.skipped.len()),
+        ];
+        for (result, count) in counts {
+            if count > 0 {
+                self.webhook_events
+                    .with_label_values(&[channel.as_str(), result])
+                    .inc_by(count as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The worker: answers conversations one turn at a time, in order.
+//!
+//! [`Worker::process_next`] does one turn and returns an [`Outcome`]; tests
+//! call it to drain the queue deterministically, [`run`] wraps it in
+//! `worker.concurrency` loops plus the sweeper.
+//!
+//! One turn: claim a job → lock its conversation (busy: defer the job) →
+//! fence the turn in the database (an older lock holder can no longer
+//! write) → read the inbound messages not yet answered, in order → wait out
+//! the debounce (defer) → if an agent owns the conversation, mark them seen
+//! and stay silent → ask the [`Responder`] → store the replies under
+//! per-turn keys (a turn resumed after a crash finds and sends the same
+//! replies instead of new ones) → before each send, re-check the
+//! conversation and renew the lock → record what was answered → ack →
+//! unlock. A failing turn is retried with backoff, then dead-lettered.
+//!
+//! Delivery is at-least-once at the platform boundary: a worker killed
+//! between a platform's "sent" and the database's record of it leaves that
+//! one reply to be sent again by the worker that takes over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::broker::{Broker, Claimed, Lock, TurnJob};
+use crate::db::DbError;
+use crate::delivery::{self, Delivery};
+use crate::models::conversation::{Conversation, ConversationStatus};
+use crate::models::message::{DeliveryStatus, Message};
+
+/// The inbound messages a turn answers, and their conversation.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// The conversation (as read at the start of the turn).
+    pub conversation: Conversation,
+    /// The customer's messages not yet answered, oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// A boxed future, so responders can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Produces the replies of a turn. The answer pipeline plugs in here.
+pub trait Responder: Send + Sync + 'static {
+    /// The replies to send, in order (each one message; adapters split long
+    /// ones). An error fails the turn (it is retried).
+    fn respond<'a>(&'a self, turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>>;
+}
+
+/// The minimal responder until answering lands: acknowledges the customer's
+/// messages, quoting them, and says a person will reply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acknowledger;
+
+impl Responder for Acknowledger {
+    fn respond<'a>(&'a self, turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let quoted: Vec<String> = turn
+                .messages
+                .iter()
+                .map(|m| m.body.trim())
+                .filter(|b| !b.is_empty())
+                .map(|b| {
+                    let short: String = b.chars().take(200).collect();
+                    if short.len() < b.len() {
+                        format!("“{short}…”")
+                    } else {
+                        format!("“{short}”")
+                    }
+                })
+                .collect();
+            let text = if quoted.is_empty() {
+                "Thanks, we received your message. A member of our team will reply here.".to_owned()
+            } else {
+                format!(
+                    "Thanks, we received: {}. A member of our team will reply here.",
+                    quoted.join(" · ")
+                )
+            };
+            Ok(vec![text])
+        })
+    }
+}
+
+/// What [`Worker::process_next`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No turn was waiting.
+    Idle,
+    /// Replies sent (or recorded as failed) for `answered` messages.
+    Answered {
+        /// The conversation.
+        conversation: String,
+        /// Inbound messages answered.
+        answered: usize,
+        /// Replies sent.
+        replies: usize,
+    },
+    /// An agent owns the conversation: messages marked seen, no reply.
+    Silent {
+        /// The conversation.
+        conversation: String,
+    },
+    /// Nothing left to answer (an earlier turn took it).
+    NothingToDo {
+        /// The conversation.
+        conversation: String,
+    },
+    /// Put back for later: the lock was held, or the debounce not over.
+    Deferred {
+        /// The conversation.
+        conversation: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Failed; scheduled again.
+    Retrying {
+        /// The conversation.
+        conversation: String,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// Given up, with the reason.
+    DeadLettered {
+        /// Why.
+        reason: String,
+    },
+    /// A newer turn took the conversation over (this one's lock expired).
+    Fenced {
+        /// The conversation.
+        conversation: String,
+    },
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Answered { .. } => "answered",
+            Self::Silent { .. } => "silent",
+            Self::NothingToDo { .. } => "nothing_to_do",
+            Self::Deferred { .. } => "deferred",
+            Self::Retrying { .. } => "retrying",
+            Self::DeadLettered { .. } => "dead_lettered",
+            Self::Fenced { .. } => "fenced",
+        }
+    }
+}
+
+/// A failure of the worker itself (the broker or database is unreachable);
+/// the run loop backs off and tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// One worker: a consumer name, the app, a responder.
+#[derive(Clone)]
+pub struct Worker {
+    app: App,
+    responder: Arc<dyn Responder>,
+    consumer: String,
+    /// How long `process_next` waits for a turn before answering `Idle`.
+    pub wait: Duration,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Worker({})", self.consumer)
+    }
+}
+
+impl Worker {
+    /// A worker named `consumer` (unique per process and loop).
+    pub fn new(app: App, responder: Arc<dyn Responder>, consumer: impl Into<String>) -> Self {
+        Self {
+            app,
+            responder,
+            consumer: consumer.into(),
+            wait: Duration::from_secs(2),
+        }
+    }
+
+    fn lock_ttl(&self) -> Duration {
+        Duration::from_millis(self.app.settings.worker.lock_ttl_ms)
+    }
+
+    /// Claims and processes one turn.
+    pub async fn process_next(&self) -> Result<Outcome, WorkerError> {
+        let settings = &self.app.settings.worker;
+        let Some(claimed) = self
+            .app
+            .broker
+            .claim(
+                &self.consumer,
+                self.wait,
+                Duration::from_millis(settings.reclaim_idle_ms),
+            )
+            .await?
+        else {
+            return Ok(Outcome::Idle);
+        };
+        let started = Instant::now();
+        let outcome = self.process(&claimed).await;
+        let metrics = &self.app.metrics;
+        metrics
+            .turn_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(outcome) = &outcome {
+            metrics.turns.with_label_values(&[outcome.label()]).inc();
+            match outcome {
+                Outcome::DeadLettered { reason } => {
+                    tracing::error!(payload = %claimed.payload, %reason, "turn dead-lettered");
+                }
+                Outcome::Retrying {
+                    conversation,
+                    attempt,
+                    error,
+                } => {
+                    tracing::warn!(%conversation, attempt, %error, "turn failed, will retry");
+                }
+                Outcome::Answered {
+                    conversation,
+                    answered,
+                    replies,
+                } => {
+                    tracing::info!(%conversation, answered, replies, "turn answered");
+                }
+                other => tracing::debug!(outcome = ?other, "turn processed"),
+            }
+        }
+        outcome
+    }
+
+    async fn process(&self, claimed: &Claimed) -> Result<Outcome, WorkerError> {
+        let broker = &self.app.broker;
+        let settings = &self.app.settings.worker;
+        let job = match claimed.job() {
+            Ok(job) => job,
+            Err(reason) => {
+                broker.dead_letter(claimed, &reason).await?;
+                return Ok(Outcome::DeadLettered { reason });
+            }
+        };
+        // A turn that keeps killing its workers is poison.
+        let crash_limit = u64::from(settings.max_attempts) + 1;
+        if claimed.deliveries > crash_limit {
+            let reason = format!(
+                "turn of conversation {} was taken over {} times (its workers died)",
+                job.conversation_id, claimed.deliveries
+            );
+            broker.dead_letter(claimed, &reason).await?;
+            return Ok(Outcome::DeadLettered { reason });
+        }
+        let Some(lock) = broker.lock(&job.conversation_id, self.lock_ttl()).await? else {
+            // Busy: the holder answers everything unanswered; look again soon.
+            broker.schedule(&job, Duration::from_millis(250)).await?;
+            broker.ack(claimed).await?;
+            return Ok(Outcome::Deferred {
+                conversation: job.conversation_id,
+                reason: "conversation locked",
+            });
+        };
+        let result = self.turn(&job, &lock).await;
+        let _ = broker.unlock(&lock).await;
+        match result {
+            Ok(outcome) => {
+                broker.ack(claimed).await?;
+                Ok(outcome)
+            }
+            Err(error) => {
+                let attempt = job.attempt + 1;
+                if attempt >= settings.max_attempts {
+                    let reason = format!("failed {attempt} times; last error: {error}");
+                    broker.dead_letter(claimed, &reason).await?;
+                    return Ok(Outcome::DeadLettered { reason });
+                }
+                let delay = Duration::from_millis(
+                    settings
+                        .retry_base_ms
+                        .saturating_mul(1 << (attempt - 1).min(16)),
+                );
+                broker
+                    .schedule(
+                        &TurnJob {
+                            conversation_id: job.conversation_id.clone(),
+                            attempt,
+                        },
+                        delay,
+                    )
+                    .await?;
+                broker.ack(claimed).await?;
+                Ok(Outcome::Retrying {
+                    conversation: job.conversation_id,
+                    attempt,
+                    error,
+                })
+            }
+        }
+    }
+
+    /// The turn itself, under the lock. `Err` is a failure to retry.
+    async fn turn(&self, job: &TurnJob, lock: &Lock) -> Result<Outcome, String> {
+        let app = &self.app;
+        let conversation_id = job.conversation_id.clone();
+        let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+        // Fence first: from here, turns with an older token cannot write.
+        let token = i64::try_from(lock.token).map_err(|e| e.to_string())?;
+        if !Conversation::start_turn(&mut conn, &conversation_id, token)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(Outcome::Fenced {
+                conversation: conversation_id,
+            });
+        }
+        let Some(conversation) = Conversation::find(&mut conn, &conversation_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(Outcome::NothingToDo {
+                conversation: conversation_id,
+            });
+        };
+        let messages = Message::unanswered(&mut conn, &conversation)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = messages.last() else {
+            return Ok(Outcome::NothingToDo {
+                conversation: conversation_id,
+            });
+        };
+        let covered = last.seq;
+        // Debounce: let a burst arrive before answering it.
+        let debounce = chrono::Duration::milliseconds(app.settings.worker.debounce_ms as i64);
+        let age = chrono::Utc::now().naive_utc() - last.created_at;
+        if age < debounce {
+            let wait = (debounce - age).to_std().unwrap_or_default();
+            app.broker
+                .schedule(job, wait.max(Duration::from_millis(10)))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Outcome::Deferred {
+                conversation: conversation_id,
+                reason: "debounce",
+            });
+        }
+        if conversation.status != ConversationStatus::Bot {
+            Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Outcome::Silent {
+                conversation: conversation_id,
+            });
+        }
+        // Replies of this turn, if a dead worker already wrote them.
+        let mut replies = Message::replies_for(&mut conn, &conversation_id, covered)
+            .await
+            .map_err(|e| e.to_string())?;
+        if replies.is_empty() {
+            drop(conn);
+            let input = TurnInput {
+                conversation: conversation.clone(),
+                messages: messages.clone(),
+            };
+            delivery::typing(app, &conversation_id).await;
+            let texts = self.responder.respond(&input).await?;
+            let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+            match Message::insert_replies(&mut conn, &conversation, token, covered, &texts)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(stored) => replies = stored,
+                None => {
+                    return Ok(Outcome::Fenced {
+                        conversation: conversation_id,
+                    });
+                }
+            }
+        } else {
+            drop(conn);
+        }
+        let mut sent = 0;
+        for reply in &replies {
+            if reply.delivery_status != Some(DeliveryStatus::Pending) {
+                continue;
+            }
+            // An agent may have taken over while we were thinking.
+            let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+            let now = Conversation::find(&mut conn, &conversation_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(conn);
+            let still_ours = now
+                .as_ref()
+                .is_some_and(|c| c.status == ConversationStatus::Bot && c.turn_fence == token);
+            let renewed = app
+                .broker
+                .renew(lock, self.lock_ttl())
+                .await
+                .unwrap_or(false);
+            if !still_ours || !renewed {
+                tracing::info!(conversation = %conversation_id, "conversation changed hands mid-turn; stopping");
+                break;
+            }
+            match delivery::deliver(app, &reply.id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Delivery::Sent(_) => sent += 1,
+                Delivery::Failed(reason) => {
+                    tracing::warn!(conversation = %conversation_id, %reason, "reply failed");
+                }
+                Delivery::NotPending => {}
+            }
+        }
+        let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+        Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Answered {
+            conversation: conversation_id,
+            answered: messages.len(),
+            replies: sent,
+        })
+    }
+}
+
+/// Re-queues conversations with customer messages that no turn answered
+/// (their turn was lost: the broker was down at ingest, or Redis restarted
+/// empty). Returns how many were queued anew.
+pub async fn sweep(app: &App) -> Result<usize, WorkerError> {
+    let mut conn = app.db.get().await?;
+    // A little grace so turns queued right now are not doubled.
+    let cutoff = chrono::Utc::now().naive_utc()
+        - chrono::Duration::milliseconds(app.settings.worker.debounce_ms as i64 + 2000);
+    let waiting = Conversation::with_unanswered(&mut conn, cutoff).await?;
+    drop(conn);
+    let mut queued = 0;
+    for id in waiting {
+        if app.broker.enqueue(&id).await? {
+            queued += 1;
+        }
+    }
+    if queued > 0 {
+        tracing::warn!(queued, "re-queued conversations with unanswered messages");
+    }
+    let (_, dead) = app.broker.dead_letters(0).await?;
+    app.metrics
+        .dead_letters
+        .set(i64::try_from(dead).unwrap_or(i64::MAX));
+    Ok(queued)
+}
+
+/// Runs `concurrency` worker loops and the sweeper until `shutdown` turns
+/// true; each loop finishes its current turn first. Broker or database
+/// failures back off (100 ms doubling to 5 s) and resume.
+pub async fn run(
+    app: App,
+    responder: Arc<dyn Responder>,
+    name: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let concurrency = app.settings.worker.concurrency;
+    tracing::info!(concurrency, "workers started");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..concurrency {
+        let worker = Worker::new(app.clone(), responder.clone(), format!("{name}-{i}"));
+        let mut stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !*stop.borrow() {
+                match worker.process_next().await {
+                    Ok(_) => backoff = Duration::from_millis(100),
+                    Err(error) => {
+                        tracing::warn!(%error, ?backoff, "worker cannot reach the broker or database; backing off");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            _ = stop.changed() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+    let sweeper_app = app.clone();
+    let mut sweeper_stop = shutdown.clone();
+    tasks.spawn(async move {
+        let interval = Duration::from_secs(sweeper_app.settings.worker.sweep_interval_secs.max(1));
+        loop {
+            if let Err(error) = sweep(&sweeper_app).await {
+                tracing::warn!(%error, "sweep failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = sweeper_stop.changed() => break,
+            }
+        }
+    });
+    let _ = shutdown.changed().await;
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("workers stopped");
+}

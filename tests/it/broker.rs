@@ -1,0 +1,247 @@
+//! The broker conformance suite: the Redis and in-process brokers must
+//! behave the same. Redis tests use `TEST_REDIS_URL` with a key prefix of
+//! their own.
+
+use std::time::Duration;
+
+use frontdesk::broker::memory::MemoryBroker;
+use frontdesk::broker::redis::RedisBroker;
+use frontdesk::broker::{Broker, TurnJob};
+
+use crate::common::{missing_service, redis_url};
+
+/// A Redis broker under a fresh prefix, or `None` (skip) without Redis.
+pub async fn redis_broker() -> Option<RedisBroker> {
+    let prefix = format!("fdtest:{}", uuid::Uuid::new_v4().simple());
+    match RedisBroker::connect(&redis_url(), &prefix, 8).await {
+        Ok(broker) => Some(broker),
+        Err(e) => {
+            missing_service("Redis", &format!("{}: {e}", redis_url()));
+            None
+        }
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(20);
+const NEVER: Duration = Duration::from_secs(3600);
+
+async fn coalesces_and_hands_out_once<B: Broker>(broker: B) {
+    assert!(broker.enqueue("c1").await.expect("enqueue"));
+    assert!(
+        !broker.enqueue("c1").await.expect("again"),
+        "a pending turn absorbs the next"
+    );
+    assert!(broker.enqueue("c2").await.expect("other"));
+    let first = broker
+        .claim("w1", SHORT, NEVER)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(first.job().expect("job").conversation_id, "c1");
+    assert_eq!(first.deliveries, 1);
+    // Claimed: a new message queues a new turn.
+    assert!(broker.enqueue("c1").await.expect("after claim"));
+    let second = broker
+        .claim("w2", SHORT, NEVER)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(second.job().expect("job").conversation_id, "c2");
+    let third = broker
+        .claim("w2", SHORT, NEVER)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(third.job().expect("job").conversation_id, "c1");
+    assert!(
+        broker
+            .claim("w3", SHORT, NEVER)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    for c in [&first, &second, &third] {
+        broker.ack(c).await.expect("ack");
+    }
+}
+
+async fn unacked_turns_are_reclaimed<B: Broker>(broker: B) {
+    broker.enqueue("c1").await.expect("enqueue");
+    let claimed = broker
+        .claim("dead", SHORT, NEVER)
+        .await
+        .expect("claim")
+        .expect("job");
+    // Not yet idle long enough.
+    assert!(
+        broker
+            .claim("live", SHORT, Duration::from_millis(300))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = broker
+        .claim("live", SHORT, Duration::from_millis(300))
+        .await
+        .expect("claim")
+        .expect("reclaimed");
+    assert_eq!(again.id, claimed.id);
+    assert_eq!(again.deliveries, 2);
+    broker.ack(&again).await.expect("ack");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(
+        broker
+            .claim("live", SHORT, Duration::from_millis(300))
+            .await
+            .expect("claim")
+            .is_none(),
+        "an acked turn is gone"
+    );
+}
+
+async fn scheduled_turns_wait_and_count_as_pending<B: Broker>(broker: B) {
+    broker
+        .schedule(
+            &TurnJob {
+                conversation_id: "c1".into(),
+                attempt: 2,
+            },
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("schedule");
+    assert!(
+        !broker.enqueue("c1").await.expect("enqueue"),
+        "a delayed turn is pending"
+    );
+    assert!(
+        broker
+            .claim("w", SHORT, NEVER)
+            .await
+            .expect("claim")
+            .is_none(),
+        "not due"
+    );
+    let due = broker
+        .claim("w", Duration::from_millis(1500), NEVER)
+        .await
+        .expect("claim")
+        .expect("due");
+    let job = due.job().expect("job");
+    assert_eq!((job.conversation_id.as_str(), job.attempt), ("c1", 2));
+    broker.ack(&due).await.expect("ack");
+}
+
+async fn locks_expire_and_are_fenced<B: Broker>(broker: B) {
+    let ttl = Duration::from_millis(200);
+    let a = broker.lock("c1", ttl).await.expect("lock").expect("free");
+    assert!(
+        broker.lock("c1", ttl).await.expect("lock").is_none(),
+        "held"
+    );
+    let other = broker
+        .lock("c2", ttl)
+        .await
+        .expect("lock")
+        .expect("other conversation");
+    assert!(other.token > a.token, "tokens increase");
+    assert!(broker.renew(&a, ttl).await.expect("renew"));
+    let forged = frontdesk::broker::Lock {
+        conversation_id: "c1".into(),
+        token: a.token + 100,
+    };
+    assert!(
+        !broker.unlock(&forged).await.expect("unlock"),
+        "only the holder releases"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = broker
+        .lock("c1", ttl)
+        .await
+        .expect("lock")
+        .expect("expired");
+    assert!(b.token > a.token);
+    assert!(
+        !broker.renew(&a, ttl).await.expect("renew"),
+        "the old holder lost it"
+    );
+    assert!(!broker.unlock(&a).await.expect("unlock"));
+    assert!(broker.unlock(&b).await.expect("unlock"));
+    assert!(
+        broker.lock("c1", ttl).await.expect("lock").is_some(),
+        "released"
+    );
+}
+
+async fn dead_letters_and_pubsub<B: Broker>(broker: B) {
+    broker.enqueue("c1").await.expect("enqueue");
+    let claimed = broker
+        .claim("w", SHORT, NEVER)
+        .await
+        .expect("claim")
+        .expect("job");
+    broker
+        .dead_letter(&claimed, "tried 5 times")
+        .await
+        .expect("dead");
+    let (letters, total) = broker.dead_letters(10).await.expect("letters");
+    assert_eq!(total, 1);
+    assert_eq!(letters[0].reason, "tried 5 times");
+    assert!(
+        broker
+            .claim("w", SHORT, Duration::from_millis(1))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+
+    let mut events = broker.subscribe("workspace-1").await.expect("subscribe");
+    let mut other = broker.subscribe("workspace-2").await.expect("subscribe");
+    // Redis subscriptions take effect asynchronously.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker
+        .publish("workspace-1", "{\"type\":\"hello\"}")
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .expect("in time");
+    assert_eq!(got.as_deref(), Some("{\"type\":\"hello\"}"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), other.recv())
+            .await
+            .is_err()
+    );
+    broker.ping().await.expect("ping");
+}
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name(MemoryBroker::new()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    if let Some(broker) = redis_broker().await {
+                        super::$name(broker).await;
+                    }
+                }
+            }
+        )+
+    };
+}
+
+conformance!(
+    coalesces_and_hands_out_once,
+    unacked_turns_are_reclaimed,
+    scheduled_turns_wait_and_count_as_pending,
+    locks_expire_and_are_fenced,
+    dead_letters_and_pubsub,
+);
