@@ -47,6 +47,10 @@ pub async fn deliver(app: &App, message_id: &str) -> Result<Delivery, DbError> {
     {
         return Ok(Delivery::NotPending);
     }
+    // Claim it: of two deliverers racing, one sends.
+    if !Message::claim_for_sending(&mut conn, &message.id).await? {
+        return Ok(Delivery::NotPending);
+    }
     let target = match target(app, &mut conn, &message).await? {
         Ok(target) => target,
         Err(reason) => return fail(app, &message, reason).await,
@@ -84,14 +88,7 @@ pub async fn deliver(app: &App, message_id: &str) -> Result<Delivery, DbError> {
         Ok(sent) => {
             let ids: Vec<String> = sent.into_iter().map(|s| s.external_id).collect();
             let mut conn = app.db.get().await?;
-            Message::set_delivery(
-                &mut conn,
-                &message.id,
-                DeliveryStatus::Sent,
-                ids.first().map(String::as_str),
-                None,
-            )
-            .await?;
+            Message::record_sent(&mut conn, &message.id, &ids).await?;
             tracing::info!(message = %message.id, parts = ids.len(), "reply sent");
             Ok(Delivery::Sent(ids))
         }
@@ -183,6 +180,8 @@ async fn target(
             )));
         }
     };
+    // Email replies go to `Reply-To` when the customer set one.
+    let mut address = None;
     let email = if account.kind == ChannelKind::Email {
         let last = Message::last_inbound(conn, &conversation.id).await?;
         let thread: Option<channels::EmailThread> = last
@@ -190,16 +189,17 @@ async fn target(
             .and_then(|m| m.metadata.as_deref())
             .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
             .and_then(|m| serde_json::from_value(m["email"].clone()).ok());
-        let (subject, in_reply_to, references) = match thread {
+        let (subject, in_reply_to, references, reply_to) = match thread {
             Some(t) => {
                 let mut refs = t.references.clone();
                 if !refs.contains(&t.message_id) {
                     refs.push(t.message_id.clone());
                 }
-                (t.subject, Some(t.message_id), refs)
+                (t.subject, Some(t.message_id), refs, t.reply_to)
             }
-            None => (String::new(), None, Vec::new()),
+            None => (String::new(), None, Vec::new(), None),
         };
+        address = reply_to;
         Some(EmailReply {
             from: account.external_id.clone().unwrap_or_default(),
             subject,
@@ -212,7 +212,7 @@ async fn target(
     Ok(Ok(Target {
         kind: account.kind,
         recipient: Recipient {
-            external_id: customer.external_user_id,
+            external_id: address.unwrap_or(customer.external_user_id),
             email,
         },
         secrets,

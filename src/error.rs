@@ -112,7 +112,7 @@ impl From<crate::db::DbError> for ApiError {
         tracing::error!(%error, "database failure");
         ApiError::new(
             ErrorKind::Unavailable,
-            "the database is unavailable; nothing was stored, retry later",
+            "the database is unavailable; retry later",
         )
     }
 }

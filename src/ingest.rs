@@ -56,6 +56,13 @@ pub async fn ingest(
     for routed in events {
         match routed.event {
             InboundEvent::Message(message) => {
+                let message = clean(message);
+                if account.kind == channels::ChannelKind::Email
+                    && account.external_id.as_deref() == Some(message.sender.external_id.as_str())
+                {
+                    report.skipped.push("email from our own address".into());
+                    continue;
+                }
                 match store_message(&mut conn, &bot, account, &message).await? {
                     (Inserted::New(_), conversation) => {
                         report.stored += 1;
@@ -71,8 +78,9 @@ pub async fn ingest(
             InboundEvent::Edit {
                 external_id,
                 sender,
-                text,
+                mut text,
             } => {
+                text.retain(|c| c != '\0');
                 match Message::find_by_external(
                     &mut conn,
                     &account.id,
@@ -126,17 +134,29 @@ pub async fn ingest(
                 .await?;
             }
             InboundEvent::Handover { customer, to } => {
-                let status = match to {
-                    Handover::ToOtherApp => ConversationStatus::Agent,
-                    Handover::ToUs => ConversationStatus::Bot,
-                    Handover::Requested => {
-                        report
-                            .skipped
-                            .push("another app requested thread control".into());
-                        continue;
-                    }
-                };
                 for id in customer_conversations(&mut conn, &bot, account, &customer).await? {
+                    let Some(conversation) = Conversation::find(&mut conn, &id).await? else {
+                        continue;
+                    };
+                    // Control coming back only returns a conversation that
+                    // the handover took, never one our own agents hold.
+                    let status = match to {
+                        Handover::ToOtherApp if conversation.status == ConversationStatus::Bot => {
+                            ConversationStatus::Agent
+                        }
+                        Handover::ToUs
+                            if conversation.status == ConversationStatus::Agent
+                                && conversation.assigned_agent_id.is_none() =>
+                        {
+                            ConversationStatus::Bot
+                        }
+                        _ => {
+                            report
+                                .skipped
+                                .push(format!("handover {to:?} left the conversation as it was"));
+                            continue;
+                        }
+                    };
                     Conversation::set_status(&mut conn, &id, status).await?;
                 }
             }
@@ -147,6 +167,27 @@ pub async fn ingest(
         tracing::info!(account = %account.public_id, %reason, "webhook event skipped");
     }
     Ok(report)
+}
+
+/// Removes what the database cannot store (NUL characters: PostgreSQL text
+/// refuses them) from a message's text and identifiers.
+fn clean(mut message: InboundMessage) -> InboundMessage {
+    fn strip(s: &mut String) {
+        if s.contains('\0') {
+            s.retain(|c| c != '\0');
+        }
+    }
+    strip(&mut message.text);
+    strip(&mut message.external_id);
+    strip(&mut message.sender.external_id);
+    if let Some(name) = &mut message.sender.display_name {
+        strip(name);
+    }
+    if let Some(email) = &mut message.email {
+        strip(&mut email.subject);
+        strip(&mut email.message_id);
+    }
+    message
 }
 
 /// The open conversations of an existing customer on this account.

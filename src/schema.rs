@@ -127,8 +127,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    webhook_tokens (channel_account_id, token) {
-        channel_account_id -> Text,
+    webhook_tokens (signer, token) {
+        signer -> Text,
         token -> Text,
         seen_at -> Timestamp,
     }

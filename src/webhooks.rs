@@ -247,7 +247,13 @@ async fn messenger(
     for account in accounts {
         match adapter.verify(&request, &secrets(&state, &account)?) {
             Ok(_) => verified.push(account),
-            Err(e) => error = Some(e),
+            Err(e) => {
+                // Pages of one batch share the app: a page that does not
+                // verify is misconfigured (another app secret).
+                tracing::error!(account = %account.public_id, error = %e, "Messenger page failed verification; its events are dropped");
+                state.metrics.webhook(kind, "unauthorized");
+                error = Some(e);
+            }
         }
     }
     if verified.is_empty() {
@@ -297,27 +303,43 @@ async fn email(
     let kind = ChannelKind::Email;
     let account = account_from_path(&state, kind, &path).await?;
     let request = request(&req, body);
-    let adapter = &state.app.channels.email;
+    let adapter = state.app.channels.email.clone();
+    let secrets = secrets(&state, &account)?;
     let token = adapter
-        .verify(&request, &secrets(&state, &account)?)
+        .verify(&request, &secrets)
         .map_err(|e| unauthorized(&state, kind, &e))?;
-    let mut conn = state.app.db.get().await?;
-    if let Some(token) = &token
-        && ChannelAccount::token_seen(&mut conn, &account.id, token).await?
-    {
-        return Err(unauthorized(&state, kind, &VerifyError::BadSignature)
-            .with_message("webhook not verified: token already used"));
-    }
-    drop(conn);
-    let events = adapter
-        .parse(&request)
-        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
-    let report = ingest(&state.app, &account, events).await?;
-    // Remembered only once stored: a delivery that failed before storing
-    // can be retried with the same token.
+    // Burn the token before anything else, atomically and per signing key:
+    // a replay — concurrent, or aimed at another account with the same key —
+    // finds it taken.
+    let signer = signer(secrets.get("signing_key").unwrap_or_default());
     if let Some(token) = &token {
         let mut conn = state.app.db.get().await?;
-        ChannelAccount::accept_token(&mut conn, &account.id, token, TOKEN_MEMORY).await?;
+        if !ChannelAccount::accept_token(&mut conn, &signer, token, TOKEN_MEMORY).await? {
+            return Err(unauthorized(&state, kind, &VerifyError::BadSignature)
+                .with_message("webhook not verified: token already used"));
+        }
     }
-    Ok(accepted(&state, kind, &report))
+    // MIME parsing is CPU work: off the server's threads.
+    let parsed = web::block(move || adapter.parse(&request))
+        .await
+        .map_err(|_| ApiError::new(ErrorKind::Internal, "email parsing was interrupted"))?;
+    let events = parsed.map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    match ingest(&state.app, &account, events).await {
+        Ok(report) => Ok(accepted(&state, kind, &report)),
+        Err(error) => {
+            // Not stored: the platform's retry must be accepted.
+            if let Some(token) = &token
+                && let Ok(mut conn) = state.app.db.get().await
+            {
+                let _ = ChannelAccount::forget_token(&mut conn, &signer, token).await;
+            }
+            Err(error.into())
+        }
+    }
+}
+
+/// A short, non-reversible name for a signing key.
+fn signer(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..12])
 }

@@ -28,6 +28,12 @@ use crate::{
 /// How far a webhook's timestamp may be from now, in seconds.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 300;
 
+/// Characters of a body examined for the reply text.
+const MAX_TEXT_SCAN: usize = 100_000;
+
+/// Ids kept from `References` (the newest) and `In-Reply-To`.
+const MAX_THREAD_IDS: usize = 50;
+
 /// Most MIME parts accepted in one message.
 const MAX_PARTS: usize = 500;
 
@@ -68,7 +74,7 @@ pub fn verify_mailgun(
     ) {
         return Err(VerifyError::BadSignature);
     }
-    if (now.timestamp() - seconds).abs() > TIMESTAMP_WINDOW_SECS {
+    if now.timestamp().abs_diff(seconds) > TIMESTAMP_WINDOW_SECS as u64 {
         return Err(VerifyError::Stale(TIMESTAMP_WINDOW_SECS));
     }
     Ok(token.to_owned())
@@ -106,7 +112,12 @@ impl Channel for Email {
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
         let form = Form::parse(request.header("content-type"), &request.body)?;
         let message = match form.bytes("body-mime") {
-            Some(raw) => parse_mime(raw)?,
+            Some(raw) => {
+                if let Some(reason) = automatic(raw) {
+                    return Ok(vec![RoutedEvent::skipped(reason)]);
+                }
+                parse_mime(raw)?
+            }
             None => parse_fields(&form)?,
         };
         Ok(vec![RoutedEvent::unrouted(InboundEvent::Message(message))])
@@ -199,14 +210,7 @@ impl Channel for Email {
 }
 
 fn uuid_like() -> String {
-    let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(nanos.to_le_bytes());
-    hasher.update(std::process::id().to_le_bytes());
-    let random: [u8; 16] = std::array::from_fn(|i| (i as u8) ^ (nanos as u8));
-    hasher.update(random);
-    let digest = hasher.finalize();
-    format!("frontdesk.{}", hex::encode(&digest[..16]))
+    format!("frontdesk.{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Ids of a `Message-ID`-like header, without angle brackets.
@@ -224,6 +228,11 @@ fn ids(value: &HeaderValue<'_>) -> Vec<String> {
             .to_owned();
     }
     out.retain(|id| !id.is_empty());
+    // The newest ancestors are the ones that thread; a hostile header with
+    // thousands of ids must not become thousands of query parameters.
+    if out.len() > MAX_THREAD_IDS {
+        out.drain(..out.len() - MAX_THREAD_IDS);
+    }
     out
 }
 
@@ -242,6 +251,12 @@ pub fn parse_mime(raw: &[u8]) -> Result<InboundMessage, ParseError> {
         .from()
         .and_then(|a| a.first())
         .ok_or_else(|| ParseError::new("email has no From address"))?;
+    let reply_to = message
+        .reply_to()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .filter(|a| a.contains('@'))
+        .map(|a| a.trim().to_lowercase());
     let address = from
         .address()
         .filter(|a| a.contains('@'))
@@ -294,8 +309,36 @@ pub fn parse_mime(raw: &[u8]) -> Result<InboundMessage, ParseError> {
             in_reply_to: ids(message.in_reply_to()),
             references: ids(message.references()),
             subject: message.subject().unwrap_or_default().to_owned(),
+            reply_to,
         }),
     })
+}
+
+/// Why an email must not be answered (RFC 3834 auto-replies, lists, bulk),
+/// so the bot never talks to autoresponders or mailing lists.
+pub fn automatic(raw: &[u8]) -> Option<String> {
+    let message = MessageParser::default().parse_headers(raw)?;
+    let header = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    if let Some(value) = header("Auto-Submitted")
+        && value != "no"
+    {
+        return Some(format!("automatic email (Auto-Submitted: {value})"));
+    }
+    if let Some(value) = header("Precedence")
+        && matches!(value.as_str(), "bulk" | "list" | "junk" | "auto_reply")
+    {
+        return Some(format!("automatic email (Precedence: {value})"));
+    }
+    for name in ["X-Autoreply", "X-Autorespond", "List-Id"] {
+        if header(name).is_some() {
+            return Some(format!("automatic or list email ({name})"));
+        }
+    }
+    None
 }
 
 /// Builds a message from Mailgun's parsed fields (routes without `body-mime`).
@@ -333,12 +376,19 @@ fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
     {
         raw.push_str(&format!("From: {sender}\r\n"));
     }
-    let body = form
+    match form
         .text("body-plain")
         .or_else(|| form.text("stripped-text"))
-        .unwrap_or_default();
-    raw.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
-    raw.push_str(&body);
+    {
+        Some(text) => {
+            raw.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
+            raw.push_str(&text);
+        }
+        None => {
+            raw.push_str("Content-Type: text/html; charset=utf-8\r\n\r\n");
+            raw.push_str(&form.text("body-html").unwrap_or_default());
+        }
+    }
     let mut message = parse_mime(raw.as_bytes())?;
     message.attachments = (1..=form
         .text("attachment-count")
@@ -358,6 +408,9 @@ fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
 
 /// The new text of a reply: quoted history and signature removed.
 pub fn reply_text(body: &str) -> String {
+    // A customer's new text is short; a huge body is mostly history. The
+    // cap bounds the work on hostile input.
+    let body: String = body.chars().take(MAX_TEXT_SCAN).collect();
     let body = body.replace("\r\n", "\n").replace('\r', "\n");
     let lines: Vec<&str> = body.lines().collect();
     let mut keep: Vec<&str> = match quote_header(&lines) {
@@ -410,15 +463,20 @@ enum QuoteStyle {
 
 /// Finds where quoted history starts.
 fn quote_header(lines: &[&str]) -> Option<(usize, QuoteStyle)> {
+    // quoted_from[i]: every line from i on is quoted or blank (one backward
+    // pass, so the scan stays linear).
+    let mut quoted_from = vec![true; lines.len() + 1];
+    for i in (0..lines.len()).rev() {
+        let l = lines[i];
+        quoted_from[i] =
+            quoted_from[i + 1] && (l.trim().is_empty() || l.trim_start().starts_with('>'));
+    }
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
         let next = lines.get(i + 1).map_or("", |l| l.trim());
         if t.starts_with('>') {
             // History quoted without a header line.
-            let rest_quoted = lines[i..]
-                .iter()
-                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('>'));
-            if rest_quoted {
+            if quoted_from[i] {
                 return Some((i, QuoteStyle::Quoted));
             }
             continue;
@@ -520,8 +578,14 @@ fn is_wrote_line(line: &str) -> bool {
 }
 
 fn strip_signature(lines: &mut Vec<&str>) {
-    // RFC 3676 delimiter `-- ` (and the common `--`).
-    if let Some(at) = lines.iter().rposition(|l| *l == "-- " || *l == "--") {
+    // RFC 3676 delimiter `-- `; a bare `--` only near the end (it is also
+    // an ordinary separator in text).
+    let near_end = lines.len().saturating_sub(8);
+    if let Some(at) = lines
+        .iter()
+        .enumerate()
+        .rposition(|(i, l)| *l == "-- " || (*l == "--" && i >= near_end))
+    {
         lines.truncate(at);
     }
     // Mobile signatures on the last lines.
@@ -706,6 +770,20 @@ mod tests {
         assert_eq!(m.text, "Test body plain");
         assert_eq!(m.external_id, "CAEPk3R+4Zr@mail.example.org");
         assert_eq!(m.email.expect("thread").subject, "Test subject");
+    }
+
+    #[test]
+    fn huge_quoted_bodies_stay_linear() {
+        let body = format!("Thanks!\n{}", "> quoted line\n".repeat(200_000));
+        assert_eq!(reply_text(&body), "Thanks!");
+        let text = format!(
+            "Line one\n--\nnot a signature\n{}",
+            "more text\n".repeat(20)
+        );
+        assert!(
+            reply_text(&text).contains("not a signature"),
+            "a bare -- far from the end is text"
+        );
     }
 
     #[test]

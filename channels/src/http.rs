@@ -72,12 +72,17 @@ impl HttpClient {
         &self,
         what: &str,
         url: &str,
+        bearer: Option<&str>,
         body: &serde_json::Value,
         judge: impl Fn(reqwest::StatusCode, Option<Duration>, &serde_json::Value) -> Attempt<T>,
     ) -> Result<T, SendError> {
         let mut last = String::new();
         for attempt in 1..=self.policy.max_attempts {
-            let verdict = match self.client.post(url).json(body).send().await {
+            let mut request = self.client.post(url).json(body);
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            let verdict = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response

@@ -208,6 +208,9 @@ pub struct EmailThread {
     pub references: Vec<String>,
     /// `Subject`.
     pub subject: String,
+    /// `Reply-To`, when the sender asks for replies elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// A customer's message, normalized.
@@ -245,6 +248,7 @@ pub enum Handover {
 
 /// One normalized thing that happened on a platform.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, a few per webhook
 pub enum InboundEvent {
     /// A new customer message.
     Message(InboundMessage),

@@ -47,13 +47,9 @@ impl Messenger {
     }
 
     async fn post(&self, what: &str, token: &str, body: &Value) -> Result<Value, SendError> {
-        let url = format!(
-            "{}/me/messages?access_token={}",
-            self.graph_api_base,
-            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
-        );
+        let url = format!("{}/me/messages", self.graph_api_base);
         self.http
-            .post_json(what, &url, body, |status, after, json| {
+            .post_json(what, &url, Some(token), body, |status, after, json| {
                 let detail = || {
                     json["error"]["message"]
                         .as_str()
@@ -128,11 +124,17 @@ pub fn verify_signature(
 /// before verifying. Reads only `entry[].id`.
 pub fn page_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
     let batch = json_body(body)?;
-    let mut ids: Vec<String> = batch["entry"]
+    let mut ids: Vec<String> = Vec::new();
+    for id in batch["entry"]
         .as_array()
-        .map(|entries| entries.iter().filter_map(|e| id_string(&e["id"])).collect())
-        .unwrap_or_default();
-    ids.dedup();
+        .into_iter()
+        .flatten()
+        .filter_map(|e| id_string(&e["id"]))
+    {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
     Ok(ids)
 }
 
@@ -319,6 +321,12 @@ fn messaging_event(event: &Value) -> InboundEvent {
             .collect();
         if text.trim().is_empty() && attachments.is_empty() {
             return skip("message without text or attachments");
+        }
+        let stickers_only = message["attachments"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["payload"].get("sticker_id").is_some()));
+        if text.trim().is_empty() && (message.get("sticker_id").is_some() || stickers_only) {
+            return skip("sticker without words");
         }
         return InboundEvent::Message(InboundMessage {
             external_id: mid.to_owned(),

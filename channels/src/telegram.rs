@@ -100,6 +100,7 @@ impl Channel for Telegram {
                 .post_json(
                     "telegram sendMessage",
                     &url,
+                    None,
                     &body,
                     |status, after, json| match verdict(status, after, json) {
                         Attempt::Ok(()) => {
@@ -132,6 +133,7 @@ impl Channel for Telegram {
             .post_json(
                 "telegram sendChatAction",
                 &self.method_url(token, "sendChatAction"),
+                None,
                 &body,
                 verdict,
             )

@@ -223,11 +223,12 @@ impl ChannelAccount {
         }))
     }
 
-    /// Accepts a signed webhook token once: `false` when it was already used.
-    /// Tokens older than `keep` are forgotten on the way.
+    /// Accepts a signed webhook token once per signing key (`signer` is a
+    /// hash of it): `false` when it was already used. Atomic, so concurrent
+    /// replays lose. Tokens older than `keep` are forgotten on the way.
     pub async fn accept_token(
         conn: &mut DbConn,
-        account_id: &str,
+        signer: &str,
         token: &str,
         keep: chrono::Duration,
     ) -> Result<bool, DbError> {
@@ -239,7 +240,7 @@ impl ChannelAccount {
                 .await?;
             diesel::insert_into(webhook_tokens::table)
                 .values((
-                    webhook_tokens::channel_account_id.eq(account_id),
+                    webhook_tokens::signer.eq(signer),
                     webhook_tokens::token.eq(token),
                     webhook_tokens::seen_at.eq(at),
                 ))
@@ -250,22 +251,20 @@ impl ChannelAccount {
         Ok(inserted == 1)
     }
 
-    /// Whether a token was already accepted.
-    pub async fn token_seen(
-        conn: &mut DbConn,
-        account_id: &str,
-        token: &str,
-    ) -> Result<bool, DbError> {
+    /// Forgets an accepted token (its request failed before storing, so the
+    /// platform's retry must be accepted).
+    pub async fn forget_token(conn: &mut DbConn, signer: &str, token: &str) -> Result<(), DbError> {
         use crate::schema::webhook_tokens;
-        let count: i64 = db_run!(conn: {
-            webhook_tokens::table
-                .filter(webhook_tokens::channel_account_id.eq(account_id))
-                .filter(webhook_tokens::token.eq(token))
-                .count()
-                .get_result(conn)
-                .await?
+        db_run!(conn: {
+            diesel::delete(
+                webhook_tokens::table
+                    .filter(webhook_tokens::signer.eq(signer))
+                    .filter(webhook_tokens::token.eq(token)),
+            )
+            .execute(conn)
+            .await?;
         });
-        Ok(count > 0)
+        Ok(())
     }
 
     /// The active account of `kind` with this platform identity.

@@ -45,6 +45,8 @@ text_enum! {
     pub enum DeliveryStatus {
         /// Not yet accepted by the platform.
         Pending = "pending",
+        /// Being sent; a crash here leaves it for an operator, never resent.
+        Sending = "sending",
         /// Accepted by the platform.
         Sent = "sent",
         /// Delivered to the device.
@@ -374,6 +376,48 @@ impl Message {
         Ok(())
     }
 
+    /// Claims a pending outbound message for sending: `false` if another
+    /// deliverer has it (or it is no longer pending).
+    pub async fn claim_for_sending(conn: &mut DbConn, id: &str) -> Result<bool, DbError> {
+        let claimed = db_run!(conn: {
+            diesel::update(
+                messages::table
+                    .find(id)
+                    .filter(messages::delivery_status.eq(DeliveryStatus::Pending)),
+            )
+            .set(messages::delivery_status.eq(DeliveryStatus::Sending))
+            .execute(conn)
+            .await?
+        });
+        Ok(claimed == 1)
+    }
+
+    /// Records a sent message: the platform ids of its parts (the first as
+    /// its `external_id`, all in `metadata.parts`), and `sent` unless a
+    /// receipt already moved it further.
+    pub async fn record_sent(conn: &mut DbConn, id: &str, parts: &[String]) -> Result<(), DbError> {
+        let metadata = serde_json::json!({ "parts": parts }).to_string();
+        db_run!(conn: {
+            diesel::update(messages::table.find(id))
+                .set((
+                    messages::external_id.eq(parts.first()),
+                    messages::metadata.eq(&metadata),
+                    messages::delivery_error.eq(None::<String>),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::update(
+                messages::table
+                    .find(id)
+                    .filter(messages::delivery_status.eq_any([DeliveryStatus::Pending, DeliveryStatus::Sending])),
+            )
+            .set(messages::delivery_status.eq(DeliveryStatus::Sent))
+            .execute(conn)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Records the outcome of sending an outbound message.
     pub async fn set_delivery(
         conn: &mut DbConn,
@@ -407,9 +451,14 @@ impl Message {
         up_to: Option<chrono::NaiveDateTime>,
         status: DeliveryStatus,
     ) -> Result<usize, DbError> {
+        // A receipt may overtake our own record of the send.
         let earlier: &[DeliveryStatus] = match status {
-            DeliveryStatus::Read => &[DeliveryStatus::Sent, DeliveryStatus::Delivered],
-            _ => &[DeliveryStatus::Sent],
+            DeliveryStatus::Read => &[
+                DeliveryStatus::Sending,
+                DeliveryStatus::Sent,
+                DeliveryStatus::Delivered,
+            ],
+            _ => &[DeliveryStatus::Sending, DeliveryStatus::Sent],
         };
         let mut changed = 0;
         db_run!(conn: {

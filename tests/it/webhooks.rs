@@ -47,6 +47,12 @@ kind = "email"
 id = "shop-mail"
 address = "support@shop.example"
 signing_key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
+
+[[channels]]
+kind = "email"
+id = "shop-sales"
+address = "sales@shop.example"
+signing_key = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 "#;
 
 struct Gateway {
@@ -868,6 +874,207 @@ async fn email_multipart_and_mime_corpus() {
     gw.stop().await;
 }
 
+async fn hostile_and_automatic_email(test_db: TestDb) {
+    let gw = std::sync::Arc::new(Gateway::start(test_db).await);
+    let now = chrono::Utc::now().timestamp();
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let mime = |from: &str, id: &str, extra: &str, body: &str| {
+        format!("From: {from}\r\nSubject: Hi\r\nMessage-ID: <{id}>\r\n{extra}\r\n{body}\r\n")
+    };
+
+    // One token, twenty concurrent forged bodies: one is accepted.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let gw = gw.clone();
+        let body = mailgun_form(
+            &mime("eve@example.com", &format!("forged{i}@x"), "", "forged"),
+            now,
+            "shared-token",
+            MAILGUN_KEY,
+        );
+        tasks.push(tokio::spawn(async move {
+            gw.post(
+                "/webhooks/email/shop-mail",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                body,
+            )
+            .await
+            .0
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.expect("task") == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1, "a token is accepted once");
+    // The same signed token replayed at another account with the same key.
+    let body = mailgun_form(
+        &mime("eve@example.com", "forged-x@x", "", "forged"),
+        now,
+        "shared-token",
+        MAILGUN_KEY,
+    );
+    assert_eq!(
+        gw.post("/webhooks/email/shop-sales", &form, body).await.0,
+        401
+    );
+
+    // Autoresponders, lists and our own address are never answered.
+    for (i, extra) in [
+        "Auto-Submitted: auto-replied\r\n",
+        "Precedence: bulk\r\n",
+        "List-Id: <news.example.com>\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = mailgun_form(
+            &mime(
+                "bot@example.com",
+                &format!("auto{i}@x"),
+                extra,
+                "Out of office",
+            ),
+            now,
+            &format!("auto-{i}"),
+            MAILGUN_KEY,
+        );
+        let (status, reply) = gw.post("/webhooks/email/shop-mail", &form, body).await;
+        assert_eq!(
+            (status, reply["stored"].as_u64()),
+            (200, Some(0)),
+            "{extra}: {reply}"
+        );
+    }
+    let body = mailgun_form(
+        &mime("support@shop.example", "self@x", "", "loop"),
+        now,
+        "self",
+        MAILGUN_KEY,
+    );
+    let (status, reply) = gw.post("/webhooks/email/shop-mail", &form, body).await;
+    assert_eq!(
+        (status, reply["stored"].as_u64()),
+        (200, Some(0)),
+        "{reply}"
+    );
+
+    // NUL characters and 10,000 References: stored, not a 5xx loop.
+    let refs: Vec<String> = (0..10_000).map(|i| format!("<r{i}@x>")).collect();
+    let extra = format!("References: {}\r\n", refs.join(" "));
+    let body = mailgun_form(
+        &mime("ann@example.com", "nul@x", &extra, "a\u{0}b"),
+        now,
+        "nul",
+        MAILGUN_KEY,
+    );
+    let (status, reply) = gw.post("/webhooks/email/shop-mail", &form, body).await;
+    assert_eq!(
+        (status, reply["stored"].as_u64()),
+        (200, Some(1)),
+        "{reply}"
+    );
+    assert!(
+        gw.messages("shop-mail")
+            .await
+            .iter()
+            .any(|m| m.body == "ab")
+    );
+    let tg = serde_json::to_vec(&json!({
+        "update_id": 9, "message": { "message_id": 1, "date": 1, "text": "x\u{0}y",
+        "chat": { "id": 55, "type": "private" }, "from": { "id": 55, "first_name": "N\u{0}o" } }
+    }))
+    .expect("json");
+    assert_eq!(gw.telegram(Some(TG_SECRET), &tg).await.0, 200);
+
+    // Reply-To: the reply goes where the customer asked.
+    let body = mailgun_form(
+        &mime(
+            "ann@example.com",
+            "rt@x",
+            "Reply-To: Ann Home <ann@home.example>\r\n",
+            "Please answer at home",
+        ),
+        now,
+        "rt",
+        MAILGUN_KEY,
+    );
+    assert_eq!(
+        gw.post("/webhooks/email/shop-mail", &form, body).await.0,
+        200
+    );
+    let conversation = gw
+        .conversations("shop-mail")
+        .await
+        .into_iter()
+        .find(|c| c.thread_key == "rt@x")
+        .expect("thread");
+    let mut conn = gw.server.app.db.get().await.expect("conn");
+    let Inserted::New(answer) = Message::insert(
+        &mut conn,
+        &NewMessage {
+            conversation_id: &conversation.id,
+            channel_account_id: &conversation.channel_account_id,
+            direction: Direction::Outbound,
+            author_kind: AuthorKind::Bot,
+            author_user_id: None,
+            body: "Sure.",
+            external_id: None,
+            metadata: None,
+        },
+    )
+    .await
+    .expect("insert") else {
+        panic!("new")
+    };
+    drop(conn);
+    assert!(matches!(
+        deliver(&gw.server.app, &answer.id).await.expect("deliver"),
+        Delivery::Sent(_)
+    ));
+    assert!(
+        gw.smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("To: ann@home.example")),
+        "{:?}",
+        gw.smtp.messages()
+    );
+}
+
+both_backends! {
+    hostile_email => hostile_and_automatic_email;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc2822_thread_from_one_sender_is_one_conversation() {
+    // example05 (John → Mary) and example07 (John's reply to Mary's reply)
+    // reach our address from John: one conversation. Mary's example06 is
+    // another sender, so it never joins John's thread.
+    let gw = Gateway::start(TestDb::new(Backend::Sqlite).await.expect("sqlite")).await;
+    let now = chrono::Utc::now().timestamp();
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for (i, file) in ["example05.eml", "example07.eml"].iter().enumerate() {
+        let raw = String::from_utf8_lossy(&fixture(&format!(
+            "email/ruby-mail-gem/emails/rfc2822/{file}"
+        )))
+        .into_owned();
+        let (status, reply) = gw
+            .post(
+                "/webhooks/email/shop-mail",
+                &form,
+                mailgun_form(&raw, now, &format!("t{i}"), MAILGUN_KEY),
+            )
+            .await;
+        assert_eq!(status, 200, "{file}: {reply}");
+    }
+    let conversations = gw.conversations("shop-mail").await;
+    assert_eq!(conversations.len(), 1, "{conversations:?}");
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------- Outbound
 
 async fn outbound_message(gw: &Gateway, public_id: &str, text: &str) -> Message {
@@ -982,7 +1189,14 @@ async fn messenger_replies_and_receipts() {
     assert_eq!(calls.len(), 3, "one 500, then two parts");
     assert_eq!(calls[1].body["messaging_type"], "RESPONSE");
     assert_eq!(calls[1].body["recipient"]["id"], "123123123");
-    assert!(calls[1].query.contains("access_token=fb-page-token"));
+    assert!(
+        calls[1].query.is_empty(),
+        "the page token is not in the URL"
+    );
+    assert_eq!(
+        calls[1].authorization.as_deref(),
+        Some("Bearer fb-page-token")
+    );
     assert!(
         calls[1].body["message"]["text"]
             .as_str()

@@ -121,7 +121,7 @@ CREATE TABLE messages (
     external_id TEXT,
     metadata TEXT,
     delivery_status TEXT
-        CHECK (delivery_status IN ('pending', 'sent', 'delivered', 'read', 'failed')),
+        CHECK (delivery_status IN ('pending', 'sending', 'sent', 'delivered', 'read', 'failed')),
     delivery_error TEXT,
     created_at TIMESTAMP NOT NULL,
     UNIQUE (conversation_id, seq),
@@ -131,13 +131,14 @@ CREATE TABLE messages (
 );
 
 -- Signed webhook tokens already accepted (Mailgun), so a captured request
--- cannot be replayed inside its 5-minute window. Rows older than the window
+-- cannot be replayed inside its 5-minute window, on any account signed with
+-- the same key (`signer` is a hash of the key). Rows older than the window
 -- are deleted as new ones arrive.
 CREATE TABLE webhook_tokens (
-    channel_account_id TEXT NOT NULL REFERENCES channel_accounts (id) ON DELETE CASCADE,
+    signer TEXT NOT NULL,
     token TEXT NOT NULL,
     seen_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (channel_account_id, token)
+    PRIMARY KEY (signer, token)
 );
 CREATE INDEX webhook_tokens_seen ON webhook_tokens (seen_at);
 

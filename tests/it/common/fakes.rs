@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 pub struct Recorded {
     pub path: String,
     pub query: String,
+    pub authorization: Option<String>,
     pub body: Value,
 }
 
@@ -84,6 +85,11 @@ async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Byte
     state.requests.lock().expect("lock").push(Recorded {
         path: req.path().to_owned(),
         query: req.query_string().to_owned(),
+        authorization: req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body: body.clone(),
     });
     if let Some((status, json)) = state.script.lock().expect("lock").pop_front() {
