@@ -37,18 +37,31 @@ impl Secrets for AccountSecrets {
 }
 
 /// Sends the outbound message `message_id` and records the outcome.
-pub async fn deliver(app: &App, message_id: &str) -> Result<Delivery, DbError> {
+/// `retry_sending`: also take a message left `sending` by a worker that
+/// died (the caller holds the conversation, so no one else is sending it).
+pub async fn deliver(
+    app: &App,
+    message_id: &str,
+    retry_sending: bool,
+) -> Result<Delivery, DbError> {
     let mut conn = app.db.get().await?;
     let Some(message) = Message::find(&mut conn, message_id).await? else {
         return Ok(Delivery::NotPending);
     };
+    let takeable: &[DeliveryStatus] = if retry_sending {
+        &[DeliveryStatus::Pending, DeliveryStatus::Sending]
+    } else {
+        &[DeliveryStatus::Pending]
+    };
     if message.direction != Direction::Outbound
-        || message.delivery_status != Some(DeliveryStatus::Pending)
+        || !message
+            .delivery_status
+            .is_some_and(|status| takeable.contains(&status))
     {
         return Ok(Delivery::NotPending);
     }
     // Claim it: of two deliverers racing, one sends.
-    if !Message::claim_for_sending(&mut conn, &message.id).await? {
+    if !Message::claim_for_sending(&mut conn, &message.id, takeable).await? {
         return Ok(Delivery::NotPending);
     }
     let target = match target(app, &mut conn, &message).await? {

@@ -332,42 +332,51 @@ impl Worker {
                 conversation: conversation_id,
             });
         };
-        let messages = Message::unanswered(&mut conn, &conversation)
+        let mut messages = Message::unanswered(&mut conn, &conversation)
             .await
             .map_err(|e| e.to_string())?;
-        let Some(last) = messages.last() else {
+        let Some(last) = messages.last().cloned() else {
             return Ok(Outcome::NothingToDo {
                 conversation: conversation_id,
             });
         };
-        let covered = last.seq;
-        // Debounce: let a burst arrive before answering it.
-        let debounce = chrono::Duration::milliseconds(app.settings.worker.debounce_ms as i64);
-        let age = chrono::Utc::now().naive_utc() - last.created_at;
-        if age < debounce {
-            let wait = (debounce - age).to_std().unwrap_or_default();
-            app.broker
-                .schedule(job, wait.max(Duration::from_millis(10)))
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(Outcome::Deferred {
-                conversation: conversation_id,
-                reason: "debounce",
-            });
-        }
-        if conversation.status != ConversationStatus::Bot {
-            Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(Outcome::Silent {
-                conversation: conversation_id,
-            });
-        }
-        // Replies of this turn, if a dead worker already wrote them.
-        let mut replies = Message::replies_for(&mut conn, &conversation_id, covered)
+        // A turn cut short (its worker died after storing replies) is
+        // finished first, with the replies it stored: never new ones.
+        let unfinished = Message::unfinished_turn(&mut conn, &conversation)
             .await
             .map_err(|e| e.to_string())?;
-        if replies.is_empty() {
+        let resuming = unfinished.is_some();
+        let (covered, mut replies) = match unfinished {
+            Some((covered, replies)) => {
+                messages.retain(|m| m.seq <= covered);
+                (covered, replies)
+            }
+            None => (last.seq, Vec::new()),
+        };
+        let more_waiting = messages.last().is_some_and(|m| m.seq < last.seq);
+        if !resuming {
+            // Debounce: let a burst arrive before answering it.
+            let debounce = chrono::Duration::milliseconds(app.settings.worker.debounce_ms as i64);
+            let age = chrono::Utc::now().naive_utc() - last.created_at;
+            if age < debounce {
+                let wait = (debounce - age).to_std().unwrap_or_default();
+                app.broker
+                    .schedule(job, wait.max(Duration::from_millis(10)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Outcome::Deferred {
+                    conversation: conversation_id,
+                    reason: "debounce",
+                });
+            }
+            if conversation.status != ConversationStatus::Bot {
+                Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Outcome::Silent {
+                    conversation: conversation_id,
+                });
+            }
             drop(conn);
             let input = TurnInput {
                 conversation: conversation.clone(),
@@ -392,7 +401,14 @@ impl Worker {
         }
         let mut sent = 0;
         for reply in &replies {
-            if reply.delivery_status != Some(DeliveryStatus::Pending) {
+            // Resuming, a reply caught mid-send is sent again: the platform
+            // may or may not have it, and a duplicate beats a silence.
+            let sendable = match reply.delivery_status {
+                Some(DeliveryStatus::Pending) => true,
+                Some(DeliveryStatus::Sending) => resuming,
+                _ => false,
+            };
+            if !sendable {
                 continue;
             }
             // An agent may have taken over while we were thinking.
@@ -413,7 +429,7 @@ impl Worker {
                 tracing::info!(conversation = %conversation_id, "conversation changed hands mid-turn; stopping");
                 break;
             }
-            match delivery::deliver(app, &reply.id)
+            match delivery::deliver(app, &reply.id, resuming)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -428,6 +444,14 @@ impl Worker {
         Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
             .await
             .map_err(|e| e.to_string())?;
+        if more_waiting {
+            // The resumed turn covered only its own messages; the rest get
+            // a turn of their own.
+            app.broker
+                .enqueue(&conversation_id)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Outcome::Answered {
             conversation: conversation_id,
             answered: messages.len(),

@@ -247,6 +247,36 @@ impl Message {
         }))
     }
 
+    /// The turn a dead worker left unfinished: the inbound seq its stored
+    /// replies cover (the lowest above `answered_seq`) and those replies.
+    pub async fn unfinished_turn(
+        conn: &mut DbConn,
+        conversation: &crate::models::conversation::Conversation,
+    ) -> Result<Option<(i64, Vec<Message>)>, DbError> {
+        let keys: Vec<Option<String>> = db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(&conversation.id))
+                .filter(messages::reply_key.is_not_null())
+                .filter(messages::seq.gt(conversation.answered_seq))
+                .select(messages::reply_key)
+                .load(conn)
+                .await?
+        });
+        let covered = keys
+            .iter()
+            .flatten()
+            .filter_map(|k| k.split(':').next()?.parse::<i64>().ok())
+            .filter(|c| *c > conversation.answered_seq)
+            .min();
+        match covered {
+            Some(c) => Ok(Some((
+                c,
+                Self::replies_for(conn, &conversation.id, c).await?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Stores a turn's replies (pending delivery) at the end of the
     /// conversation, keyed `covered:part`, if the turn `token` still holds
     /// the fence; `None` if a newer turn took over. If another worker stored
@@ -378,12 +408,16 @@ impl Message {
 
     /// Claims a pending outbound message for sending: `false` if another
     /// deliverer has it (or it is no longer pending).
-    pub async fn claim_for_sending(conn: &mut DbConn, id: &str) -> Result<bool, DbError> {
+    pub async fn claim_for_sending(
+        conn: &mut DbConn,
+        id: &str,
+        from: &[DeliveryStatus],
+    ) -> Result<bool, DbError> {
         let claimed = db_run!(conn: {
             diesel::update(
                 messages::table
                     .find(id)
-                    .filter(messages::delivery_status.eq(DeliveryStatus::Pending)),
+                    .filter(messages::delivery_status.eq_any(from)),
             )
             .set(messages::delivery_status.eq(DeliveryStatus::Sending))
             .execute(conn)

@@ -70,11 +70,15 @@ struct Served {
 }
 
 fn serve(cwd: &Path, env: &[(&str, &str)]) -> Served {
+    serve_with(cwd, env, &["serve"])
+}
+
+fn serve_with(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Served {
     let mut env = env.to_vec();
     env.push(("FRONTDESK__SERVER__BIND", "127.0.0.1:0"));
     env.push(("FRONTDESK__SERVER__WORKERS", "1"));
     let mut child = frontdesk(cwd, &env)
-        .arg("serve")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -310,4 +314,155 @@ fn malformed_master_key_is_refused() {
         "error: security.master_key: a master key must be 32 bytes written as 64 hex characters or base64"
     );
     assert!(!stderr(&out).contains("too-short"));
+}
+
+/// A `frontdesk worker` child, started and ready.
+fn spawn_worker(cwd: &Path, env: &[(&str, &str)]) -> Child {
+    let mut child = frontdesk(cwd, env)
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("workers started") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("worker did not start");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_process_bursts_survive_a_killed_worker() {
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let redis = crate::common::redis_url();
+    if deadpool_redis::redis::Client::open(redis.as_str())
+        .and_then(|c| c.get_connection())
+        .is_err()
+    {
+        crate::common::missing_service("Redis", &redis);
+        return;
+    }
+    let telegram = crate::common::fakes::FakePlatform::start().await;
+    let dir = fresh_install();
+    std::fs::write(
+        dir.path().join("config/bots/shop.toml"),
+        "workspace = \"shop\"\nname = \"help\"\nsystem_prompt = \"x\"\n\
+         [[channels]]\nkind = \"telegram\"\nid = \"shop-tg\"\n\
+         bot_token = \"4242:tg-token\"\nsecret_token = \"tg-secret\"\n",
+    )
+    .expect("bot file");
+    let db_url = test_db.url.to_string();
+    let prefix = format!("fdtest:{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("FRONTDESK__DATABASE__URL", db_url.as_str()),
+        ("FRONTDESK__REDIS__URL", redis.as_str()),
+        ("FRONTDESK__REDIS__KEY_PREFIX", prefix.as_str()),
+        (
+            "FRONTDESK__CHANNELS__TELEGRAM__API_BASE",
+            telegram.url.as_str(),
+        ),
+        ("FRONTDESK__WORKER__CONCURRENCY", "2"),
+        ("FRONTDESK__WORKER__DEBOUNCE_MS", "100"),
+        ("FRONTDESK__WORKER__LOCK_TTL_MS", "1500"),
+        ("FRONTDESK__WORKER__RECLAIM_IDLE_MS", "3000"),
+        ("FRONTDESK__WORKER__SWEEP_INTERVAL_SECS", "2"),
+    ];
+    let served = serve_with(dir.path(), &env, &["serve", "--no-worker"]);
+    let mut doomed = spawn_worker(dir.path(), &env);
+    let mut survivor = spawn_worker(dir.path(), &env);
+
+    // Bursts across 30 conversations, 4 messages each, sent in parallel.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/webhooks/telegram/shop-tg", served.addr);
+    let mut posts = Vec::new();
+    for round in 1..=4 {
+        for chat in 1..=30 {
+            let body = serde_json::json!({
+                "update_id": round * 1000 + chat,
+                "message": {
+                    "message_id": round, "date": 1, "text": format!("c{chat} r{round}"),
+                    "chat": { "id": chat, "type": "private" }, "from": { "id": chat, "first_name": "C" }
+                }
+            });
+            let req = http
+                .post(&url)
+                .header("x-telegram-bot-api-secret-token", "tg-secret")
+                .json(&body);
+            posts.push(tokio::spawn(async move {
+                req.send().await.map(|r| r.status().as_u16())
+            }));
+        }
+        if round == 2 {
+            // Mid-run: one worker dies without a chance to clean up.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            doomed.kill().expect("SIGKILL");
+            let _ = doomed.wait();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Already dead; reaped here on every path.
+    let _ = doomed.kill();
+    let _ = doomed.wait();
+    for post in posts {
+        assert_eq!(post.await.expect("task").expect("post"), 200);
+    }
+
+    // Every conversation answered: each message quoted once, in order.
+    let quoted = |text: &str| -> Vec<String> {
+        text.split('“')
+            .skip(1)
+            .filter_map(|q| q.split('”').next().map(str::to_owned))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut per_chat: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for call in telegram.calls("/sendMessage") {
+            let chat = call.body["chat_id"].as_i64().expect("chat");
+            per_chat
+                .entry(chat)
+                .or_default()
+                .extend(quoted(call.body["text"].as_str().expect("text")));
+        }
+        let complete = (1..=30).all(|c| per_chat.get(&c).map(Vec::len) >= Some(4));
+        if complete {
+            for chat in 1..=30 {
+                let expected: Vec<String> = (1..=4).map(|r| format!("c{chat} r{r}")).collect();
+                assert_eq!(per_chat[&chat], expected, "chat {chat}: in order, once");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unanswered after 90 s: {per_chat:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing more arrives afterwards (no duplicate turns).
+    let settled = telegram.calls("/sendMessage").len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(telegram.calls("/sendMessage").len(), settled);
+
+    let pid = survivor.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = survivor.wait().expect("wait");
+    assert!(
+        status.success(),
+        "worker exits cleanly on SIGTERM: {status:?}"
+    );
+    let (status, _) = served.terminate();
+    assert!(status.success());
+    telegram.stop().await;
 }

@@ -717,7 +717,10 @@ On Mon, 1 Jan 2026 at 10:00, Shop <support@shop.example> wrote:\r\n> old text\r\
         panic!("new")
     };
     drop(conn);
-    let Delivery::Sent(ids) = deliver(&gw.server.app, &answer.id).await.expect("deliver") else {
+    let Delivery::Sent(ids) = deliver(&gw.server.app, &answer.id, false)
+        .await
+        .expect("deliver")
+    else {
         panic!("sent")
     };
     let sent = gw.smtp.messages();
@@ -1031,7 +1034,9 @@ async fn hostile_and_automatic_email(test_db: TestDb) {
     };
     drop(conn);
     assert!(matches!(
-        deliver(&gw.server.app, &answer.id).await.expect("deliver"),
+        deliver(&gw.server.app, &answer.id, false)
+            .await
+            .expect("deliver"),
         Delivery::Sent(_)
     ));
     assert!(
@@ -1120,7 +1125,9 @@ async fn telegram_replies_split_and_retry() {
     let long = "Our workshop services any bicycle brand within a day. ".repeat(92);
     let message = outbound_message(&gw, "shop-tg", long.trim()).await;
     gw.telegram.script([(429, json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}))]);
-    let outcome = deliver(&gw.server.app, &message.id).await.expect("deliver");
+    let outcome = deliver(&gw.server.app, &message.id, false)
+        .await
+        .expect("deliver");
     let Delivery::Sent(ids) = outcome else {
         panic!("sent: {outcome:?}")
     };
@@ -1143,14 +1150,18 @@ async fn telegram_replies_split_and_retry() {
     assert_eq!(stored.external_id.as_deref(), Some(ids[0].as_str()));
     // Not sent twice.
     assert_eq!(
-        deliver(&gw.server.app, &message.id).await.expect("again"),
+        deliver(&gw.server.app, &message.id, false)
+            .await
+            .expect("again"),
         Delivery::NotPending
     );
 
     // A permanent failure is recorded, not retried forever.
     let blocked = outbound_message(&gw, "shop-tg", "Hello?").await;
     gw.telegram.script([(403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}))]);
-    let Delivery::Failed(reason) = deliver(&gw.server.app, &blocked.id).await.expect("deliver")
+    let Delivery::Failed(reason) = deliver(&gw.server.app, &blocked.id, false)
+        .await
+        .expect("deliver")
     else {
         panic!("failed")
     };
@@ -1181,7 +1192,10 @@ async fn messenger_replies_and_receipts() {
     let long = "Delivery inside Germany takes one to two working days. ".repeat(45);
     let message = outbound_message(&gw, "shop-fb", long.trim()).await;
     gw.graph.script([(500, json!({"error": {"message": "An unexpected error has occurred", "code": 2, "is_transient": true}}))]);
-    let Delivery::Sent(ids) = deliver(&gw.server.app, &message.id).await.expect("deliver") else {
+    let Delivery::Sent(ids) = deliver(&gw.server.app, &message.id, false)
+        .await
+        .expect("deliver")
+    else {
         panic!("sent")
     };
     assert_eq!(ids.len(), 2, "2000-character limit");

@@ -482,3 +482,52 @@ async fn corrupt_jobs_are_dead_lettered() {
     };
     assert!(reason.contains("corrupt turn payload"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarting_empty_loses_nothing() {
+    let Some(mut redis) = crate::common::PrivateRedis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let Some(s) = setup(Kind::Memory, |settings| {
+        settings.redis.url = Some(url.clone().try_into().expect("url"));
+        settings.redis.key_prefix = "fdtest:restart".into();
+        settings.worker.sweep_interval_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // Messages stored and queued, then Redis dies and comes back empty.
+    for chat in 1..=5 {
+        s.customer_says(chat, 1, &format!("before {chat}")).await;
+    }
+    redis.restart();
+    // While it is down, ingest still stores (the queueing fails, logged).
+    redis.kill();
+    for chat in 6..=8 {
+        s.customer_says(chat, 1, &format!("during {chat}")).await;
+    }
+    redis.restart();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(frontdesk::worker::run(
+        s.app.clone(),
+        Arc::new(Acknowledger),
+        "restart".into(),
+        stopped,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.replies().len() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lost: {:?}",
+            s.replies()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    run.await.expect("workers stop");
+    for chat in 1..=8 {
+        assert_eq!(s.replies()[&chat].len(), 1, "chat {chat} answered once");
+    }
+}
