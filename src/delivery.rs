@@ -109,8 +109,8 @@ pub async fn deliver(
     }
 }
 
-/// Shows a typing indicator in the conversation's channel. Best effort:
-/// failures are logged, never returned.
+/// Shows a typing indicator in the conversation's channel. Best effort (one
+/// attempt): failures are logged, never returned.
 pub async fn typing(app: &App, conversation_id: &str) {
     let outcome = async {
         let mut conn = app.db.get().await.map_err(|e| e.to_string())?;

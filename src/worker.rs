@@ -382,8 +382,16 @@ impl Worker {
                 conversation: conversation.clone(),
                 messages: messages.clone(),
             };
-            delivery::typing(app, &conversation_id).await;
-            let texts = self.responder.respond(&input).await?;
+            // Typing runs beside the responder: it never holds up a reply.
+            let typing = {
+                let app = app.clone();
+                let id = conversation_id.clone();
+                tokio::spawn(async move { delivery::typing(&app, &id).await })
+            };
+            let texts = self.responder.respond(&input).await;
+            // Finished before the replies go out, so it never lands after them.
+            let _ = typing.await;
+            let texts = texts?;
             let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
             match Message::insert_replies(&mut conn, &conversation, token, covered, &texts)
                 .await

@@ -65,6 +65,18 @@ impl HttpClient {
         Self { client, policy }
     }
 
+    /// The same client, trying once: for best-effort calls such as typing
+    /// indicators, which must never hold up a reply.
+    pub fn once(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            policy: RetryPolicy {
+                max_attempts: 1,
+                ..self.policy
+            },
+        }
+    }
+
     /// POSTs `body` as JSON to `url` until `judge` accepts the response, says
     /// stop, or the attempts run out. `what` names the call in logs; the URL
     /// is never logged (it may hold a token).

@@ -47,31 +47,39 @@ impl Messenger {
     }
 
     async fn post(&self, what: &str, token: &str, body: &Value) -> Result<Value, SendError> {
+        self.post_with(&self.http, what, token, body).await
+    }
+
+    async fn post_with(
+        &self,
+        http: &HttpClient,
+        what: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<Value, SendError> {
         let url = format!("{}/me/messages", self.graph_api_base);
-        self.http
-            .post_json(what, &url, Some(token), body, |status, after, json| {
-                let detail = || {
-                    json["error"]["message"]
-                        .as_str()
-                        .unwrap_or("no error message")
-                        .to_owned()
+        http.post_json(what, &url, Some(token), body, |status, after, json| {
+            let detail = || {
+                json["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no error message")
+                    .to_owned()
+            };
+            // Graph rate limits come as 400 with these codes.
+            let code = json["error"]["code"].as_i64().unwrap_or_default();
+            if matches!(code, 4 | 17 | 32 | 613) || json["error"]["is_transient"] == json!(true) {
+                return Attempt::Retry {
+                    error: format!("rate limited ({code}): {}", detail()),
+                    after,
                 };
-                // Graph rate limits come as 400 with these codes.
-                let code = json["error"]["code"].as_i64().unwrap_or_default();
-                if matches!(code, 4 | 17 | 32 | 613) || json["error"]["is_transient"] == json!(true)
-                {
-                    return Attempt::Retry {
-                        error: format!("rate limited ({code}): {}", detail()),
-                        after,
-                    };
-                }
-                match default_verdict(status, after, detail) {
-                    Attempt::Ok(()) => Attempt::Ok(json.clone()),
-                    Attempt::Retry { error, after } => Attempt::Retry { error, after },
-                    Attempt::Permanent(e) => Attempt::Permanent(e),
-                }
-            })
-            .await
+            }
+            match default_verdict(status, after, detail) {
+                Attempt::Ok(()) => Attempt::Ok(json.clone()),
+                Attempt::Retry { error, after } => Attempt::Retry { error, after },
+                Attempt::Permanent(e) => Attempt::Permanent(e),
+            }
+        })
+        .await
     }
 }
 
@@ -194,7 +202,7 @@ impl Channel for Messenger {
     ) -> Result<(), SendError> {
         let token = page_token(secrets)?;
         let body = json!({ "recipient": { "id": to.external_id }, "sender_action": "typing_on" });
-        self.post("messenger typing", token, &body)
+        self.post_with(&self.http.once(), "messenger typing", token, &body)
             .await
             .map(|_| ())
     }

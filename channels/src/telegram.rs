@@ -130,6 +130,7 @@ impl Channel for Telegram {
         let token = bot_token(secrets)?;
         let body = json!({ "chat_id": chat_id(&to.external_id), "action": "typing" });
         self.http
+            .once()
             .post_json(
                 "telegram sendChatAction",
                 &self.method_url(token, "sendChatAction"),
