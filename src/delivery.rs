@@ -7,12 +7,11 @@
 //! thread under the customer's latest message (`In-Reply-To`, `References`,
 //! `Re:` subject).
 
-use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient, Secrets};
+use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient};
 
 use crate::app::App;
-use crate::crypto::Secret;
 use crate::db::DbError;
-use crate::models::channel_account::{AccountStatus, ChannelAccount, Credentials};
+use crate::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 use crate::models::conversation::Conversation;
 use crate::models::customer::Customer;
 use crate::models::message::{DeliveryStatus, Direction, Message};
@@ -26,14 +25,6 @@ pub enum Delivery {
     Failed(String),
     /// Not pending (already sent, failed, or not outbound): nothing done.
     NotPending,
-}
-
-struct AccountSecrets(Credentials);
-
-impl Secrets for AccountSecrets {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(Secret::expose)
-    }
 }
 
 /// Sends the outbound message `message_id` and records the outcome.
@@ -121,11 +112,9 @@ pub async fn typing(app: &App, conversation_id: &str) {
         let (account, customer) = account_and_customer(app, &mut conn, &conversation)
             .await
             .map_err(|e| e.to_string())??;
-        let secrets = AccountSecrets(
-            account
-                .open_credentials(&app.master_key)
-                .map_err(|e| e.to_string())?,
-        );
+        let secrets = account
+            .secrets(&app.master_key)
+            .map_err(|e| e.to_string())?;
         let to = Recipient {
             external_id: customer.external_user_id,
             email: None,
@@ -185,8 +174,8 @@ async fn target(
             account.public_id
         )));
     }
-    let secrets = match account.open_credentials(&app.master_key) {
-        Ok(credentials) => AccountSecrets(credentials),
+    let secrets = match account.secrets(&app.master_key) {
+        Ok(secrets) => secrets,
         Err(e) => {
             return Ok(Err(format!(
                 "cannot decrypt the account's credentials: {e}"

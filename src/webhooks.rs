@@ -14,10 +14,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use channels::{Channel, ChannelKind, RoutedEvent, Secrets, VerifyError, WebhookRequest};
 use serde_json::json;
 
-use crate::crypto::Secret;
 use crate::error::{ApiError, ErrorKind};
 use crate::ingest::{IngestReport, ingest};
-use crate::models::channel_account::{AccountStatus, ChannelAccount, Credentials};
+use crate::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 use crate::server::{AppState, resource};
 
 /// How long an accepted email token is remembered: the signature window
@@ -45,15 +44,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, email_max_body: usize) {
     );
 }
 
-/// Decrypted credentials, as the adapters read them.
-struct AccountSecrets(Credentials);
-
-impl Secrets for AccountSecrets {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(Secret::expose)
-    }
-}
-
 fn request(req: &HttpRequest, body: web::Bytes) -> WebhookRequest {
     WebhookRequest {
         headers: req
@@ -69,8 +59,7 @@ fn request(req: &HttpRequest, body: web::Bytes) -> WebhookRequest {
 
 fn secrets(state: &AppState, account: &ChannelAccount) -> Result<AccountSecrets, ApiError> {
     account
-        .open_credentials(&state.app.master_key)
-        .map(AccountSecrets)
+        .secrets(&state.app.master_key)
         .map_err(|e| {
             tracing::error!(account = %account.public_id, error = %e, "cannot decrypt channel credentials");
             ApiError::new(ErrorKind::Internal, "the account's credentials cannot be read")

@@ -75,7 +75,22 @@ pub struct AccountSpec {
     pub credentials: Credentials,
 }
 
+/// Decrypted credentials, as the channel adapters read them.
+#[derive(Debug)]
+pub struct AccountSecrets(pub Credentials);
+
+impl channels::Secrets for AccountSecrets {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(Secret::expose)
+    }
+}
+
 impl ChannelAccount {
+    /// Decrypts the credentials for an adapter.
+    pub fn secrets(&self, key: &MasterKey) -> Result<AccountSecrets, CryptoError> {
+        self.open_credentials(key).map(AccountSecrets)
+    }
+
     /// Decrypts the credentials.
     pub fn open_credentials(&self, key: &MasterKey) -> Result<Credentials, CryptoError> {
         let plain = key.open(&self.credentials, &seal_context(&self.public_id))?;
