@@ -280,11 +280,23 @@ async fn open_sqlite(path: &str, busy_ms: u32) -> diesel::ConnectionResult<Sqlit
 fn establish_sqlite(path: &Path, busy_ms: u32) -> diesel::ConnectionResult<SqliteConnection> {
     use diesel::Connection;
     let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
-    conn.batch_execute(&format!(
+    let pragmas = format!(
         "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-    ))
-    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    );
+    // Switching a fresh file to WAL needs a moment alone with it: processes
+    // opening one database together retry instead of failing.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match conn.batch_execute(&pragmas) {
+            Ok(()) => break,
+            Err(e) if attempt < 20 && e.to_string().contains("locked") => {
+                std::thread::sleep(std::time::Duration::from_millis(25 * attempt));
+            }
+            Err(e) => return Err(diesel::ConnectionError::BadConnection(e.to_string())),
+        }
+    }
     Ok(conn)
 }
 

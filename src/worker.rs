@@ -283,6 +283,9 @@ impl Worker {
                 if attempt >= settings.max_attempts {
                     let reason = format!("failed {attempt} times; last error: {error}");
                     broker.dead_letter(claimed, &reason).await?;
+                    // Given up: the sweeper must not bring it back.
+                    let mut conn = self.app.db.get().await?;
+                    Conversation::give_up_unanswered(&mut conn, &job.conversation_id).await?;
                     return Ok(Outcome::DeadLettered { reason });
                 }
                 let delay = Duration::from_millis(
@@ -314,16 +317,15 @@ impl Worker {
         let app = &self.app;
         let conversation_id = job.conversation_id.clone();
         let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
-        // Fence first: from here, turns with an older token cannot write.
-        let token = i64::try_from(lock.token).map_err(|e| e.to_string())?;
-        if !Conversation::start_turn(&mut conn, &conversation_id, token)
+        // Fence first: from here, turns that started earlier cannot write.
+        let Some(token) = Conversation::start_turn(&mut conn, &conversation_id)
             .await
             .map_err(|e| e.to_string())?
-        {
-            return Ok(Outcome::Fenced {
+        else {
+            return Ok(Outcome::NothingToDo {
                 conversation: conversation_id,
             });
-        }
+        };
         let Some(conversation) = Conversation::find(&mut conn, &conversation_id)
             .await
             .map_err(|e| e.to_string())?
@@ -388,7 +390,22 @@ impl Worker {
                 let id = conversation_id.clone();
                 tokio::spawn(async move { delivery::typing(&app, &id).await })
             };
-            let texts = self.responder.respond(&input).await;
+            let texts = {
+                // Keep the lock while the responder thinks, however long.
+                let ttl = self.lock_ttl();
+                let keep_lock = async {
+                    loop {
+                        tokio::time::sleep(ttl / 3).await;
+                        if !app.broker.renew(lock, ttl).await.unwrap_or(false) {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! {
+                    texts = self.responder.respond(&input) => texts,
+                    () = keep_lock => Err("lost the conversation lock while answering".to_owned()),
+                }
+            };
             // Finished before the replies go out, so it never lands after them.
             let _ = typing.await;
             let texts = texts?;
@@ -425,17 +442,25 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string())?;
             drop(conn);
-            let still_ours = now
-                .as_ref()
-                .is_some_and(|c| c.status == ConversationStatus::Bot && c.turn_fence == token);
-            let renewed = app
+            let Some(now) = now else { break };
+            if now.turn_fence != token {
+                // A newer turn took over: it sends what is left.
+                return Ok(Outcome::Fenced {
+                    conversation: conversation_id,
+                });
+            }
+            if now.status != ConversationStatus::Bot {
+                tracing::info!(conversation = %conversation_id, "an agent took over mid-turn; the bot stops");
+                break;
+            }
+            if !app
                 .broker
                 .renew(lock, self.lock_ttl())
                 .await
-                .unwrap_or(false);
-            if !still_ours || !renewed {
-                tracing::info!(conversation = %conversation_id, "conversation changed hands mid-turn; stopping");
-                break;
+                .unwrap_or(false)
+            {
+                // Lock lost: retry, and the retry resumes with these replies.
+                return Err("lost the conversation lock mid-turn".into());
             }
             match delivery::deliver(app, &reply.id, resuming)
                 .await

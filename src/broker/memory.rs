@@ -195,12 +195,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn dead_letters(&self, limit: usize) -> BrokerResult<(Vec<DeadLetter>, u64)> {
-        self.with(|s| {
-            (
-                s.dead.iter().take(limit).cloned().collect(),
-                s.dead.len() as u64,
-            )
-        })
+        self.with(|s| (s.dead.iter().take(limit).cloned().collect(), s.dead_total))
     }
 
     async fn lock(&self, conversation_id: &str, ttl: Duration) -> BrokerResult<Option<Lock>> {

@@ -27,8 +27,9 @@ use super::{
 const GROUP: &str = "workers";
 /// Most dead letters kept.
 const DEAD_LETTER_CAP: isize = 1000;
-/// How long a pending marker lives at most (a safety net; claims clear it).
-const PENDING_TTL_SECS: u64 = 3600;
+/// How long a pending marker lives at most: a safety net (claims, reclaims
+/// and acks clear it); past it, the worst case is one extra, empty turn.
+const PENDING_TTL_SECS: u64 = 300;
 
 /// The Redis broker. Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +37,9 @@ pub struct RedisBroker {
     pool: Pool,
     client: redis::Client,
     prefix: String,
+    /// Where the next `XAUTOCLAIM` scan starts, so turns deep in the
+    /// pending list are reached too.
+    reclaim_cursor: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -68,6 +72,7 @@ impl RedisBroker {
             pool,
             client,
             prefix: prefix.trim_end_matches(':').to_owned(),
+            reclaim_cursor: std::sync::Arc::new(std::sync::Mutex::new("0-0".into())),
         };
         broker.ping().await?;
         broker.ensure_group().await?;
@@ -160,10 +165,16 @@ impl RedisBroker {
         let mut conn = self.conn().await?;
         self.promote_due(&mut conn).await?;
         let stream = self.key("turns");
+        let cursor = self
+            .reclaim_cursor
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| "0-0".into());
         let reclaimed: StreamAutoClaimReply = self
             .with_group(|| {
                 let pool = self.pool.clone();
                 let stream = stream.clone();
+                let cursor = cursor.clone();
                 async move {
                     let mut conn = pooled(&pool).await?;
                     redis::cmd("XAUTOCLAIM")
@@ -171,7 +182,7 @@ impl RedisBroker {
                         .arg(GROUP)
                         .arg(consumer)
                         .arg(reclaim_idle.as_millis() as u64)
-                        .arg("0-0")
+                        .arg(&cursor)
                         .arg("COUNT")
                         .arg(1)
                         .query_async(&mut conn)
@@ -179,9 +190,24 @@ impl RedisBroker {
                 }
             })
             .await?;
+        if let Ok(mut c) = self.reclaim_cursor.lock() {
+            *c = reclaimed.next_stream_id.clone();
+        }
         if let Some(entry) = reclaimed.claimed.into_iter().next() {
-            let deliveries = entry.delivered_count.map_or(2, |d| d as u64);
-            return Ok(Some(self.claimed_from(entry.id, &entry.map, deliveries)));
+            // XAUTOCLAIM does not say how often the entry was handed out.
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            let deliveries = pending.first().map_or(2, |p| p.3);
+            let claimed = self.claimed_from(entry.id, &entry.map, deliveries);
+            self.clear_pending(&mut conn, &claimed).await?;
+            return Ok(Some(claimed));
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let block_ms = left.min(Duration::from_millis(200)).as_millis().max(1) as u64;

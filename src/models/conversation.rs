@@ -158,20 +158,31 @@ impl Conversation {
         }))
     }
 
-    /// Fences a turn: records `token` as the newest turn, unless a newer one
-    /// already started. `false`: this turn is stale and must not write.
-    pub async fn start_turn(conn: &mut DbConn, id: &str, token: i64) -> Result<bool, DbError> {
-        let updated = db_run!(conn: {
-            diesel::update(
-                conversations::table
-                    .find(id)
-                    .filter(conversations::turn_fence.le(token)),
-            )
-            .set(conversations::turn_fence.eq(token))
-            .execute(conn)
-            .await?
+    /// Fences a turn: bumps the conversation's fencing token and returns it
+    /// (`None`: no such conversation). Called under the broker's lock; a
+    /// turn whose token is no longer the stored one must not write. The
+    /// database owns the counter, so it survives broker restarts.
+    pub async fn start_turn(conn: &mut DbConn, id: &str) -> Result<Option<i64>, DbError> {
+        Ok(db_run!(conn: {
+            diesel::update(conversations::table.find(id))
+                .set(conversations::turn_fence.eq(conversations::turn_fence + 1))
+                .returning(conversations::turn_fence)
+                .get_result::<i64>(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// Gives up the conversation's unanswered messages (their turn was
+    /// dead-lettered), so the sweeper stops re-queueing them.
+    pub async fn give_up_unanswered(conn: &mut DbConn, id: &str) -> Result<(), DbError> {
+        db_run!(conn: {
+            diesel::update(conversations::table.find(id))
+                .set(conversations::answered_seq.eq(conversations::last_seq))
+                .execute(conn)
+                .await?;
         });
-        Ok(updated == 1)
+        Ok(())
     }
 
     /// Records that inbound messages up to `covered` are handled, if the
