@@ -146,14 +146,27 @@ async fn telegram(
     let account = account_from_path(&state, kind, &path).await?;
     let request = request(&req, body);
     let adapter = &state.app.channels.telegram;
+    let secrets = secrets(&state, &account)?;
     adapter
-        .verify(&request, &secrets(&state, &account)?)
+        .verify(&request, &secrets)
         .map_err(|e| unauthorized(&state, kind, &e))?;
     require_json(&state, kind, &request)?;
     let events = adapter
         .parse(&request)
         .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let callbacks = channels::telegram::callback_ids(&events);
     let report = ingest(&state.app, &account, events).await?;
+    if !callbacks.is_empty() {
+        // Stop the customer's button spinning; never holds up the answer.
+        let telegram = adapter.clone();
+        tokio::spawn(async move {
+            for id in callbacks {
+                if let Err(error) = telegram.answer_callback(&secrets, &id).await {
+                    tracing::debug!(%error, "callback query not acknowledged");
+                }
+            }
+        });
+    }
     Ok(accepted(&state, kind, &report))
 }
 

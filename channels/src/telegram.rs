@@ -142,6 +142,41 @@ impl Channel for Telegram {
     }
 }
 
+impl Telegram {
+    /// Acknowledges an inline-keyboard press (`answerCallbackQuery`), so the
+    /// customer's button stops spinning. One attempt: best effort.
+    pub async fn answer_callback(
+        &self,
+        secrets: &(dyn Secrets + Sync),
+        callback_id: &str,
+    ) -> Result<(), SendError> {
+        let token = bot_token(secrets)?;
+        self.http
+            .once()
+            .post_json(
+                "telegram answerCallbackQuery",
+                &self.method_url(token, "answerCallbackQuery"),
+                None,
+                &json!({ "callback_query_id": callback_id }),
+                verdict,
+            )
+            .await
+    }
+}
+
+/// The callback query ids among `events` (to acknowledge after storing).
+pub fn callback_ids(events: &[RoutedEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            InboundEvent::Message(m) if m.origin == Origin::Callback => {
+                m.external_id.strip_prefix("callback:").map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn bot_token(secrets: &(dyn Secrets + Sync)) -> Result<&str, SendError> {
     secrets
         .get("bot_token")

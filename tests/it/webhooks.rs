@@ -286,6 +286,22 @@ async fn telegram_verify_parse_dedupe(test_db: TestDb) {
         "an edit is never answered twice"
     );
 
+    // A button press: stored as the customer's words, and acknowledged so
+    // the button stops spinning.
+    let press = fixture("telegram/official-bot-docs-webhooks/13_callback_query.json");
+    let (status, body) = gw.telegram(Some(TG_SECRET), &press).await;
+    assert_eq!((status, body["stored"].as_u64()), (200, Some(1)), "{body}");
+    let mut answered = Vec::new();
+    for _ in 0..100 {
+        answered = gw.telegram.calls("/answerCallbackQuery");
+        if !answered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answered[0].body["callback_query_id"], "4382bfdwdsb323b2d9");
+    queued(&gw.server.app).await;
+
     // Valid but irrelevant: 200 with the reason, nothing stored.
     for skip in [
         "telegram/bottender/groupMessage.json",
@@ -300,7 +316,11 @@ async fn telegram_verify_parse_dedupe(test_db: TestDb) {
             "{skip}: {body}"
         );
     }
-    assert_eq!(gw.messages("shop-tg").await.len(), 1);
+    assert_eq!(
+        gw.messages("shop-tg").await.len(),
+        2,
+        "the button press is the only new message"
+    );
     gw.stop().await;
 }
 

@@ -107,7 +107,7 @@ async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Byte
             "ok": true,
             "result": { "message_id": 5000 + id, "chat": { "id": body["chat_id"] }, "date": 0, "text": body["text"] }
         }))
-    } else if path.ends_with("/sendChatAction") {
+    } else if path.ends_with("/sendChatAction") || path.ends_with("/answerCallbackQuery") {
         HttpResponse::Ok().json(json!({ "ok": true, "result": true }))
     } else if path.ends_with("/me/messages") {
         HttpResponse::Ok().json(json!({
