@@ -316,8 +316,20 @@ fn malformed_master_key_is_refused() {
     assert!(!stderr(&out).contains("too-short"));
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A `frontdesk worker` child, started and ready.
-fn spawn_worker(cwd: &Path, env: &[(&str, &str)]) -> Child {
+fn spawn_worker(cwd: &Path, env: &[(&str, &str)]) -> Guarded {
     let mut child = frontdesk(cwd, env)
         .arg("worker")
         .stdout(Stdio::null())
@@ -333,6 +345,7 @@ fn spawn_worker(cwd: &Path, env: &[(&str, &str)]) -> Child {
             }
         }
     });
+    let child = Guarded(child);
     rx.recv_timeout(Duration::from_secs(60))
         .expect("worker did not start");
     child
@@ -404,14 +417,11 @@ async fn multi_process_bursts_survive_a_killed_worker() {
         if round == 2 {
             // Mid-run: one worker dies without a chance to clean up.
             tokio::time::sleep(Duration::from_millis(150)).await;
-            doomed.kill().expect("SIGKILL");
-            let _ = doomed.wait();
+            doomed.0.kill().expect("SIGKILL");
+            let _ = doomed.0.wait();
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    // Already dead; reaped here on every path.
-    let _ = doomed.kill();
-    let _ = doomed.wait();
     for post in posts {
         assert_eq!(post.await.expect("task").expect("post"), 200);
     }
@@ -459,12 +469,12 @@ async fn multi_process_bursts_survive_a_killed_worker() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(telegram.calls("/sendMessage").len(), settled);
 
-    let pid = survivor.id().to_string();
+    let pid = survivor.0.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
-    let status = survivor.wait().expect("wait");
+    let status = survivor.0.wait().expect("wait");
     assert!(
         status.success(),
         "worker exits cleanly on SIGTERM: {status:?}"
