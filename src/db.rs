@@ -220,16 +220,31 @@ impl Db {
                 let mut conn =
                     establish_sqlite(path, busy_ms).map_err(|e| connect_error(&url, e))?;
                 // Two processes migrating one file at once: the loser fails
-                // on the winner's tables; its retry finds them recorded.
-                let mut attempt = 0;
+                // on the winner's tables; its retry finds them recorded. One
+                // migration at a time, so what this node applied is known
+                // exactly across retries.
+                let mut applied = Vec::new();
+                let mut failures = 0;
                 loop {
-                    attempt += 1;
-                    match conn.run_pending_migrations(SQLITE_MIGRATIONS) {
-                        Ok(applied) => {
-                            break Ok(applied.into_iter().map(|v| v.to_string()).collect());
+                    let next = conn
+                        .pending_migrations(SQLITE_MIGRATIONS)
+                        .map_err(|e| DbError::Migration(e.to_string()))
+                        .map(|pending| pending.into_iter().next());
+                    let next = match next {
+                        Ok(Some(next)) => next,
+                        Ok(None) => break Ok(applied),
+                        Err(_) if failures < 5 => {
+                            failures += 1;
+                            std::thread::sleep(Duration::from_millis(200 * failures));
+                            continue;
                         }
-                        Err(_) if attempt < 5 => {
-                            std::thread::sleep(Duration::from_millis(200 * attempt));
+                        Err(e) => break Err(e),
+                    };
+                    match conn.run_migration(&*next) {
+                        Ok(version) => applied.push(version.to_string()),
+                        Err(_) if failures < 5 => {
+                            failures += 1;
+                            std::thread::sleep(Duration::from_millis(200 * failures));
                         }
                         Err(e) => break Err(DbError::Migration(e.to_string())),
                     }
