@@ -109,7 +109,7 @@ pub async fn typing(app: &App, conversation_id: &str) {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("no such conversation")?;
-        let (account, customer) = account_and_customer(app, &mut conn, &conversation)
+        let (account, customer) = account_and_customer(&mut conn, &conversation)
             .await
             .map_err(|e| e.to_string())??;
         let secrets = account
@@ -139,16 +139,10 @@ struct Target {
 }
 
 async fn account_and_customer(
-    app: &App,
     conn: &mut crate::db::DbConn,
     conversation: &Conversation,
 ) -> Result<Result<(ChannelAccount, Customer), String>, DbError> {
-    let _ = app;
-    let account = crate::models::channel_account::ChannelAccount::find_by_id(
-        conn,
-        &conversation.channel_account_id,
-    )
-    .await?;
+    let account = ChannelAccount::find_by_id(conn, &conversation.channel_account_id).await?;
     let customer = Customer::find_by_id(conn, &conversation.customer_id).await?;
     Ok(match (account, customer) {
         (Some(account), Some(customer)) => Ok((account, customer)),
@@ -164,7 +158,7 @@ async fn target(
     let Some(conversation) = Conversation::find(conn, &message.conversation_id).await? else {
         return Ok(Err("the conversation is gone".into()));
     };
-    let (account, customer) = match account_and_customer(app, conn, &conversation).await? {
+    let (account, customer) = match account_and_customer(conn, &conversation).await? {
         Ok(pair) => pair,
         Err(reason) => return Ok(Err(reason)),
     };

@@ -719,24 +719,8 @@ On Mon, 1 Jan 2026 at 10:00, Shop <support@shop.example> wrote:\r\n> old text\r\
     );
 
     // Our reply threads under the customer's latest message.
-    let Inserted::New(answer) = Message::insert(
-        &mut conn,
-        &NewMessage {
-            conversation_id: &bell.id,
-            channel_account_id: &bell.channel_account_id,
-            direction: Direction::Outbound,
-            author_kind: AuthorKind::Bot,
-            author_user_id: None,
-            body: "We will send a new bell today.",
-            external_id: None,
-            metadata: None,
-        },
-    )
-    .await
-    .expect("insert") else {
-        panic!("new")
-    };
     drop(conn);
+    let answer = reply_in(&gw, bell, "We will send a new bell today.").await;
     let Delivery::Sent(ids) = deliver(&gw.server.app, &answer.id, false)
         .await
         .expect("deliver")
@@ -1034,25 +1018,7 @@ async fn hostile_and_automatic_email(test_db: TestDb) {
         .into_iter()
         .find(|c| c.thread_key == "rt@x")
         .expect("thread");
-    let mut conn = gw.server.app.db.get().await.expect("conn");
-    let Inserted::New(answer) = Message::insert(
-        &mut conn,
-        &NewMessage {
-            conversation_id: &conversation.id,
-            channel_account_id: &conversation.channel_account_id,
-            direction: Direction::Outbound,
-            author_kind: AuthorKind::Bot,
-            author_user_id: None,
-            body: "Sure.",
-            external_id: None,
-            metadata: None,
-        },
-    )
-    .await
-    .expect("insert") else {
-        panic!("new")
-    };
-    drop(conn);
+    let answer = reply_in(&gw, &conversation, "Sure.").await;
     assert!(matches!(
         deliver(&gw.server.app, &answer.id, false)
             .await
@@ -1104,6 +1070,11 @@ async fn rfc2822_thread_from_one_sender_is_one_conversation() {
 
 async fn outbound_message(gw: &Gateway, public_id: &str, text: &str) -> Message {
     let conversation = gw.conversations(public_id).await.remove(0);
+    reply_in(gw, &conversation, text).await
+}
+
+/// A bot reply stored in `conversation`, pending delivery.
+async fn reply_in(gw: &Gateway, conversation: &Conversation, text: &str) -> Message {
     let mut conn = gw.server.app.db.get().await.expect("conn");
     match Message::insert(
         &mut conn,
