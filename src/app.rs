@@ -15,6 +15,7 @@ use crate::broker::redis::RedisBroker;
 use crate::config::{ChannelsSettings, Settings};
 use crate::crypto::MasterKey;
 use crate::db::Db;
+use crate::kb::Knowledge;
 use crate::metrics::Metrics;
 use crate::models::instance_meta;
 use channels::email::Email;
@@ -39,6 +40,11 @@ pub struct App {
     pub bot_files: SyncReport,
     /// The channel adapters.
     pub channels: Channels,
+    /// Knowledge bases: ingestion and this node's search indexes.
+    pub knowledge: Arc<Knowledge>,
+    /// Set once the bot files' knowledge paths were ingested at start-up
+    /// (or when nothing is to be ingested by this process).
+    pub knowledge_synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One adapter per platform, configured from `[channels]`.
@@ -67,6 +73,20 @@ impl Channels {
 /// Opens the database (migrating it), the master key, the bot files and Redis.
 /// `env` resolves the bot files' `env:` secrets.
 pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Result<App> {
+    open_with(settings, env, true).await
+}
+
+/// Like [`open`] for commands that need no broker (`frontdesk kb …`): the
+/// in-process broker stands in, so Redis being down does not stop them.
+pub async fn open_local(settings: Settings, env: &[(String, String)]) -> anyhow::Result<App> {
+    open_with(settings, env, false).await
+}
+
+async fn open_with(
+    settings: Settings,
+    env: &[(String, String)],
+    with_broker: bool,
+) -> anyhow::Result<App> {
     // Bot files first: a bad one stops start-up before anything is written.
     let bot_files = BotFiles::load(&settings.bots.dir, env)?;
     std::fs::create_dir_all(&settings.data_dir)
@@ -88,7 +108,7 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
         channels_disabled = bot_files.channels_disabled,
         "bot files applied"
     );
-    let broker = match &settings.redis.url {
+    let broker = match settings.redis.url.as_ref().filter(|_| with_broker) {
         Some(url) => {
             let pool_size = settings.worker.concurrency * 2 + 8;
             AnyBroker::Redis(
@@ -101,6 +121,11 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
     };
     Ok(App {
         channels: Channels::new(&settings.channels),
+        knowledge: Arc::new(Knowledge::new(
+            &settings.data_dir,
+            &settings.embedding.model_dir,
+        )),
+        knowledge_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         settings: Arc::new(settings),
         db,
         master_key,
@@ -114,4 +139,46 @@ pub async fn open(settings: Settings, env: &[(String, String)]) -> anyhow::Resul
 pub async fn migrate(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let db = Db::connect(&settings.database).await?;
     Ok(db.migrate(&settings.database).await?)
+}
+
+/// Ingests what changed in every active bot's `knowledge` paths (bot files),
+/// then marks start-up sync done. Failures are logged per file; the server
+/// answers meanwhile, `/readyz` says not ready until this finishes.
+pub async fn sync_bot_knowledge(app: App) {
+    use std::sync::atomic::Ordering;
+    app.knowledge_synced.store(false, Ordering::SeqCst);
+    let bots = match app.db.get().await {
+        Ok(mut conn) => crate::models::bot::Bot::file_managed(&mut conn).await,
+        Err(e) => Err(e),
+    };
+    match bots {
+        Ok(bots) => {
+            for bot in bots.iter().filter(|b| !b.knowledge_paths.0.is_empty()) {
+                let paths: Vec<std::path::PathBuf> = bot
+                    .knowledge_paths
+                    .0
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .collect();
+                match app
+                    .knowledge
+                    .ingest_paths(&app.db, bot, &paths, &crate::kb::LogProgress)
+                    .await
+                {
+                    Ok(r) => tracing::info!(
+                        bot = %bot.name,
+                        ingested = r.ingested,
+                        unchanged = r.unchanged,
+                        failed = r.failed.len(),
+                        removed = r.removed,
+                        chunks = r.chunks,
+                        "knowledge synced from the bot file"
+                    ),
+                    Err(e) => tracing::error!(bot = %bot.name, error = %e, "knowledge sync failed"),
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "knowledge sync: cannot list bots"),
+    }
+    app.knowledge_synced.store(true, Ordering::SeqCst);
 }

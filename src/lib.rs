@@ -33,6 +33,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod kb;
 pub mod metrics;
 pub mod models;
 pub mod schema;

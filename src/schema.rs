@@ -58,6 +58,43 @@ diesel::table! {
         source_file -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        knowledge_generation -> BigInt,
+    }
+}
+
+diesel::table! {
+    knowledge_documents (id) {
+        id -> Text,
+        bot_id -> Text,
+        source -> Text,
+        doc_ref -> Text,
+        format -> Text,
+        title -> Nullable<Text>,
+        content_hash -> Text,
+        size_bytes -> BigInt,
+        chunk_count -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    knowledge_chunks (id) {
+        id -> Text,
+        document_id -> Text,
+        bot_id -> Text,
+        ordinal -> Integer,
+        kind -> Text,
+        doc_ref -> Text,
+        title -> Nullable<Text>,
+        heading_path -> Text,
+        body -> Text,
+        page -> Nullable<Integer>,
+        line -> Nullable<Integer>,
+        tokens -> Integer,
+        content_hash -> Text,
+        embeddings -> Nullable<Binary>,
+        embedding_model -> Nullable<Text>,
     }
 }
 
@@ -154,6 +191,8 @@ diesel::table! {
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(bots -> workspaces (workspace_id));
+diesel::joinable!(knowledge_documents -> bots (bot_id));
+diesel::joinable!(knowledge_chunks -> knowledge_documents (document_id));
 diesel::joinable!(channel_accounts -> bots (bot_id));
 diesel::joinable!(customers -> workspaces (workspace_id));
 diesel::joinable!(conversations -> customers (customer_id));
@@ -172,4 +211,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     webhook_tokens,
     audit_log,
+    knowledge_documents,
+    knowledge_chunks,
 );

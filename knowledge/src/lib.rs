@@ -18,6 +18,13 @@
 //! in SQL (the source of truth); the indexes here are rebuildable caches. This
 //! crate knows nothing of the database or the channels.
 
+pub mod chunk;
+pub mod embed;
+pub mod eval;
+pub mod extract;
+pub mod index;
+pub mod models;
+
 use std::fmt;
 use std::str::FromStr;
 

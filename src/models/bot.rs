@@ -274,6 +274,17 @@ impl Bot {
         }))
     }
 
+    /// Every bot, by name.
+    pub async fn all(conn: &mut DbConn) -> Result<Vec<Bot>, DbError> {
+        Ok(db_run!(conn: {
+            bots::table
+                .order(bots::name)
+                .select(Bot::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
     /// Bots whose name is `name`, across workspaces (for commands that take
     /// `--bot NAME`; the caller resolves ambiguity).
     pub async fn find_by_name(conn: &mut DbConn, name: &str) -> Result<Vec<Bot>, DbError> {

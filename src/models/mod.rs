@@ -10,6 +10,7 @@ pub mod channel_account;
 pub mod conversation;
 pub mod customer;
 pub mod instance_meta;
+pub mod knowledge;
 pub mod message;
 pub mod user;
 pub mod workspace;

@@ -1,0 +1,568 @@
+//! `frontdesk kb …`: ingest, list, delete, search and evaluate a bot's
+//! knowledge from the terminal.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use knowledge::index::Retriever;
+
+use crate::app::App;
+use crate::kb::{FileError, FileOutcome, Progress};
+use crate::models::bot::Bot;
+use crate::models::knowledge::Document;
+use crate::models::workspace::Workspace;
+
+/// `frontdesk kb …`
+#[derive(Debug, Subcommand)]
+pub enum KbCommand {
+    /// Ingest files or folders (recursively) into a bot's knowledge. Unchanged
+    /// files are skipped; a folder is mirrored (documents whose files are gone
+    /// are deleted). A file that cannot be read is reported and skipped; the
+    /// exit status is 1 if any file failed.
+    Ingest {
+        /// The bot: NAME, or WORKSPACE/NAME when several workspaces have one.
+        #[arg(long)]
+        bot: String,
+        /// Files and folders (.pdf .docx .html .md .txt, FAQ .csv and .jsonl).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List the documents of one bot, or of every bot.
+    List {
+        #[arg(long)]
+        bot: Option<String>,
+    },
+    /// Delete documents by source path or by file name.
+    Delete {
+        #[arg(long)]
+        bot: String,
+        #[arg(required = true)]
+        documents: Vec<String>,
+    },
+    /// Search a bot's knowledge: ranked chunks with scores, or with
+    /// --queries one JSON line per query:
+    /// {"query_id","results":[{"doc_id","score"}…]}.
+    Search {
+        #[arg(long)]
+        bot: String,
+        /// The question.
+        #[arg(required_unless_present = "queries", conflicts_with = "queries")]
+        query: Option<String>,
+        /// BEIR queries file: one {"_id","text"} JSON object per line.
+        #[arg(long, value_name = "FILE.jsonl")]
+        queries: Option<PathBuf>,
+        /// Results per query (documents with --queries, chunks otherwise).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = RetrieverArg::Hybrid)]
+        retriever: RetrieverArg,
+    },
+    /// Score retrieval against judgements: nDCG, Recall and MRR at --k for
+    /// BM25 alone, vectors alone and hybrid.
+    Eval {
+        #[arg(long)]
+        bot: String,
+        /// BEIR queries file ({"_id","text"} per line).
+        #[arg(long, value_name = "FILE.jsonl")]
+        queries: PathBuf,
+        /// BEIR qrels TSV (query-id, corpus-id, score).
+        #[arg(long, value_name = "FILE.tsv")]
+        qrels: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
+}
+
+/// Which retriever `kb search` uses.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetrieverArg {
+    Hybrid,
+    Bm25,
+    Dense,
+}
+
+impl From<RetrieverArg> for Retriever {
+    fn from(r: RetrieverArg) -> Self {
+        match r {
+            RetrieverArg::Hybrid => Retriever::Hybrid,
+            RetrieverArg::Bm25 => Retriever::FullText,
+            RetrieverArg::Dense => Retriever::Dense,
+        }
+    }
+}
+
+fn retriever_name(r: Retriever) -> &'static str {
+    match r {
+        Retriever::Hybrid => "hybrid",
+        Retriever::FullText => "bm25",
+        Retriever::Dense => "dense",
+    }
+}
+
+/// Runs a `kb` command on an opened app. Returns the exit status.
+pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        KbCommand::Ingest { bot, paths } => ingest(app, &bot, &paths).await,
+        KbCommand::List { bot } => list(app, bot.as_deref())
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
+        KbCommand::Delete { bot, documents } => delete(app, &bot, &documents).await,
+        KbCommand::Search {
+            bot,
+            query,
+            queries,
+            limit,
+            retriever,
+        } => {
+            let bot = resolve_bot(app, &bot).await?;
+            warn_if_degraded(app).await;
+            match (query, queries) {
+                (_, Some(file)) => batch_search(app, &bot, &file, limit, retriever.into()).await?,
+                (Some(q), None) => show_search(app, &bot, &q, limit, retriever.into()).await?,
+                (None, None) => bail!("give a query, or --queries FILE.jsonl"),
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        KbCommand::Eval {
+            bot,
+            queries,
+            qrels,
+            k,
+        } => {
+            let bot = resolve_bot(app, &bot).await?;
+            warn_if_degraded(app).await;
+            eval(app, &bot, &queries, &qrels, k)
+                .await
+                .map(|()| std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn warn_if_degraded(app: &App) {
+    if let Some(why) = app.knowledge.degraded().await {
+        eprintln!("warning: {why}");
+    }
+}
+
+/// `NAME` or `WORKSPACE/NAME`.
+pub async fn resolve_bot(app: &App, spec: &str) -> anyhow::Result<Bot> {
+    let mut conn = app.db.get().await?;
+    if let Some((workspace, name)) = spec.split_once('/') {
+        let Some(ws) = Workspace::find_by_slug(&mut conn, workspace).await? else {
+            bail!("no workspace `{workspace}`");
+        };
+        return Bot::find(&mut conn, &ws.id, name)
+            .await?
+            .with_context(|| format!("no bot `{name}` in workspace `{workspace}`"));
+    }
+    let mut bots = Bot::find_by_name(&mut conn, spec).await?;
+    match bots.len() {
+        0 => bail!("no bot named `{spec}` (bots come from config/bots/*.toml or the API)"),
+        1 => Ok(bots.remove(0)),
+        n => bail!("{n} workspaces have a bot named `{spec}`; say which: --bot WORKSPACE/{spec}"),
+    }
+}
+
+/// Progress bars: files, chunks, embeddings; per-file results above them.
+struct Bars {
+    multi: MultiProgress,
+    files: ProgressBar,
+    chunks: ProgressBar,
+    embeddings: ProgressBar,
+    plain: bool,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let multi = MultiProgress::new();
+        let style = |template: &str| {
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        let files = multi.add(
+            ProgressBar::new(0).with_style(style("files      [{bar:30}] {pos}/{len} {wide_msg}")),
+        );
+        let chunks = multi.add(ProgressBar::new(0).with_style(style("chunks     {pos} stored")));
+        let embeddings = multi.add(ProgressBar::new(0).with_style(style(
+            "embeddings [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )));
+        let plain = multi.is_hidden();
+        Bars {
+            multi,
+            files,
+            chunks,
+            embeddings,
+            plain,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.plain {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn files(&self, total: usize) {
+        self.files.set_length(total as u64);
+    }
+    fn file_started(&self, source: &str) {
+        self.files.set_message(short(source));
+    }
+    fn chunked(&self, _source: &str, _chunks: usize, to_embed: usize) {
+        self.embeddings.inc_length(to_embed as u64);
+    }
+    fn embedded(&self, _n: usize) {
+        // Counted in texts; the bar's length is in chunks, so count chunks
+        // from file_done instead and keep this for the rate.
+    }
+    fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
+        self.files.inc(1);
+        match result {
+            Ok(FileOutcome::Ingested {
+                chunks,
+                embedded,
+                reused,
+            }) => {
+                self.chunks.inc(*chunks as u64);
+                self.embeddings
+                    .inc((*chunks - reused).min(*embedded) as u64);
+                self.line(&format!(
+                    "ok        {source}: {chunks} chunks ({reused} unchanged)"
+                ));
+            }
+            Ok(FileOutcome::Unchanged) => self.line(&format!("unchanged {source}")),
+            Err(e) => self.line(&format!("FAILED    {source}: {e}")),
+        }
+    }
+    fn skipped(&self, path: &Path, reason: &str) {
+        self.line(&format!("skipped   {}: {reason}", path.display()));
+    }
+}
+
+fn short(source: &str) -> String {
+    Path::new(source)
+        .file_name()
+        .map_or_else(|| source.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+    let bot = resolve_bot(app, bot).await?;
+    for path in paths {
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
+        }
+    }
+    warn_if_degraded(app).await;
+    let bars = Bars::new();
+    let started = std::time::Instant::now();
+    let report = app
+        .knowledge
+        .ingest_paths(&app.db, &bot, paths, &bars)
+        .await?;
+    bars.files.finish_and_clear();
+    bars.chunks.finish_and_clear();
+    bars.embeddings.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "bot {}: {} file(s) ingested ({} chunks; {} texts embedded, {} chunks reused), {} unchanged, {} failed, {} skipped, {} removed in {:.1} s",
+        bot.name,
+        report.ingested,
+        report.chunks,
+        report.embedded,
+        report.reused,
+        report.unchanged,
+        report.failed.len(),
+        report.skipped,
+        report.removed,
+        secs
+    );
+    for (source, error) in &report.failed {
+        eprintln!("failed: {source}: {error}");
+    }
+    Ok(if report.failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+async fn list(app: &App, bot: Option<&str>) -> anyhow::Result<()> {
+    let bots = match bot {
+        Some(spec) => vec![resolve_bot(app, spec).await?],
+        None => {
+            let mut conn = app.db.get().await?;
+            Bot::all(&mut conn).await?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for bot in bots {
+        let docs = {
+            let mut conn = app.db.get().await?;
+            Document::list(&mut conn, &bot.id).await?
+        };
+        let chunks: i64 = docs.iter().map(|d| i64::from(d.chunk_count)).sum();
+        writeln!(
+            out,
+            "{} ({} documents, {} chunks)",
+            bot.name,
+            docs.len(),
+            chunks
+        )?;
+        for d in docs {
+            writeln!(
+                out,
+                "  {:<10} {:>6} chunks {:>9} bytes  {}  {}",
+                d.format,
+                d.chunk_count,
+                d.size_bytes,
+                d.updated_at.format("%Y-%m-%d %H:%M"),
+                d.source
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete(
+    app: &App,
+    bot: &str,
+    documents: &[String],
+) -> anyhow::Result<std::process::ExitCode> {
+    let bot = resolve_bot(app, bot).await?;
+    let docs = {
+        let mut conn = app.db.get().await?;
+        Document::list(&mut conn, &bot.id).await?
+    };
+    let mut status = std::process::ExitCode::SUCCESS;
+    for wanted in documents {
+        let canonical = std::fs::canonicalize(wanted)
+            .ok()
+            .map(|p| p.display().to_string());
+        let matches: Vec<&Document> = docs
+            .iter()
+            .filter(|d| {
+                d.source == *wanted || Some(&d.source) == canonical.as_ref() || d.doc_ref == *wanted
+            })
+            .collect();
+        match matches.as_slice() {
+            [doc] => {
+                app.knowledge.delete(&app.db, &bot, &doc.source).await?;
+                println!("deleted {}", doc.source);
+            }
+            [] => {
+                eprintln!(
+                    "error: bot {} has no document `{wanted}` (see `frontdesk kb list --bot {}`)",
+                    bot.name, bot.name
+                );
+                status = std::process::ExitCode::FAILURE;
+            }
+            many => {
+                eprintln!(
+                    "error: `{wanted}` matches {} documents; give the full source path",
+                    many.len()
+                );
+                status = std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(status)
+}
+
+async fn show_search(
+    app: &App,
+    bot: &Bot,
+    query: &str,
+    limit: usize,
+    retriever: Retriever,
+) -> anyhow::Result<()> {
+    let outcome = app
+        .knowledge
+        .search(&app.db, bot, query, limit, retriever)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "confidence {:.2} ({})",
+        outcome.confidence,
+        retriever_name(outcome.retriever)
+    )?;
+    if outcome.hits.is_empty() {
+        writeln!(out, "no results")?;
+    }
+    for (i, hit) in outcome.hits.iter().enumerate() {
+        let c = &hit.chunk;
+        let title = c.title.clone().unwrap_or_else(|| c.heading_path.clone());
+        let at = match (c.page, c.line) {
+            (Some(p), _) => format!(" (page {p})"),
+            (None, Some(l)) => format!(" (line {l})"),
+            _ => String::new(),
+        };
+        let parts: Vec<String> = [
+            hit.bm25.map(|b| format!("bm25 {b:.2}")),
+            hit.cosine.map(|c| format!("cosine {c:.3}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        writeln!(
+            out,
+            "{:>2}. {:.3}  {}{}  {}  [{}]",
+            i + 1,
+            hit.score,
+            c.doc_ref,
+            at,
+            title,
+            parts.join(", ")
+        )?;
+        let snippet: String = c.body.chars().take(240).collect();
+        let ellipsis = if c.body.chars().count() > 240 {
+            "…"
+        } else {
+            ""
+        };
+        writeln!(out, "    {}{}", snippet.replace('\n', " "), ellipsis)?;
+    }
+    Ok(())
+}
+
+/// `(id, text)` of each query in a BEIR queries file.
+fn read_queries(file: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut queries = Vec::new();
+    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", file.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not JSON", file.display(), n + 1))?;
+        let id = match &value["_id"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => match &value["id"] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => bail!("{} line {}: no \"_id\"", file.display(), n + 1),
+            },
+        };
+        let Some(text) = value["text"].as_str() else {
+            bail!("{} line {}: no \"text\"", file.display(), n + 1);
+        };
+        queries.push((id, text.to_owned()));
+    }
+    Ok(queries)
+}
+
+/// The best `limit` documents for a query: chunk hits collapsed to their
+/// document, keeping its best score.
+async fn ranked_documents(
+    app: &App,
+    bot: &Bot,
+    query: &str,
+    limit: usize,
+    retriever: Retriever,
+) -> anyhow::Result<Vec<(String, f32)>> {
+    let (results, _) = app
+        .knowledge
+        .search_index(
+            &app.db,
+            bot,
+            query,
+            limit.saturating_mul(5).max(50),
+            retriever,
+        )
+        .await?;
+    let mut docs: Vec<(String, f32)> = Vec::new();
+    for hit in results.hits {
+        if !docs.iter().any(|(d, _)| *d == hit.doc_ref) {
+            docs.push((hit.doc_ref, hit.score));
+        }
+        if docs.len() == limit {
+            break;
+        }
+    }
+    Ok(docs)
+}
+
+async fn batch_search(
+    app: &App,
+    bot: &Bot,
+    file: &Path,
+    limit: usize,
+    retriever: Retriever,
+) -> anyhow::Result<()> {
+    let queries = read_queries(file)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (id, text) in queries {
+        let docs = ranked_documents(app, bot, &text, limit, retriever).await?;
+        let results: Vec<serde_json::Value> = docs
+            .into_iter()
+            .map(|(doc_id, score)| serde_json::json!({ "doc_id": doc_id, "score": score }))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "query_id": id, "results": results })
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn eval(app: &App, bot: &Bot, queries: &Path, qrels: &Path, k: usize) -> anyhow::Result<()> {
+    let queries = read_queries(queries)?;
+    let qrels = knowledge::eval::parse_qrels(
+        &std::fs::read_to_string(qrels)
+            .with_context(|| format!("cannot read {}", qrels.display()))?,
+    );
+    println!(
+        "{:<8} {:>9} {:>10} {:>8} {:>8}",
+        "",
+        format!("nDCG@{k}"),
+        format!("Recall@{k}"),
+        format!("MRR@{k}"),
+        "queries"
+    );
+    for retriever in [Retriever::FullText, Retriever::Dense, Retriever::Hybrid] {
+        let mut run = HashMap::new();
+        let mut used = retriever;
+        for (id, text) in &queries {
+            let (results, _) = app
+                .knowledge
+                .search_index(&app.db, bot, text, k.saturating_mul(5).max(50), retriever)
+                .await?;
+            used = results.retriever;
+            let mut docs: Vec<String> = Vec::new();
+            for hit in results.hits {
+                if !docs.contains(&hit.doc_ref) {
+                    docs.push(hit.doc_ref);
+                }
+            }
+            run.insert(id.clone(), docs);
+        }
+        let s = knowledge::eval::evaluate(&qrels, &run, k);
+        let note = if used == retriever {
+            String::new()
+        } else {
+            format!("  (fell back to {})", retriever_name(used))
+        };
+        println!(
+            "{:<8} {:>9.3} {:>10.3} {:>8.3} {:>8}{note}",
+            retriever_name(retriever),
+            s.ndcg,
+            s.recall,
+            s.mrr,
+            s.queries
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,728 @@
+//! Knowledge bases: ingesting documents into SQL, and keeping this node's
+//! search index of each bot current with SQL.
+//!
+//! Ingesting a file: read → hash (an unchanged file is skipped) → extract and
+//! chunk (off the async threads) → reuse stored vectors of unchanged chunks
+//! (same content hash) → embed the rest in batches → replace the document and
+//! its chunks in one transaction (bumping the bot's knowledge generation) →
+//! bring the index up to date. A file that fails leaves nothing behind and the
+//! ingest goes on with the next.
+//!
+//! Searching first makes sure the bot's index is at the database's
+//! generation: it reloads what another process wrote, or applies the
+//! difference between the chunk ids in SQL and in the index. A deleted index
+//! directory is the same case with an empty index.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
+use knowledge::embed::{EmbedError, Embedder, TokenCounter};
+use knowledge::extract::{ExtractError, Limits};
+use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
+use knowledge::models::{DIMENSIONS, MODEL_ID, ModelPaths};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::db::{Db, DbError};
+use crate::models::bot::Bot;
+use crate::models::knowledge::{
+    ChunkRow, Document, NewChunk, NewDocument, pack_vectors, unpack_vectors,
+};
+
+/// Texts embedded per blocking call (one progress step).
+const EMBED_STEP: usize = 64;
+/// Chunks loaded from SQL and applied to the index at a time.
+const SYNC_BATCH: usize = 2_000;
+
+/// Why a knowledge operation failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("search index: {0}")]
+    Index(#[from] IndexError),
+    #[error("embedding: {0}")]
+    Embed(#[from] EmbedError),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// Why one file was not ingested. The ingest goes on with the others.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Kb(#[from] KbError),
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// Stored: `chunks` chunks, `embedded` texts embedded now, `reused`
+    /// chunks whose vectors were already stored.
+    Ingested {
+        chunks: usize,
+        embedded: usize,
+        reused: usize,
+    },
+    /// Same bytes as the stored version: nothing to do.
+    Unchanged,
+}
+
+/// Receives progress events; the CLI draws bars, the server logs.
+pub trait Progress: Send + Sync {
+    /// Files found under the paths.
+    fn files(&self, _total: usize) {}
+    /// A file is being read.
+    fn file_started(&self, _source: &str) {}
+    /// A file produced `chunks` chunks, `to_embed` of them need vectors.
+    fn chunked(&self, _source: &str, _chunks: usize, _to_embed: usize) {}
+    /// `n` more texts were embedded.
+    fn embedded(&self, _n: usize) {}
+    /// A file is done, one way or the other.
+    fn file_done(&self, _source: &str, _result: &Result<FileOutcome, FileError>) {}
+    /// A file was skipped (unsupported type, hidden).
+    fn skipped(&self, _path: &Path, _reason: &str) {}
+}
+
+/// Progress as log lines (the server's start-up sync).
+#[derive(Debug)]
+pub struct LogProgress;
+impl Progress for LogProgress {
+    fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
+        match result {
+            Ok(FileOutcome::Ingested {
+                chunks,
+                embedded,
+                reused,
+            }) => {
+                tracing::info!(source, chunks, embedded, reused, "knowledge file ingested");
+            }
+            Ok(FileOutcome::Unchanged) => tracing::debug!(source, "knowledge file unchanged"),
+            Err(error) => tracing::error!(source, %error, "knowledge file not ingested"),
+        }
+    }
+    fn skipped(&self, path: &Path, reason: &str) {
+        tracing::warn!(path = %path.display(), reason, "knowledge file skipped");
+    }
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug)]
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Totals of one ingest.
+#[derive(Debug, Default, Clone)]
+pub struct IngestReport {
+    pub ingested: usize,
+    pub unchanged: usize,
+    pub failed: Vec<(String, String)>,
+    pub skipped: usize,
+    pub removed: usize,
+    pub chunks: usize,
+    pub embedded: usize,
+    pub reused: usize,
+}
+
+/// A search hit with its chunk.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub chunk: ChunkRow,
+    pub score: f32,
+    pub bm25: Option<f32>,
+    pub cosine: Option<f32>,
+}
+
+/// Ranked chunks and how much to trust them.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    pub hits: Vec<Found>,
+    pub confidence: f32,
+    pub retriever: Retriever,
+}
+
+/// The knowledge service of one process.
+pub struct Knowledge {
+    index_root: PathBuf,
+    model_paths: ModelPaths,
+    embedder: OnceCell<Result<Arc<Embedder>, EmbedError>>,
+    counter: OnceCell<Arc<TokenCounter>>,
+    indexes: Mutex<HashMap<String, Arc<KnowledgeIndex>>>,
+    /// One sync at a time in this process (the index's file lock covers other
+    /// processes).
+    sync: tokio::sync::Mutex<()>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Knowledge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knowledge")
+            .field("index_root", &self.index_root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn join_err(e: &tokio::task::JoinError) -> KbError {
+    KbError::Join(e.to_string())
+}
+
+/// sha256 of bytes, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Knowledge {
+    /// Indexes live under `data_dir/knowledge/<bot id>/`; the model is read
+    /// from `model_dir` on first use.
+    pub fn new(data_dir: &Path, model_dir: &Path) -> Knowledge {
+        Knowledge {
+            index_root: data_dir.join("knowledge"),
+            model_paths: ModelPaths::new(model_dir),
+            embedder: OnceCell::new(),
+            counter: OnceCell::new(),
+            indexes: Mutex::new(HashMap::new()),
+            sync: tokio::sync::Mutex::new(()),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The embedding model, loaded once (about half a second). When it is
+    /// missing, says so once, loudly, with the command that fetches it.
+    pub async fn embedder(&self) -> Result<Arc<Embedder>, EmbedError> {
+        self.embedder
+            .get_or_init(|| async {
+                let paths = self.model_paths.clone();
+                let loaded = tokio::task::spawn_blocking(move || Embedder::load(&paths, None))
+                    .await
+                    .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+                match &loaded {
+                    Ok(_) => tracing::info!(model = MODEL_ID, "embedding model loaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY")
+                    }
+                }
+                loaded.map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    /// `None` when vectors work; otherwise why not (for `/readyz`).
+    pub async fn degraded(&self) -> Option<String> {
+        self.embedder().await.err().map(|e| e.to_string())
+    }
+
+    async fn counter(&self) -> Arc<TokenCounter> {
+        self.counter
+            .get_or_init(|| async {
+                let paths = self.model_paths.clone();
+                tokio::task::spawn_blocking(move || Arc::new(TokenCounter::load(&paths)))
+                    .await
+                    .unwrap_or_else(|_| Arc::new(TokenCounter::Estimate))
+            })
+            .await
+            .clone()
+    }
+
+    /// Ingests files and folders (recursively) into `bot`'s knowledge. A
+    /// folder is mirrored: documents once ingested from under it whose file
+    /// is gone are deleted.
+    pub async fn ingest_paths(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> Result<IngestReport, KbError> {
+        let mut report = IngestReport::default();
+        let mut files = Vec::new();
+        let mut folders = Vec::new();
+        for path in paths {
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            if path.is_dir() {
+                collect_files(&path, &mut files, &mut |p, why| {
+                    report.skipped += 1;
+                    progress.skipped(p, why);
+                });
+                folders.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+        progress.files(files.len());
+        for path in &files {
+            let source = path.display().to_string();
+            progress.file_started(&source);
+            let result = self.ingest_file(db, bot, path, progress).await;
+            progress.file_done(&source, &result);
+            match result {
+                Ok(FileOutcome::Ingested {
+                    chunks,
+                    embedded,
+                    reused,
+                }) => {
+                    report.ingested += 1;
+                    report.chunks += chunks;
+                    report.embedded += embedded;
+                    report.reused += reused;
+                }
+                Ok(FileOutcome::Unchanged) => report.unchanged += 1,
+                Err(e) => report.failed.push((source, e.to_string())),
+            }
+        }
+        // Mirror folders: drop documents whose files are gone.
+        if !folders.is_empty() {
+            let present: HashSet<String> = files.iter().map(|p| p.display().to_string()).collect();
+            let mut conn = db.get().await?;
+            for doc in Document::list(&mut conn, &bot.id).await? {
+                let under = folders
+                    .iter()
+                    .any(|f| Path::new(&doc.source).starts_with(f));
+                if under && !present.contains(&doc.source) && !Path::new(&doc.source).exists() {
+                    Document::delete(&mut conn, &bot.id, &doc.source).await?;
+                    report.removed += 1;
+                }
+            }
+            drop(conn);
+            if report.removed > 0 {
+                self.index(db, bot).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ingests one file from disk (its canonical path is its source).
+    pub async fn ingest_file(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        path: &Path,
+        progress: &dyn Progress,
+    ) -> Result<FileOutcome, FileError> {
+        let limit = self.limits.max_file_bytes;
+        let meta = tokio::fs::metadata(path).await.map_err(FileError::Read)?;
+        if meta.len() > limit {
+            return Err(ExtractError::TooLarge {
+                size: meta.len(),
+                limit,
+            }
+            .into());
+        }
+        let bytes = tokio::fs::read(path).await.map_err(FileError::Read)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.ingest_bytes(db, bot, &path.display().to_string(), &name, bytes, progress)
+            .await
+    }
+
+    /// Ingests one file's bytes under `source` (replacing what was stored
+    /// under it); `name` is the file name (its extension picks the format,
+    /// and it is the document id search results report).
+    pub async fn ingest_bytes(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        source: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        progress: &dyn Progress,
+    ) -> Result<FileOutcome, FileError> {
+        let content_hash = sha256_hex(&bytes);
+        let embedder = self.embedder().await.ok();
+        {
+            let mut conn = db.get().await.map_err(KbError::from)?;
+            if let Some(existing) = Document::find(&mut conn, &bot.id, source)
+                .await
+                .map_err(KbError::from)?
+                && existing.content_hash == content_hash
+            {
+                // Unchanged, unless it was stored without vectors that can now be made.
+                let complete = embedder.is_none()
+                    || ChunkRow::ids_of_document(&mut conn, &existing.id, MODEL_ID)
+                        .await
+                        .map_err(KbError::from)?
+                        .iter()
+                        .all(|(_, embedded)| *embedded);
+                if complete {
+                    return Ok(FileOutcome::Unchanged);
+                }
+            }
+        }
+        let counter = self.counter().await;
+        let limits = self.limits;
+        let file_name = name.to_owned();
+        let size = bytes.len() as i64;
+        let (format, title, chunks) = tokio::task::spawn_blocking(move || {
+            let doc = knowledge::extract::extract(&file_name, &bytes, &limits)?;
+            let chunks = knowledge::chunk::chunk(&doc, &counter, ChunkSizes::default());
+            Ok::<_, ExtractError>((doc.format, doc.title, chunks))
+        })
+        .await
+        .map_err(|e| KbError::Join(e.to_string()))??;
+        if chunks.is_empty() {
+            return Err(ExtractError::Empty.into());
+        }
+
+        let hashes: Vec<String> = chunks.iter().map(Chunk::content_hash).collect();
+        let reusable = {
+            let mut conn = db.get().await.map_err(KbError::from)?;
+            ChunkRow::embeddings_by_hash(&mut conn, &bot.id, &hashes, MODEL_ID)
+                .await
+                .map_err(KbError::from)?
+        };
+        let to_embed: Vec<usize> = if embedder.is_some() {
+            (0..chunks.len())
+                .filter(|&i| !reusable.contains_key(&hashes[i]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        progress.chunked(source, chunks.len(), to_embed.len());
+        let mut fresh: HashMap<usize, Vec<Vec<f32>>> = HashMap::new();
+        let mut embedded = 0;
+        if let Some(embedder) = &embedder {
+            // Texts: a passage has one vector; an FAQ entry with a question
+            // two (question with answer, then the question alone).
+            let mut texts: Vec<(usize, String)> = Vec::new();
+            for &i in &to_embed {
+                texts.push((i, chunks[i].embedding_text()));
+                if chunks[i].kind == ChunkKind::Faq
+                    && let Some(q) = &chunks[i].title
+                {
+                    texts.push((i, q.clone()));
+                }
+            }
+            for step in texts.chunks(EMBED_STEP) {
+                let batch: Vec<String> = step.iter().map(|(_, t)| t.clone()).collect();
+                let model = embedder.clone();
+                let vectors = tokio::task::spawn_blocking(move || model.embed(&batch))
+                    .await
+                    .map_err(|e| KbError::Join(e.to_string()))?
+                    .map_err(KbError::from)?;
+                for ((i, _), v) in step.iter().zip(vectors) {
+                    fresh.entry(*i).or_default().push(v);
+                }
+                embedded += step.len();
+                progress.embedded(step.len());
+            }
+        }
+
+        let doc_ref = name.to_owned();
+        let mut reused = 0;
+        let rows: Vec<NewChunk> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let vectors = match fresh.remove(&i) {
+                    Some(v) => Some(pack_vectors(&v)),
+                    None => reusable.get(&hashes[i]).cloned().inspect(|_| reused += 1),
+                };
+                NewChunk {
+                    kind: c.kind.as_str(),
+                    doc_ref: c.entry_id.clone().unwrap_or_else(|| doc_ref.clone()),
+                    title: c.title.clone(),
+                    heading_path: c.heading_label(),
+                    body: c.text.clone(),
+                    page: c.location.page.and_then(|p| i32::try_from(p).ok()),
+                    line: c.location.line.and_then(|l| i32::try_from(l).ok()),
+                    tokens: i32::try_from(c.tokens).unwrap_or(i32::MAX),
+                    content_hash: hashes[i].clone(),
+                    embedding_model: vectors.as_ref().map(|_| MODEL_ID.to_owned()),
+                    embeddings: vectors,
+                }
+            })
+            .collect();
+        let new_doc = NewDocument {
+            source: source.to_owned(),
+            doc_ref,
+            format: format.name().to_owned(),
+            title,
+            content_hash,
+            size_bytes: size,
+        };
+        {
+            let mut conn = db.get().await.map_err(KbError::from)?;
+            Document::replace(&mut conn, &bot.id, &new_doc, &rows)
+                .await
+                .map_err(KbError::from)?;
+        }
+        self.index(db, bot).await?;
+        Ok(FileOutcome::Ingested {
+            chunks: rows.len(),
+            embedded,
+            reused,
+        })
+    }
+
+    /// Deletes the bot's document `source`; `false` if there was none.
+    pub async fn delete(&self, db: &Db, bot: &Bot, source: &str) -> Result<bool, KbError> {
+        let deleted = {
+            let mut conn = db.get().await?;
+            Document::delete(&mut conn, &bot.id, source).await?
+        };
+        if deleted.is_some() {
+            self.index(db, bot).await?;
+        }
+        Ok(deleted.is_some())
+    }
+
+    /// The bot's index, brought up to the database's generation first.
+    pub async fn index(&self, db: &Db, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
+        let generation = {
+            let mut conn = db.get().await?;
+            u64::try_from(ChunkRow::generation(&mut conn, &bot.id).await?).unwrap_or(0)
+        };
+        let index = self.open_index(bot).await?;
+        if index.generation() == generation {
+            return Ok(index);
+        }
+        let _one_at_a_time = self.sync.lock().await;
+        let reloaded = {
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || index.refresh(generation))
+                .await
+                .map_err(|e| join_err(&e))??
+        };
+        if reloaded {
+            return Ok(index);
+        }
+        self.catch_up(db, bot, &index, generation).await?;
+        Ok(index)
+    }
+
+    async fn open_index(&self, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
+        if let Ok(map) = self.indexes.lock()
+            && let Some(index) = map.get(&bot.id)
+            && index.language() == bot.language
+        {
+            return Ok(index.clone());
+        }
+        let dir = self.index_root.join(&bot.id);
+        let language = bot.language;
+        let index = tokio::task::spawn_blocking(move || KnowledgeIndex::open(&dir, language))
+            .await
+            .map_err(|e| join_err(&e))??;
+        let index = Arc::new(index);
+        if let Ok(mut map) = self.indexes.lock() {
+            map.insert(bot.id.clone(), index.clone());
+        }
+        Ok(index)
+    }
+
+    /// Applies the difference between SQL and the index.
+    async fn catch_up(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        index: &Arc<KnowledgeIndex>,
+        generation: u64,
+    ) -> Result<(), KbError> {
+        let started = std::time::Instant::now();
+        let in_sql: HashMap<String, bool> = {
+            let mut conn = db.get().await?;
+            ChunkRow::ids(&mut conn, &bot.id, MODEL_ID)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let in_index = index.chunk_ids();
+        let removed: Vec<String> = in_index
+            .keys()
+            .filter(|id| !in_sql.contains_key(*id))
+            .cloned()
+            .collect();
+        // New chunks, and chunks whose vectors appeared or went.
+        let mut added: Vec<String> = in_sql
+            .iter()
+            .filter(|(id, v)| in_index.get(*id) != Some(v))
+            .map(|(id, _)| id.clone())
+            .collect();
+        added.sort();
+        let total = added.len();
+        let batches: Vec<&[String]> = added.chunks(SYNC_BATCH).collect();
+        let last = batches.len().saturating_sub(1);
+        if batches.is_empty() {
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || index.apply(&removed, &[], generation))
+                .await
+                .map_err(|e| join_err(&e))??;
+            return Ok(());
+        }
+        let mut removed = Some(removed);
+        for (n, ids) in batches.into_iter().enumerate() {
+            let rows = {
+                let mut conn = db.get().await?;
+                ChunkRow::by_ids(&mut conn, &bot.id, ids).await?
+            };
+            let chunks: Vec<IndexedChunk> = rows.into_iter().map(indexed).collect();
+            let gone = removed.take().unwrap_or_default();
+            // Intermediate batches keep the old generation: a crash half-way
+            // leaves the index marked stale.
+            let at = if n == last {
+                generation
+            } else {
+                index.generation()
+            };
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || index.apply(&gone, &chunks, at))
+                .await
+                .map_err(|e| join_err(&e))??;
+        }
+        tracing::info!(
+            bot = %bot.name,
+            generation,
+            added = total,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "knowledge index brought up to date"
+        );
+        Ok(())
+    }
+
+    /// Searches the bot's knowledge. `limit` chunks at most.
+    pub async fn search(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        query: &str,
+        limit: usize,
+        retriever: Retriever,
+    ) -> Result<SearchOutcome, KbError> {
+        let (results, _) = self.search_index(db, bot, query, limit, retriever).await?;
+        let ids: Vec<String> = results.hits.iter().map(|h| h.chunk_id.clone()).collect();
+        let rows = {
+            let mut conn = db.get().await?;
+            ChunkRow::by_ids(&mut conn, &bot.id, &ids).await?
+        };
+        let mut by_id: HashMap<String, ChunkRow> =
+            rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let hits = results
+            .hits
+            .into_iter()
+            .filter_map(|h| {
+                let mut chunk = by_id.remove(&h.chunk_id)?;
+                chunk.embeddings = None;
+                Some(Found {
+                    chunk,
+                    score: h.score,
+                    bm25: h.bm25,
+                    cosine: h.cosine,
+                })
+            })
+            .collect();
+        Ok(SearchOutcome {
+            hits,
+            confidence: results.confidence,
+            retriever: results.retriever,
+        })
+    }
+
+    /// Searches without loading the chunks: ids, document refs and scores.
+    pub async fn search_index(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        query: &str,
+        limit: usize,
+        retriever: Retriever,
+    ) -> Result<(SearchResults, Arc<KnowledgeIndex>), KbError> {
+        let index = self.index(db, bot).await?;
+        let vector = match (retriever, self.embedder().await) {
+            (Retriever::FullText, _) | (_, Err(_)) => None,
+            (_, Ok(embedder)) => {
+                let q = query.to_owned();
+                let v = tokio::task::spawn_blocking(move || embedder.embed(&[q]))
+                    .await
+                    .map_err(|e| join_err(&e))??;
+                v.into_iter().next()
+            }
+        };
+        let query = query.to_owned();
+        let searched = index.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            searched.search(&query, vector.as_deref(), limit, retriever)
+        })
+        .await
+        .map_err(|e| join_err(&e))??;
+        Ok((results, index))
+    }
+}
+
+impl ChunkRow {
+    /// Ids of a document's chunks, each with whether it has vectors from
+    /// `model`.
+    pub async fn ids_of_document(
+        conn: &mut crate::db::DbConn,
+        document_id: &str,
+        model: &str,
+    ) -> Result<Vec<(String, bool)>, DbError> {
+        use crate::db_run;
+        use crate::schema::knowledge_chunks;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let rows: Vec<(String, Option<String>)> = db_run!(conn: {
+            knowledge_chunks::table
+                .filter(knowledge_chunks::document_id.eq(document_id))
+                .select((knowledge_chunks::id, knowledge_chunks::embedding_model))
+                .load(conn)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, m)| (id, m.as_deref() == Some(model)))
+            .collect())
+    }
+}
+
+fn indexed(row: ChunkRow) -> IndexedChunk {
+    let kind = if row.kind == "faq" {
+        ChunkKind::Faq
+    } else {
+        ChunkKind::Passage
+    };
+    let vectors = match (&row.embeddings, row.embedding_model.as_deref()) {
+        (Some(bytes), Some(MODEL_ID)) => unpack_vectors(bytes, DIMENSIONS).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    IndexedChunk {
+        id: row.id,
+        doc_ref: row.doc_ref,
+        kind,
+        title: row.title.unwrap_or(row.heading_path),
+        text: row.body,
+        vectors,
+    }
+}
+
+/// Files under `dir`, sorted, skipping hidden entries and unsupported types.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut dyn FnMut(&Path, &str)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        skipped(dir, "cannot read the folder");
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out, skipped);
+        } else if knowledge::extract::Format::from_file_name(&name).is_some() {
+            out.push(path);
+        } else {
+            skipped(&path, "unsupported file type");
+        }
+    }
+}
