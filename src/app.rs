@@ -147,6 +147,24 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<Vec<String>> {
 pub async fn sync_bot_knowledge(app: App) {
     use std::sync::atomic::Ordering;
     app.knowledge_synced.store(false, Ordering::SeqCst);
+    let paths = knowledge::models::ModelPaths::new(&app.settings.embedding.model_dir);
+    if app.settings.embedding.auto_install && !paths.missing().is_empty() {
+        tracing::warn!(dir = %paths.dir.display(), "embedding model missing: fetching it (embedding.auto_install)");
+        let fetched = tokio::task::spawn_blocking(move || {
+            knowledge::models::install(&paths, &mut |line| tracing::info!("{line}"))
+        })
+        .await;
+        match fetched {
+            Ok(Ok(_)) => tracing::info!("embedding model installed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot fetch the embedding model; run `frontdesk models install` by hand")
+            }
+            Err(e) => tracing::error!(error = %e, "embedding model installer stopped"),
+        }
+    }
+    // Load the model now (and say loudly if it is missing), not on the
+    // first customer question.
+    let _ = app.knowledge.embedder().await;
     let bots = match app.db.get().await {
         Ok(mut conn) => crate::models::bot::Bot::file_managed(&mut conn).await,
         Err(e) => Err(e),

@@ -156,6 +156,9 @@ async fn serve(
     let listener = TcpListener::bind(bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     let app = crate::app::open(settings, env).await?;
+    app.knowledge_synced
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::spawn(crate::app::sync_bot_knowledge(app.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = with_worker.then(|| {
         tokio::spawn(crate::worker::run(

@@ -191,6 +191,10 @@ pub struct EmbeddingSettings {
     /// ONNX Runtime library, model and tokenizer files. Default
     /// `$XDG_CACHE_HOME/frontdesk/models`, else `~/.cache/frontdesk/models`.
     pub model_dir: PathBuf,
+    /// When the model is missing at `serve` start-up, fetch it (as `frontdesk
+    /// models install` does) before the knowledge sync; search runs on BM25
+    /// alone until it is there, or for good if fetching fails.
+    pub auto_install: bool,
 }
 
 /// `[llm]`
@@ -425,6 +429,7 @@ impl Settings {
             },
             embedding: EmbeddingSettings {
                 model_dir: cache.join("frontdesk").join("models"),
+                auto_install: true,
             },
             llm: LlmSettings {
                 provider: LlmProvider::Extractive,

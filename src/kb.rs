@@ -213,6 +213,13 @@ impl Knowledge {
             .clone()
     }
 
+    /// Whether the model loaded (`None`: not tried yet), without waiting.
+    pub fn embedder_status(&self) -> Option<Result<(), String>> {
+        self.embedder
+            .get()
+            .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
+    }
+
     /// `None` when vectors work; otherwise why not (for `/readyz`).
     pub async fn degraded(&self) -> Option<String> {
         self.embedder().await.err().map(|e| e.to_string())

@@ -280,6 +280,21 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "bot_files".into(),
         json!({ "ok": true, "files": state.app.bot_files.files }),
     );
+    let synced = state
+        .app
+        .knowledge_synced
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let mut knowledge =
+        json!({ "ok": synced, "startup_sync": if synced { "done" } else { "running" } });
+    match state.app.knowledge.embedder_status() {
+        Some(Ok(())) => knowledge["search"] = json!("hybrid"),
+        Some(Err(why)) => {
+            knowledge["search"] = json!("bm25_only");
+            knowledge["degraded"] = json!(why);
+        }
+        None => knowledge["search"] = json!("loading"),
+    }
+    checks.insert("knowledge".into(), knowledge);
     let ready = checks.values().all(|c| c["ok"] == json!(true));
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
     if ready {

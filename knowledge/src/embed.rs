@@ -66,11 +66,11 @@ impl Embedder {
     pub fn load(paths: &ModelPaths, threads: Option<usize>) -> Result<Embedder, EmbedError> {
         let missing = paths.missing();
         if !missing.is_empty() {
-            let missing = missing
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let missing = format!(
+                "{} of its files missing in {}",
+                missing.len(),
+                paths.dir.display()
+            );
             return Err(EmbedError::NotInstalled { missing });
         }
         load_runtime(paths)?;

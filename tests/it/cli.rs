@@ -29,24 +29,28 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn frontdesk(cwd: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn frontdesk(cwd: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdesk"));
     cmd.current_dir(cwd)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", cwd)
+        // A fresh HOME has no embedding model; fetching 130 MB per test is
+        // not what these tests are about (tests/it/knowledge.rs uses the
+        // installed model).
+        .env("FRONTDESK__EMBEDDING__AUTO_INSTALL", "false")
         .envs(env.iter().copied());
     cmd
 }
 
-fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     frontdesk(cwd, env)
         .args(args)
         .output()
         .expect("run frontdesk")
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -161,10 +165,31 @@ impl Served {
 
 async fn ready_then_graceful_stop(cwd: &Path, env: &[(&str, &str)]) {
     let served = serve(cwd, env);
-    let res = served.get("/readyz").await;
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.expect("json");
+    // Ready once the demo bot's knowledge is ingested (503 until then).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let body: serde_json::Value = loop {
+        let res = served.get("/readyz").await;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.expect("json");
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(
+            body["checks"]["knowledge"]["startup_sync"], "running",
+            "{body}"
+        );
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(body["status"], "ready");
+    // A fresh HOME has no embedding model: search says it runs on BM25 alone.
+    assert_eq!(body["checks"]["knowledge"]["search"], "bm25_only", "{body}");
+    assert!(
+        body["checks"]["knowledge"]["degraded"]
+            .as_str()
+            .is_some_and(|d| d.contains("frontdesk models install")),
+        "{body}"
+    );
     assert_eq!(
         body["checks"]["bot_files"]["files"], 1,
         "the demo bot is applied"

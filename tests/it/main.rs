@@ -12,6 +12,7 @@
 mod broker;
 mod cli;
 mod common;
+mod knowledge;
 mod migrations;
 mod server;
 mod storage;

@@ -12,8 +12,26 @@ use super::{
     normalize_line, text_too_large,
 };
 
-const QUESTION_COLUMNS: [&str; 5] = ["question", "q", "title", "frage", "pregunta"];
-const ANSWER_COLUMNS: [&str; 5] = ["answer", "a", "text", "antwort", "respuesta"];
+const QUESTION_COLUMNS: [&str; 7] = [
+    "question",
+    "q",
+    "title",
+    "frage",
+    "pregunta",
+    "question_text",
+    "query",
+];
+const ANSWER_COLUMNS: [&str; 9] = [
+    "answer",
+    "a",
+    "text",
+    "antwort",
+    "respuesta",
+    "body",
+    "content",
+    "response",
+    "answer_text",
+];
 const ID_COLUMNS: [&str; 2] = ["_id", "id"];
 
 /// Collects entries, dropping those without an answer and bounding the text.
