@@ -33,6 +33,8 @@ use crate::models::knowledge::{
 
 /// Texts embedded per blocking call (one progress step).
 const EMBED_STEP: usize = 64;
+/// Most results one search returns.
+pub const MAX_RESULTS: usize = 1_000;
 /// Chunks loaded from SQL and applied to the index at a time.
 const SYNC_BATCH: usize = 2_000;
 
@@ -296,16 +298,15 @@ impl Knowledge {
                     report.removed += 1;
                 }
             }
-            drop(conn);
-            if report.removed > 0 {
-                self.index(db, bot).await?;
-            }
         }
+        // One index update for the whole ingest, not one per file.
+        self.index(db, bot).await?;
         Ok(report)
     }
 
-    /// Ingests one file from disk (its canonical path is its source).
-    pub async fn ingest_file(
+    /// Ingests one file from disk (its canonical path is its source). The
+    /// index is brought up to date by the caller.
+    async fn ingest_file(
         &self,
         db: &Db,
         bot: &Bot,
@@ -326,7 +327,8 @@ impl Knowledge {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.ingest_bytes(db, bot, &path.display().to_string(), &name, bytes, progress)
+        let source = path.display().to_string();
+        self.store_bytes(db, bot, &source, &name, bytes, progress, false)
             .await
     }
 
@@ -341,6 +343,21 @@ impl Knowledge {
         name: &str,
         bytes: Vec<u8>,
         progress: &dyn Progress,
+    ) -> Result<FileOutcome, FileError> {
+        self.store_bytes(db, bot, source, name, bytes, progress, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_bytes(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        source: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        progress: &dyn Progress,
+        sync_index: bool,
     ) -> Result<FileOutcome, FileError> {
         let content_hash = sha256_hex(&bytes);
         let embedder = self.embedder().await.ok();
@@ -461,7 +478,9 @@ impl Knowledge {
                 .await
                 .map_err(KbError::from)?;
         }
-        self.index(db, bot).await?;
+        if sync_index {
+            self.index(db, bot).await?;
+        }
         Ok(FileOutcome::Ingested {
             chunks: rows.len(),
             embedded,
@@ -483,26 +502,40 @@ impl Knowledge {
 
     /// The bot's index, brought up to the database's generation first.
     pub async fn index(&self, db: &Db, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
-        let generation = {
-            let mut conn = db.get().await?;
-            u64::try_from(ChunkRow::generation(&mut conn, &bot.id).await?).unwrap_or(0)
-        };
+        let generation = self.sql_generation(db, bot).await?;
         let index = self.open_index(bot).await?;
         if index.generation() == generation {
             return Ok(index);
         }
         let _one_at_a_time = self.sync.lock().await;
-        let reloaded = {
-            let index = index.clone();
-            tokio::task::spawn_blocking(move || index.refresh(generation))
-                .await
-                .map_err(|e| join_err(&e))??
-        };
-        if reloaded {
-            return Ok(index);
+        // Another task may have caught up while this one waited.
+        let generation = self.sql_generation(db, bot).await?;
+        for _ in 0..5 {
+            let (base, in_index) = {
+                let index = index.clone();
+                tokio::task::spawn_blocking(move || index.snapshot())
+                    .await
+                    .map_err(|e| join_err(&e))??
+            };
+            if base >= generation {
+                return Ok(index);
+            }
+            if self
+                .catch_up(db, bot, &index, base, &in_index, generation)
+                .await?
+            {
+                return Ok(index);
+            }
         }
-        self.catch_up(db, bot, &index, generation).await?;
-        Ok(index)
+        Err(KbError::Index(IndexError::Io {
+            path: self.index_root.join(&bot.id),
+            source: std::io::Error::other("other processes kept changing the index; try again"),
+        }))
+    }
+
+    async fn sql_generation(&self, db: &Db, bot: &Bot) -> Result<u64, KbError> {
+        let mut conn = db.get().await?;
+        Ok(u64::try_from(ChunkRow::generation(&mut conn, &bot.id).await?).unwrap_or(0))
     }
 
     async fn open_index(&self, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
@@ -524,14 +557,17 @@ impl Knowledge {
         Ok(index)
     }
 
-    /// Applies the difference between SQL and the index.
+    /// Applies the difference between SQL and the index's snapshot at
+    /// `base`. `false`: another process changed the index meanwhile.
     async fn catch_up(
         &self,
         db: &Db,
         bot: &Bot,
         index: &Arc<KnowledgeIndex>,
+        base: u64,
+        in_index: &HashMap<String, bool>,
         generation: u64,
-    ) -> Result<(), KbError> {
+    ) -> Result<bool, KbError> {
         let started = std::time::Instant::now();
         let in_sql: HashMap<String, bool> = {
             let mut conn = db.get().await?;
@@ -540,7 +576,6 @@ impl Knowledge {
                 .into_iter()
                 .collect()
         };
-        let in_index = index.chunk_ids();
         let removed: Vec<String> = in_index
             .keys()
             .filter(|id| !in_sql.contains_key(*id))
@@ -554,34 +589,35 @@ impl Knowledge {
             .collect();
         added.sort();
         let total = added.len();
-        let batches: Vec<&[String]> = added.chunks(SYNC_BATCH).collect();
-        let last = batches.len().saturating_sub(1);
-        if batches.is_empty() {
-            let index = index.clone();
-            tokio::task::spawn_blocking(move || index.apply(&removed, &[], generation))
-                .await
-                .map_err(|e| join_err(&e))??;
-            return Ok(());
-        }
+        let batches: Vec<&[String]> = if added.is_empty() {
+            vec![&[]]
+        } else {
+            added.chunks(SYNC_BATCH).collect()
+        };
+        let last = batches.len() - 1;
         let mut removed = Some(removed);
+        let mut base = base;
         for (n, ids) in batches.into_iter().enumerate() {
-            let rows = {
+            let rows = if ids.is_empty() {
+                Vec::new()
+            } else {
                 let mut conn = db.get().await?;
                 ChunkRow::by_ids(&mut conn, &bot.id, ids).await?
             };
             let chunks: Vec<IndexedChunk> = rows.into_iter().map(indexed).collect();
             let gone = removed.take().unwrap_or_default();
-            // Intermediate batches keep the old generation: a crash half-way
-            // leaves the index marked stale.
-            let at = if n == last {
-                generation
-            } else {
-                index.generation()
-            };
+            // Until the last batch the index is marked incomplete
+            // (generation 0): a crash half-way leaves it stale, not wrong.
+            let at = if n == last { generation } else { 0 };
             let index = index.clone();
-            tokio::task::spawn_blocking(move || index.apply(&gone, &chunks, at))
-                .await
-                .map_err(|e| join_err(&e))??;
+            let applied =
+                tokio::task::spawn_blocking(move || index.apply_from(base, &gone, &chunks, at))
+                    .await
+                    .map_err(|e| join_err(&e))??;
+            if !applied {
+                return Ok(false);
+            }
+            base = at;
         }
         tracing::info!(
             bot = %bot.name,
@@ -590,7 +626,7 @@ impl Knowledge {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "knowledge index brought up to date"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Searches the bot's knowledge. `limit` chunks at most.
@@ -640,6 +676,7 @@ impl Knowledge {
         limit: usize,
         retriever: Retriever,
     ) -> Result<(SearchResults, Arc<KnowledgeIndex>), KbError> {
+        let limit = limit.clamp(1, MAX_RESULTS);
         let index = self.index(db, bot).await?;
         let vector = match (retriever, self.embedder().await) {
             (Retriever::FullText, _) | (_, Err(_)) => None,

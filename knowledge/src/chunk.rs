@@ -33,6 +33,9 @@ impl Default for ChunkSizes {
     }
 }
 
+/// Headings longer than this are treated as paragraphs.
+const MAX_HEADING_TOKENS: usize = 32;
+
 /// Whether a chunk is an FAQ entry (question + answer) or a passage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkKind {
@@ -167,6 +170,29 @@ impl<'a> Chunker<'a> {
     fn run(mut self, blocks: &[Block]) -> Vec<Chunk> {
         for block in blocks {
             match block.kind {
+                // A "heading" longer than a heading can be (a paragraph
+                // styled as one) would be copied into every chunk below it.
+                BlockKind::Heading(_) if self.counter.count(&block.text) > MAX_HEADING_TOKENS => {
+                    let tokens = self.counter.count(&block.text);
+                    if tokens <= self.sizes.max_tokens {
+                        self.push(Piece {
+                            text: block.text.clone(),
+                            tokens,
+                            location: block.location,
+                            tight: false,
+                        });
+                    } else {
+                        for part in self.split_long(&block.text) {
+                            let tokens = self.counter.count(&part);
+                            self.push(Piece {
+                                text: part,
+                                tokens,
+                                location: block.location,
+                                tight: false,
+                            });
+                        }
+                    }
+                }
                 BlockKind::Heading(level) => {
                     self.flush(false);
                     self.headings.retain(|(l, _)| *l < level);
@@ -476,6 +502,19 @@ mod tests {
             chunks[0].text,
             chunks[1].text
         );
+    }
+
+    #[test]
+    fn an_overlong_heading_is_a_paragraph_not_a_path() {
+        let long = "This paragraph was styled as a heading by mistake and goes on and on about returns, refunds, parcels and the many conditions that apply to them, which nobody reads, and which a heading should never contain at all";
+        let d = doc(vec![
+            block(BlockKind::Heading(2), long, 1),
+            block(BlockKind::Paragraph, "Refunds take five days.", 2),
+        ]);
+        let chunks = chunk(&d, &TokenCounter::Estimate, ChunkSizes::default());
+        assert_eq!(chunks.len(), 1);
+        assert!(chunks[0].heading_path.is_empty());
+        assert!(chunks[0].text.starts_with("This paragraph"));
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! commit and the state file never leaves duplicates. A missing, damaged or
 //! outdated directory (other language, other format) opens empty, and the
 //! same `apply` rebuilds it from SQL. Writers in several processes take
-//! turns through a file lock; readers reload on [`KnowledgeIndex::refresh`].
+//! turns through a file lock; a sync starts from [`KnowledgeIndex::snapshot`]
+//! (what is on disk now) and [`KnowledgeIndex::apply_from`] refuses a
+//! difference computed against a state that another process has since changed.
 //!
 //! # Search
 //!
@@ -61,6 +63,9 @@ const ANALYZER: &str = "frontdesk";
 /// its optimum is flat between 0.1 and 0.2 — BM25 mostly breaks ties among
 /// close vector matches.
 pub const FUSION_BM25_WEIGHT: f32 = 0.15;
+/// In hybrid search, a chunk without vectors (ingested while the model was
+/// missing) scores this share of its normalized BM25 in place of a cosine.
+const NO_VECTOR_WEIGHT: f32 = 0.6;
 /// The question of an FAQ entry weighs more than the answer's words: the
 /// title field is boosted this much in BM25.
 const TITLE_BOOST: f32 = 2.5;
@@ -271,8 +276,9 @@ impl State {
 pub struct KnowledgeIndex {
     dir: PathBuf,
     language: Language,
-    index: Index,
-    reader: IndexReader,
+    /// Replaced whenever the directory was rebuilt (by this process or
+    /// another).
+    reader: RwLock<IndexReader>,
     fields: Fields,
     state: RwLock<State>,
 }
@@ -347,62 +353,34 @@ impl KnowledgeIndex {
     /// Opens the index in `dir`, or creates it empty (generation 0) when it
     /// is missing, damaged, or built for another language or format.
     pub fn open(dir: &Path, language: Language) -> Result<KnowledgeIndex, IndexError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
         let _lock = DirLock::acquire(dir)?;
-        match Self::open_existing(dir, language) {
-            Ok(Some(index)) => return Ok(index),
-            Ok(None) => {}
+        let (index, state) = match Self::open_existing(dir, language) {
+            Ok(Some(found)) => found,
+            Ok(None) => reset_dir(dir, language)?,
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; rebuilding it from the database")
+                tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; rebuilding it from the database");
+                reset_dir(dir, language)?
             }
-        }
-        let tantivy_dir = dir.join("tantivy");
-        let _ = fs::remove_dir_all(&tantivy_dir);
-        let _ = fs::remove_file(dir.join("state.bin"));
-        fs::create_dir_all(&tantivy_dir).map_err(io_err(&tantivy_dir))?;
-        let (schema, fields) = schema();
-        let index = Index::create_in_dir(&tantivy_dir, schema)?;
-        let state = State::default();
-        write_state(dir, language, &state)?;
-        Self::finish_open(dir, language, index, fields, state)
-    }
-
-    fn open_existing(dir: &Path, language: Language) -> Result<Option<KnowledgeIndex>, IndexError> {
-        let Some(state) = read_state(dir, language)? else {
-            return Ok(None);
         };
-        let tantivy_dir = dir.join("tantivy");
-        if !tantivy_dir.join("meta.json").is_file() {
-            return Ok(None);
-        }
-        let index = Index::open_in_dir(&tantivy_dir)?;
-        let (expected, fields) = schema();
-        if index.schema() != expected {
-            return Ok(None);
-        }
-        Self::finish_open(dir, language, index, fields, state).map(Some)
-    }
-
-    fn finish_open(
-        dir: &Path,
-        language: Language,
-        index: Index,
-        fields: Fields,
-        state: State,
-    ) -> Result<KnowledgeIndex, IndexError> {
-        index.tokenizers().register(ANALYZER, analyzer(language));
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
+        let (_, fields) = schema();
         Ok(KnowledgeIndex {
             dir: dir.to_path_buf(),
             language,
-            index,
-            reader,
+            reader: RwLock::new(reader_of(&index)?),
             fields,
             state: RwLock::new(state),
         })
+    }
+
+    /// The tantivy index and state on disk, if both are there and current.
+    fn open_existing(dir: &Path, language: Language) -> Result<Option<(Index, State)>, IndexError> {
+        let Some(state) = read_state(dir, language)? else {
+            return Ok(None);
+        };
+        match open_tantivy(dir, language)? {
+            Some(index) => Ok(Some((index, state))),
+            None => Ok(None),
+        }
     }
 
     pub fn language(&self) -> Language {
@@ -459,46 +437,90 @@ impl KnowledgeIndex {
         self.len().0 == 0
     }
 
-    /// Picks up what another process wrote: if the state on disk is at
-    /// `generation`, reload it and the full-text reader. Returns whether the
-    /// index is now at `generation`.
-    pub fn refresh(&self, generation: u64) -> Result<bool, IndexError> {
-        if self.generation() == generation {
-            return Ok(true);
-        }
+    /// The starting point of a sync: under the directory lock, makes this
+    /// process's view equal to what is on disk (another process may have
+    /// written; a missing or damaged directory is reset to empty at
+    /// generation 0) and returns that generation with the chunk ids (each
+    /// with whether it has vectors). Diff against these, then [`apply_from`].
+    ///
+    /// [`apply_from`]: KnowledgeIndex::apply_from
+    pub fn snapshot(&self) -> Result<(u64, HashMap<String, bool>), IndexError> {
         let _lock = DirLock::acquire(&self.dir)?;
-        let Some(state) = read_state(&self.dir, self.language)? else {
-            return Ok(false);
+        let state = match Self::open_existing(&self.dir, self.language)? {
+            Some((index, state)) => {
+                self.replace_reader(&index)?;
+                state
+            }
+            None => {
+                tracing::warn!(dir = %self.dir.display(), "knowledge index missing or damaged; rebuilding it from the database");
+                let (index, state) = reset_dir(&self.dir, self.language)?;
+                self.replace_reader(&index)?;
+                state
+            }
         };
-        if state.generation != generation {
-            return Ok(false);
-        }
-        self.reader.reload()?;
+        let generation = state.generation;
         if let Ok(mut s) = self.state.write() {
             *s = state;
         }
-        Ok(true)
+        Ok((generation, self.chunk_ids()))
+    }
+
+    fn replace_reader(&self, index: &Index) -> Result<(), IndexError> {
+        let reader = reader_of(index)?;
+        if let Ok(mut r) = self.reader.write() {
+            *r = reader;
+        }
+        Ok(())
     }
 
     /// Removes chunks by id and adds (or replaces) chunks, then records
-    /// `generation`. Durable when it returns.
+    /// `generation`, starting from whatever is on disk. Durable when it
+    /// returns. (Syncs from a database use [`snapshot`] and [`apply_from`].)
+    ///
+    /// [`snapshot`]: KnowledgeIndex::snapshot
+    /// [`apply_from`]: KnowledgeIndex::apply_from
     pub fn apply(
         &self,
         removed: &[String],
         added: &[IndexedChunk],
         generation: u64,
     ) -> Result<(), IndexError> {
+        loop {
+            let (base, _) = self.snapshot()?;
+            if self.apply_from(base, removed, added, generation.max(base))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies a difference computed against the [`snapshot`] at `base`:
+    /// removes chunks by id, adds (or replaces) chunks, records `generation`.
+    /// Returns `false`, changing nothing, when the disk is no longer at
+    /// `base` (another process wrote meanwhile): take a new snapshot.
+    ///
+    /// [`snapshot`]: KnowledgeIndex::snapshot
+    pub fn apply_from(
+        &self,
+        base: u64,
+        removed: &[String],
+        added: &[IndexedChunk],
+        generation: u64,
+    ) -> Result<bool, IndexError> {
         for chunk in added {
             if let Some(v) = chunk.vectors.iter().find(|v| v.len() != DIMENSIONS) {
                 return Err(IndexError::Dimensions(v.len()));
             }
         }
         let _lock = DirLock::acquire(&self.dir)?;
-        // Start from what is on disk: another process may have written since.
-        let mut state = read_state(&self.dir, self.language)?.unwrap_or_default();
-        let mut writer = self
-            .index
-            .writer_with_num_threads::<TantivyDocument>(1, 32 * 1024 * 1024)?;
+        let Some((index, mut state)) = Self::open_existing(&self.dir, self.language)? else {
+            return Ok(false);
+        };
+        if state.generation != base {
+            return Ok(false);
+        }
+        // Opened afresh under the lock: tantivy's list of its own files is
+        // read at open, and another process may have changed it.
+        let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 32 * 1024 * 1024)?;
         let gone: HashSet<&str> = removed
             .iter()
             .map(String::as_str)
@@ -515,7 +537,8 @@ impl KnowledgeIndex {
             ))?;
         }
         writer.commit()?;
-        drop(writer);
+        // Let the merges the commit started finish, under the lock.
+        writer.wait_merging_threads()?;
 
         // Drop removed and replaced chunks, compacting slots.
         let mut remap = HashMap::new();
@@ -543,11 +566,11 @@ impl KnowledgeIndex {
         state.reindex();
         state.generation = generation;
         write_state(&self.dir, self.language, &state)?;
-        self.reader.reload()?;
+        self.replace_reader(&index)?;
         if let Ok(mut s) = self.state.write() {
             *s = state;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Searches for `query` (and its vector, when the model is loaded);
@@ -568,7 +591,9 @@ impl KnowledgeIndex {
             Retriever::Dense | Retriever::Hybrid if !has_vectors => Retriever::FullText,
             r => r,
         };
-        let limit = limit.max(1);
+        // A result list longer than the index is pointless (and a huge limit
+        // would make tantivy reserve memory for it).
+        let limit = limit.clamp(1, state.chunks.len().max(1));
         let candidates = CANDIDATES.max(limit);
         let state_ref: &State = &state;
         // The two retrievers run side by side: on two cores a hybrid query
@@ -603,12 +628,22 @@ impl KnowledgeIndex {
                 candidates
                     .into_iter()
                     .map(|slot| {
+                        let b = bm25_of.get(&slot).copied();
+                        let b_norm = b.map_or(0.0, |b| b / max_bm25.max(f32::EPSILON));
+                        let has_vectors = state
+                            .vector_ranges
+                            .get(slot as usize)
+                            .is_some_and(|(_, n)| *n > 0);
+                        if !has_vectors {
+                            // Stored while the model was missing: its words
+                            // stand in for its meaning, so it still ranks.
+                            let score = NO_VECTOR_WEIGHT * b_norm + FUSION_BM25_WEIGHT * b_norm;
+                            return hit(&state, slot, score, b, None);
+                        }
                         let cosine = dense
                             .get(&slot)
                             .copied()
                             .unwrap_or_else(|| chunk_cosine(&state, slot, q));
-                        let b = bm25_of.get(&slot).copied();
-                        let b_norm = b.map_or(0.0, |b| b / max_bm25.max(f32::EPSILON));
                         let score = cosine + FUSION_BM25_WEIGHT * b_norm;
                         hit(&state, slot, score, b, Some(cosine))
                     })
@@ -651,7 +686,10 @@ impl KnowledgeIndex {
             }
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
+        let searcher = match self.reader.read() {
+            Ok(r) => r.searcher(),
+            Err(_) => return Ok(Vec::new()),
+        };
         let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());
         for (score, address) in top {
@@ -779,7 +817,9 @@ impl KnowledgeIndex {
     /// How many of `terms` occur in the chunk `chunk_id` (title or text).
     fn terms_in_chunk(&self, chunk_id: &str, terms: &[String]) -> usize {
         let key = Term::from_field_u64(self.fields.key, chunk_key(chunk_id));
-        let searcher = self.reader.searcher();
+        let Ok(searcher) = self.reader.read().map(|r| r.searcher()) else {
+            return 0;
+        };
         terms
             .iter()
             .filter(|t| {
@@ -817,11 +857,48 @@ impl KnowledgeIndex {
     }
 }
 
+/// Wipes `dir` and creates an empty index at generation 0.
+fn reset_dir(dir: &Path, language: Language) -> Result<(Index, State), IndexError> {
+    let tantivy_dir = dir.join("tantivy");
+    let _ = fs::remove_dir_all(&tantivy_dir);
+    let _ = fs::remove_file(dir.join("state.bin"));
+    fs::create_dir_all(&tantivy_dir).map_err(io_err(&tantivy_dir))?;
+    let (schema, _) = schema();
+    let index = Index::create_in_dir(&tantivy_dir, schema)?;
+    index.tokenizers().register(ANALYZER, analyzer(language));
+    let state = State::default();
+    write_state(dir, language, &state)?;
+    Ok((index, state))
+}
+
+/// The tantivy index in `dir`, if it is there with the expected schema.
+fn open_tantivy(dir: &Path, language: Language) -> Result<Option<Index>, IndexError> {
+    let tantivy_dir = dir.join("tantivy");
+    if !tantivy_dir.join("meta.json").is_file() {
+        return Ok(None);
+    }
+    let index = Index::open_in_dir(&tantivy_dir)?;
+    if index.schema() != schema().0 {
+        return Ok(None);
+    }
+    index.tokenizers().register(ANALYZER, analyzer(language));
+    Ok(Some(index))
+}
+
+fn reader_of(index: &Index) -> Result<IndexReader, IndexError> {
+    Ok(index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?)
+}
+
 /// An exclusive lock on the index directory, across processes.
 struct DirLock(fs::File);
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<DirLock, IndexError> {
+        // The directory may have been deleted under a running process.
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(".lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -1094,7 +1171,7 @@ mod tests {
     }
 
     #[test]
-    fn another_process_writes_are_picked_up_by_refresh() {
+    fn another_process_writes_and_a_deleted_directory_are_picked_up_by_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
         let reader = KnowledgeIndex::open(dir.path(), Language::English).expect("open");
         let writer = KnowledgeIndex::open(dir.path(), Language::English).expect("open 2");
@@ -1108,7 +1185,8 @@ mod tests {
                 .hits
                 .is_empty()
         );
-        assert!(reader.refresh(5).expect("refresh"));
+        let (generation, ids) = reader.snapshot().expect("snapshot");
+        assert_eq!((generation, ids.len()), (5, 1));
         assert_eq!(
             reader
                 .search("kiwi", None, 5, Retriever::FullText)
@@ -1117,6 +1195,24 @@ mod tests {
                 .len(),
             1
         );
-        assert!(!reader.refresh(6).expect("refresh"));
+        // A diff against an old snapshot is refused, not applied.
+        assert!(!reader.apply_from(4, &[], &[], 6).expect("apply_from"));
+        // The directory deleted under a running process: reset, then rebuilt.
+        std::fs::remove_dir_all(dir.path()).expect("rm");
+        let (generation, ids) = reader.snapshot().expect("snapshot after rm");
+        assert_eq!((generation, ids.len()), (0, 0));
+        assert!(
+            reader
+                .apply_from(0, &[], &[chunk("a", "", "kiwi fruit", vec![])], 7)
+                .expect("rebuild")
+        );
+        assert_eq!(
+            reader
+                .search("kiwi", None, 5, Retriever::FullText)
+                .expect("search")
+                .hits
+                .len(),
+            1
+        );
     }
 }
