@@ -22,10 +22,14 @@ fn corrupt(reason: impl Into<String>) -> ExtractError {
 }
 
 pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ExtractError::Empty);
+    }
     let head = &bytes[..bytes.len().min(1024)];
     if !head.windows(5).any(|w| w == b"%PDF-") {
         return Err(corrupt("no %PDF header: not a PDF file"));
     }
+    check_inflated_size(bytes, limits.max_unzipped_bytes)?;
     let document = Document::load_mem(bytes).map_err(|e| match e {
         pdf_extract::Error::Decryption(_) | pdf_extract::Error::InvalidPassword => {
             ExtractError::Encrypted
@@ -74,6 +78,47 @@ const MAX_DRAWINGS: usize = 100_000;
 
 /// Walks the form XObjects each page draws, as `pdf-extract` will (same
 /// resource lookup), and refuses cycles, deep nesting and fan-out.
+/// Refuses a decompression bomb before the PDF library inflates it (it
+/// inflates every stream without a limit): every `stream … endstream` in
+/// the file is inflated as zlib through a counting reader, and the total may
+/// not exceed `budget`. Streams that are not zlib are skipped (they are not
+/// inflated by anyone).
+fn check_inflated_size(bytes: &[u8], budget: u64) -> Result<(), ExtractError> {
+    use std::io::Read;
+    let mut total: u64 = 0;
+    let mut at = 0;
+    while let Some(found) = find(&bytes[at..], b"stream") {
+        let mut start = at + found + b"stream".len();
+        at = start;
+        // `endstream` contains `stream`: skip it, and require the line end.
+        if bytes[..start - 6].ends_with(b"end") {
+            continue;
+        }
+        match bytes.get(start..start + 2) {
+            Some(b"\r\n") => start += 2,
+            Some([b'\n', _]) | Some([b'\r', _]) => start += 1,
+            _ => continue,
+        }
+        let end = find(&bytes[start..], b"endstream").map_or(bytes.len(), |e| start + e);
+        let remaining = budget.saturating_sub(total);
+        let mut decoder = flate2::read::ZlibDecoder::new(&bytes[start..end]).take(remaining + 1);
+        let inflated = std::io::copy(&mut decoder, &mut std::io::sink()).unwrap_or(0);
+        total += inflated;
+        if total > budget {
+            return Err(ExtractError::TooLarge {
+                size: total,
+                limit: budget,
+            });
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 fn check_drawings(
     document: &Document,
     pages: impl Iterator<Item = ObjectId>,
@@ -343,6 +388,34 @@ mod tests {
         let bytes = pdf(&objects, &format!("/Encrypt 5 0 R /ID [<{id}> <{id}>]"));
         let err = extract(&bytes, &Limits::default()).unwrap_err();
         assert!(matches!(err, ExtractError::Encrypted), "{err:?}");
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_inflating() {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![b'0'; 4 << 20]).expect("deflate");
+        let stream = z.finish().expect("finish");
+        let mut pdf = format!(
+            "%PDF-1.4\n1 0 obj\n<< /Length {} /Filter /FlateDecode >>\nstream\n",
+            stream.len()
+        )
+        .into_bytes();
+        pdf.extend_from_slice(&stream);
+        pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
+        let limits = Limits {
+            max_unzipped_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let err = extract(&pdf, &limits).expect_err("bomb");
+        assert!(
+            matches!(err, ExtractError::TooLarge { limit, .. } if limit == 1 << 20),
+            "{err:?}"
+        );
+        assert!(matches!(
+            super::extract(b"", &Limits::default()),
+            Err(ExtractError::Empty)
+        ));
     }
 
     #[test]
