@@ -699,32 +699,6 @@ impl Knowledge {
     }
 }
 
-impl ChunkRow {
-    /// Ids of a document's chunks, each with whether it has vectors from
-    /// `model`.
-    pub async fn ids_of_document(
-        conn: &mut crate::db::DbConn,
-        document_id: &str,
-        model: &str,
-    ) -> Result<Vec<(String, bool)>, DbError> {
-        use crate::db_run;
-        use crate::schema::knowledge_chunks;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let rows: Vec<(String, Option<String>)> = db_run!(conn: {
-            knowledge_chunks::table
-                .filter(knowledge_chunks::document_id.eq(document_id))
-                .select((knowledge_chunks::id, knowledge_chunks::embedding_model))
-                .load(conn)
-                .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(id, m)| (id, m.as_deref() == Some(model)))
-            .collect())
-    }
-}
-
 fn indexed(row: ChunkRow) -> IndexedChunk {
     let kind = if row.kind == "faq" {
         ChunkKind::Faq

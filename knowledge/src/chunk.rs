@@ -173,25 +173,7 @@ impl<'a> Chunker<'a> {
                 // A "heading" longer than a heading can be (a paragraph
                 // styled as one) would be copied into every chunk below it.
                 BlockKind::Heading(_) if self.counter.count(&block.text) > MAX_HEADING_TOKENS => {
-                    let tokens = self.counter.count(&block.text);
-                    if tokens <= self.sizes.max_tokens {
-                        self.push(Piece {
-                            text: block.text.clone(),
-                            tokens,
-                            location: block.location,
-                            tight: false,
-                        });
-                    } else {
-                        for part in self.split_long(&block.text) {
-                            let tokens = self.counter.count(&part);
-                            self.push(Piece {
-                                text: part,
-                                tokens,
-                                location: block.location,
-                                tight: false,
-                            });
-                        }
-                    }
+                    self.push_block(&block.text, block.location, false);
                 }
                 BlockKind::Heading(level) => {
                     self.flush(false);
@@ -200,30 +182,36 @@ impl<'a> Chunker<'a> {
                 }
                 kind => {
                     let tight = matches!(kind, BlockKind::ListItem | BlockKind::TableRow);
-                    let tokens = self.counter.count(&block.text);
-                    if tokens <= self.sizes.max_tokens {
-                        self.push(Piece {
-                            text: block.text.clone(),
-                            tokens,
-                            location: block.location,
-                            tight,
-                        });
-                    } else {
-                        for part in self.split_long(&block.text) {
-                            let tokens = self.counter.count(&part);
-                            self.push(Piece {
-                                text: part,
-                                tokens,
-                                location: block.location,
-                                tight: false,
-                            });
-                        }
-                    }
+                    self.push_block(&block.text, block.location, tight);
                 }
             }
         }
         self.flush(false);
         self.out
+    }
+
+    /// Adds a block's text, split at sentences (then words) when it is
+    /// larger than a chunk.
+    fn push_block(&mut self, text: &str, location: Location, tight: bool) {
+        let tokens = self.counter.count(text);
+        if tokens <= self.sizes.max_tokens {
+            self.push(Piece {
+                text: text.to_owned(),
+                tokens,
+                location,
+                tight,
+            });
+            return;
+        }
+        for part in self.split_long(text) {
+            let tokens = self.counter.count(&part);
+            self.push(Piece {
+                text: part,
+                tokens,
+                location,
+                tight: false,
+            });
+        }
     }
 
     fn push(&mut self, piece: Piece) {

@@ -303,10 +303,24 @@ impl ChunkRow {
                 .load(conn)
                 .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(id, m)| (id, m.as_deref() == Some(model)))
-            .collect())
+        Ok(with_model_flag(rows, model))
+    }
+
+    /// Ids of a document's chunks, each with whether it has vectors from
+    /// `model`.
+    pub async fn ids_of_document(
+        conn: &mut DbConn,
+        document_id: &str,
+        model: &str,
+    ) -> Result<Vec<(String, bool)>, DbError> {
+        let rows: Vec<(String, Option<String>)> = db_run!(conn: {
+            knowledge_chunks::table
+                .filter(knowledge_chunks::document_id.eq(document_id))
+                .select((knowledge_chunks::id, knowledge_chunks::embedding_model))
+                .load(conn)
+                .await?
+        });
+        Ok(with_model_flag(rows, model))
     }
 
     /// The bot's chunks with these ids (in no particular order). A chunk of
@@ -354,4 +368,11 @@ impl ChunkRow {
         }
         Ok(out)
     }
+}
+
+/// `(id, embedding model)` rows as `(id, has vectors from model)`.
+fn with_model_flag(rows: Vec<(String, Option<String>)>, model: &str) -> Vec<(String, bool)> {
+    rows.into_iter()
+        .map(|(id, m)| (id, m.as_deref() == Some(model)))
+        .collect()
 }
