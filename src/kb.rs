@@ -82,7 +82,7 @@ pub trait Progress: Send + Sync {
     fn files(&self, _total: usize) {}
     /// A file is being read.
     fn file_started(&self, _source: &str) {}
-    /// A file produced `chunks` chunks, `to_embed` of them need vectors.
+    /// A file produced `chunks` chunks; `to_embed` texts will be embedded.
     fn chunked(&self, _source: &str, _chunks: usize, _to_embed: usize) {}
     /// `n` more texts were embedded.
     fn embedded(&self, _n: usize) {}
@@ -409,21 +409,21 @@ impl Knowledge {
         } else {
             Vec::new()
         };
-        progress.chunked(source, chunks.len(), to_embed.len());
+        // Texts: a passage has one vector; an FAQ entry with a question two
+        // (question with answer, then the question alone).
+        let mut texts: Vec<(usize, String)> = Vec::new();
+        for &i in &to_embed {
+            texts.push((i, chunks[i].embedding_text()));
+            if chunks[i].kind == ChunkKind::Faq
+                && let Some(q) = &chunks[i].title
+            {
+                texts.push((i, q.clone()));
+            }
+        }
+        progress.chunked(source, chunks.len(), texts.len());
         let mut fresh: HashMap<usize, Vec<Vec<f32>>> = HashMap::new();
         let mut embedded = 0;
         if let Some(embedder) = &embedder {
-            // Texts: a passage has one vector; an FAQ entry with a question
-            // two (question with answer, then the question alone).
-            let mut texts: Vec<(usize, String)> = Vec::new();
-            for &i in &to_embed {
-                texts.push((i, chunks[i].embedding_text()));
-                if chunks[i].kind == ChunkKind::Faq
-                    && let Some(q) = &chunks[i].title
-                {
-                    texts.push((i, q.clone()));
-                }
-            }
             for step in texts.chunks(EMBED_STEP) {
                 let batch: Vec<String> = step.iter().map(|(_, t)| t.clone()).collect();
                 let model = embedder.clone();

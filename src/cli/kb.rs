@@ -189,7 +189,7 @@ impl Bars {
         );
         let chunks = multi.add(ProgressBar::new(0).with_style(style("chunks     {pos} stored")));
         let embeddings = multi.add(ProgressBar::new(0).with_style(style(
-            "embeddings [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            "embeddings [{bar:30}] {pos}/{len} texts {per_sec} eta {eta}",
         )));
         let plain = multi.is_hidden();
         Bars {
@@ -220,9 +220,8 @@ impl Progress for Bars {
     fn chunked(&self, _source: &str, _chunks: usize, to_embed: usize) {
         self.embeddings.inc_length(to_embed as u64);
     }
-    fn embedded(&self, _n: usize) {
-        // Counted in texts; the bar's length is in chunks, so count chunks
-        // from file_done instead and keep this for the rate.
+    fn embedded(&self, n: usize) {
+        self.embeddings.inc(n as u64);
     }
     fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
         self.files.inc(1);
@@ -233,10 +232,8 @@ impl Progress for Bars {
                 reused,
             }) => {
                 self.chunks.inc(*chunks as u64);
-                self.embeddings
-                    .inc((*chunks - reused).min(*embedded) as u64);
                 self.line(&format!(
-                    "ok        {source}: {chunks} chunks ({reused} unchanged)"
+                    "ok        {source}: {chunks} chunks ({embedded} texts embedded, {reused} chunks unchanged)"
                 ));
             }
             Ok(FileOutcome::Unchanged) => self.line(&format!("unchanged {source}")),
