@@ -34,6 +34,33 @@ pub fn parse_qrels(tsv: &str) -> Qrels {
     qrels
 }
 
+/// Parses a BEIR queries file (`{"_id","text"}` per line; `id` is accepted
+/// for `_id`, numbers for strings) into `(id, text)` pairs. The error names
+/// the line.
+pub fn parse_queries(jsonl: &str) -> Result<Vec<(String, String)>, String> {
+    use crate::extract::faq::field;
+    let mut queries = Vec::new();
+    for (n, line) in jsonl.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |e: String| format!("line {}: {e}", n + 1);
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| at("not a JSON object".into()))?;
+        let id = field(object, &["_id", "id"], true)
+            .map_err(at)?
+            .ok_or_else(|| at("no \"_id\"".into()))?;
+        let text = field(object, &["text"], false)
+            .map_err(at)?
+            .ok_or_else(|| at("no \"text\"".into()))?;
+        queries.push((id, text));
+    }
+    Ok(queries)
+}
+
 /// Mean scores over the judged queries.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Scores {
@@ -85,6 +112,22 @@ pub fn evaluate(qrels: &Qrels, run: &HashMap<String, Vec<String>>, k: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_take_string_or_number_ids_and_name_the_bad_line() {
+        let q = parse_queries("{\"_id\":\"q1\",\"text\":\"Hi?\"}\n\n{\"id\":7,\"text\":\"Yo\"}\n")
+            .expect("parse");
+        assert_eq!(
+            q,
+            [
+                ("q1".to_owned(), "Hi?".to_owned()),
+                ("7".to_owned(), "Yo".to_owned())
+            ]
+        );
+        let err = parse_queries("{\"_id\":\"q1\",\"text\":\"x\"}\n{\"_id\":\"q2\"}\n")
+            .expect_err("no text");
+        assert!(err.starts_with("line 2:"), "{err}");
+    }
 
     #[test]
     fn perfect_partial_and_empty_runs() {

@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -433,30 +433,9 @@ async fn show_search(
 
 /// `(id, text)` of each query in a BEIR queries file.
 fn read_queries(file: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let mut queries = Vec::new();
-    for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not JSON", file.display(), n + 1))?;
-        let id = match &value["_id"] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => match &value["id"] {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                _ => bail!("{} line {}: no \"_id\"", file.display(), n + 1),
-            },
-        };
-        let Some(text) = value["text"].as_str() else {
-            bail!("{} line {}: no \"text\"", file.display(), n + 1);
-        };
-        queries.push((id, text.to_owned()));
-    }
-    Ok(queries)
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    knowledge::eval::parse_queries(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
 /// The best `limit` documents for a query: chunk hits collapsed to their

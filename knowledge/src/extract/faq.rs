@@ -205,7 +205,7 @@ pub(super) fn extract_jsonl(bytes: &[u8], limits: &Limits) -> Result<Extracted, 
 
 /// The first of `keys` present and not null, as a string; numbers are
 /// accepted when `numbers` (ids).
-fn field(
+pub(crate) fn field(
     object: &Map<String, Value>,
     keys: &[&str],
     numbers: bool,

@@ -15,7 +15,7 @@
 //! enforces [`Limits::max_text_bytes`] and picks the fallback title.
 
 mod docx;
-mod faq;
+pub(crate) mod faq;
 mod html;
 mod markdown;
 mod pdf;
