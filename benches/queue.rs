@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use frontdesk::broker::memory::MemoryBroker;
 use frontdesk::broker::redis::RedisBroker;
 use frontdesk::broker::{AnyBroker, Broker};
-use frontdesk::worker::{BoxFuture, Responder, TurnInput, Worker};
+use frontdesk::worker::{BoxFuture, Replies, Responder, TurnInput, Verdict, Worker};
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -89,8 +89,12 @@ async fn broker_only(broker: AnyBroker, workers: usize, turns: usize) -> (f64, D
 
 struct Silent;
 impl Responder for Silent {
-    fn respond<'a>(&'a self, _turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
-        Box::pin(async { Ok(Vec::new()) })
+    fn respond<'a>(
+        &'a self,
+        _turn: &'a TurnInput,
+        _out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
+        Box::pin(async { Ok(Verdict::default()) })
     }
 }
 

@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
 
 use std::sync::Arc;
 
+use crate::answer::Answerer;
 use crate::config::{LogFormat, Settings};
-use crate::worker::Acknowledger;
 
+pub mod ask;
 pub mod kb;
 
 /// Frontdesk: a multi-channel customer-support gateway.
@@ -53,6 +54,9 @@ pub enum Command {
     /// Knowledge bases: ingest, list, delete, search, evaluate.
     #[command(subcommand)]
     Kb(kb::KbCommand),
+    /// Run the answer pipeline in the terminal: paragraphs as they stream,
+    /// then the sources with their scores and the handoff decision.
+    Ask(ask::AskArgs),
 }
 
 /// `frontdesk models …`
@@ -124,6 +128,10 @@ pub async fn run(
             let app = crate::app::open_local(settings, env).await?;
             return kb::run(&app, command).await;
         }
+        Command::Ask(args) => {
+            let app = crate::app::open_local(settings, env).await?;
+            return ask::run(app, env, args).await;
+        }
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -160,14 +168,17 @@ async fn serve(
         .store(false, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(crate::app::sync_bot_knowledge(app.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = with_worker.then(|| {
-        tokio::spawn(crate::worker::run(
+    let workers = if with_worker {
+        let answerer = answerer(&app, env).await;
+        Some(tokio::spawn(crate::worker::run(
             app.clone(),
-            Arc::new(Acknowledger),
+            answerer,
             consumer_name(),
             stopped,
-        ))
-    });
+        )))
+    } else {
+        None
+    };
     let (server, _addr) = crate::server::build(app, listener)?;
     crate::server::stop_on_signals(Some(&server), stop);
     server.await.context("HTTP server failed")?;
@@ -182,9 +193,17 @@ async fn worker(settings: Settings, env: &[(String, String)]) -> anyhow::Result<
     let app = crate::app::open(settings, env).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     crate::server::stop_on_signals(None, stop);
-    crate::worker::run(app, Arc::new(Acknowledger), consumer_name(), stopped).await;
+    let answerer = answerer(&app, env).await;
+    crate::worker::run(app, answerer, consumer_name(), stopped).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The answer pipeline, watching for bot changes.
+async fn answerer(app: &crate::app::App, env: &[(String, String)]) -> Arc<Answerer> {
+    let answerer = Arc::new(Answerer::new(app.clone(), env));
+    answerer.watch_bot_changes().await;
+    answerer
 }
 
 /// A consumer name unique to this process: host and pid.

@@ -45,6 +45,8 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     /// Answer generation.
     pub llm: LlmSettings,
+    /// Answers and handoff: disclosure, history, the customer's ways of asking for a person.
+    pub answer: AnswerSettings,
     /// Conversation workers.
     pub worker: WorkerSettings,
     /// Logging.
@@ -208,6 +210,42 @@ pub struct LlmSettings {
     pub model: Option<String>,
     /// For `openai`: name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
+    /// Sampling temperature (a bot's `[llm]` may override it).
+    pub temperature: f32,
+    /// Longest answer in tokens (a bot's `[llm]` may override it).
+    pub max_tokens: u32,
+    /// Seconds to the first token of an answer before the attempt counts as failed.
+    pub first_token_timeout_secs: u64,
+    /// Longest pause between two chunks of an answer (seconds).
+    pub idle_timeout_secs: u64,
+    /// Longest whole answer (seconds).
+    pub timeout_secs: u64,
+    /// Extra attempts of a request that fails before its first token.
+    pub retries: u32,
+    /// Consecutive failed requests that open the circuit breaker: requests
+    /// then fail at once (and the bot's `on_unknown` policy applies).
+    pub breaker_failures: u32,
+    /// Seconds the open breaker waits before letting one trial request through.
+    pub breaker_cooldown_secs: u64,
+}
+
+/// `[answer]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerSettings {
+    /// Opens the first bot reply of every conversation (empty: no disclosure).
+    pub disclosure: String,
+    /// Tells the customer a person will follow, when they ask for one.
+    pub handoff_message: String,
+    /// Phrases by which a customer asks for a person, any language; matched
+    /// case- and accent-insensitively as whole words in the new messages.
+    pub human_phrases: Vec<String>,
+    /// Tokens of earlier conversation given to the model, newest first.
+    pub history_tokens: usize,
+    /// Knowledge passages retrieved per question.
+    pub passages: usize,
+    /// Longest paragraph sent as one message (characters); longer ones are
+    /// cut at a sentence end.
+    pub max_paragraph_chars: usize,
 }
 
 /// Answer generator.
@@ -436,6 +474,29 @@ impl Settings {
                 base_url: None,
                 model: None,
                 api_key_env: None,
+                temperature: 0.2,
+                max_tokens: 600,
+                first_token_timeout_secs: 30,
+                idle_timeout_secs: 30,
+                timeout_secs: 120,
+                retries: 2,
+                breaker_failures: 5,
+                breaker_cooldown_secs: 30,
+            },
+            answer: AnswerSettings {
+                disclosure: "Hi! I'm an automated assistant: I answer from our help documents, \
+                    and a person can take over at any time."
+                    .into(),
+                handoff_message: "I'm passing your conversation to a colleague, who will reply \
+                    here as soon as possible."
+                    .into(),
+                human_phrases: crate::answer::phrases::DEFAULT_HUMAN_PHRASES
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
+                history_tokens: 1200,
+                passages: 4,
+                max_paragraph_chars: 1200,
             },
             log: LogSettings {
                 format: LogFormat::Text,
@@ -699,6 +760,20 @@ impl Layers {
                 origin: self.source_of(key),
                 message: "must be at least 1".into(),
             });
+        }
+        if settings.llm.provider == LlmProvider::Openai {
+            for (key, value) in [
+                ("llm.base_url", &settings.llm.base_url),
+                ("llm.model", &settings.llm.model),
+            ] {
+                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        key: key.into(),
+                        origin: self.source_of("llm.provider"),
+                        message: "must be set when llm.provider is \"openai\"".into(),
+                    });
+                }
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.filter) {
             return Err(ConfigError::Invalid {

@@ -23,6 +23,7 @@
 //! the queue and worker, the knowledge base and the answer pipeline plug in
 //! behind these in later modules and in the `channels` and `knowledge` crates.
 
+pub mod answer;
 pub mod app;
 pub mod botfiles;
 pub mod broker;
@@ -32,6 +33,8 @@ pub mod crypto;
 pub mod db;
 pub mod delivery;
 pub mod error;
+pub mod events;
+pub mod handoff;
 pub mod ingest;
 pub mod kb;
 pub mod metrics;

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub turn_seconds: Histogram,
     /// Dead-lettered turns (as the broker counts them).
     pub dead_letters: IntGauge,
+    /// Handoffs by reason.
+    pub handoffs: IntCounterVec,
+    /// Answers by provider and outcome.
+    pub answers: IntCounterVec,
+    /// Time from the start of answering to the first paragraph.
+    pub first_paragraph_seconds: Histogram,
 }
 
 impl Metrics {
@@ -83,7 +89,36 @@ impl Metrics {
         registry.register(Box::new(turns.clone()))?;
         registry.register(Box::new(turn_seconds.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
+        let handoffs = IntCounterVec::new(
+            Opts::new(
+                "handoffs_total",
+                "Conversations handed to people, by reason (low_confidence, no_information, customer_asked, generation_failed, unsafe_output, requested)",
+            ),
+            &["reason"],
+        )?;
+        let answers = IntCounterVec::new(
+            Opts::new(
+                "answers_total",
+                "Answers by provider (extractive, openai) and outcome (answered, low_confidence, handoff)",
+            ),
+            &["provider", "outcome"],
+        )?;
+        let first_paragraph_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "answer_first_paragraph_seconds",
+                "From the start of answering (retrieval included) to the first paragraph",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        registry.register(Box::new(handoffs.clone()))?;
+        registry.register(Box::new(answers.clone()))?;
+        registry.register(Box::new(first_paragraph_seconds.clone()))?;
         Ok(Self {
+            handoffs,
+            answers,
+            first_paragraph_seconds,
             turns,
             turn_seconds,
             dead_letters,

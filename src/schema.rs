@@ -188,6 +188,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    handoffs (id) {
+        id -> Text,
+        workspace_id -> Text,
+        conversation_id -> Text,
+        reason -> Text,
+        detail -> Nullable<Text>,
+        question -> Text,
+        draft -> Text,
+        sources -> Text,
+        confidence -> Double,
+        category -> Text,
+        sentiment -> Text,
+        urgency -> Text,
+        triage_source -> Text,
+        requested_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(bots -> workspaces (workspace_id));
@@ -198,6 +219,7 @@ diesel::joinable!(customers -> workspaces (workspace_id));
 diesel::joinable!(conversations -> customers (customer_id));
 diesel::joinable!(conversations -> channel_accounts (channel_account_id));
 diesel::joinable!(messages -> conversations (conversation_id));
+diesel::joinable!(handoffs -> conversations (conversation_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance_meta,
@@ -213,4 +235,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     knowledge_documents,
     knowledge_chunks,
+    handoffs,
 );

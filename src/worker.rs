@@ -7,12 +7,16 @@
 //! One turn: claim a job → lock its conversation (busy: defer the job) →
 //! fence the turn in the database (an older lock holder can no longer
 //! write) → read the inbound messages not yet answered, in order → wait out
-//! the debounce (defer) → if an agent owns the conversation, mark them seen
-//! and stay silent → ask the [`Responder`] → store the replies under
-//! per-turn keys (a turn resumed after a crash finds and sends the same
-//! replies instead of new ones) → before each send, re-check the
-//! conversation and renew the lock → record what was answered → ack →
-//! unlock. A failing turn is retried with backoff, then dead-lettered.
+//! the debounce (defer) → if people have the conversation (`pending_handoff`
+//! or `agent`), mark the messages seen and stay silent → ask the
+//! [`Responder`], which streams its replies (paragraphs) while a typing
+//! indicator shows → for each reply: re-check that the bot still has the
+//! conversation and renew the lock, store it under a per-turn key (a turn
+//! resumed after a crash finds and sends the same replies instead of new
+//! ones), publish it, send it (email collects the replies into one
+//! message) → apply the responder's verdict (a handoff) → record what was
+//! answered → ack → unlock. A failing turn is retried with backoff, then
+//! dead-lettered.
 //!
 //! Delivery is at-least-once at the platform boundary: a worker killed
 //! between a platform's "sent" and the database's record of it leaves that
@@ -23,12 +27,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use channels::ChannelKind;
+use tokio::sync::mpsc;
+
 use crate::app::App;
 use crate::broker::{Broker, Claimed, Lock, TurnJob};
 use crate::db::DbError;
 use crate::delivery::{self, Delivery};
+use crate::events::{self, Event};
+use crate::models::channel_account::ChannelAccount;
 use crate::models::conversation::{Conversation, ConversationStatus};
-use crate::models::message::{DeliveryStatus, Message};
+use crate::models::message::{DeliveryStatus, Message, TurnReply};
 
 /// The inbound messages a turn answers, and their conversation.
 #[derive(Debug, Clone)]
@@ -37,25 +46,72 @@ pub struct TurnInput {
     pub conversation: Conversation,
     /// The customer's messages not yet answered, oldest first.
     pub messages: Vec<Message>,
+    /// The channel the conversation happens on.
+    pub channel: ChannelKind,
+    /// Whether no bot reply was sent in this conversation before.
+    pub first_reply: bool,
 }
 
 /// A boxed future, so responders can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Produces the replies of a turn. The answer pipeline plugs in here.
-pub trait Responder: Send + Sync + 'static {
-    /// The replies to send, in order (each one message; adapters split long
-    /// ones). An error fails the turn (it is retried).
-    fn respond<'a>(&'a self, turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>>;
+/// One message of a reply (a paragraph, when answers stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// Text.
+    pub text: String,
+    /// JSON metadata stored with it (sources, confidence).
+    pub metadata: Option<String>,
 }
 
-/// The minimal responder until answering lands: acknowledges the customer's
-/// messages, quoting them, and says a person will reply.
+/// Where a responder sends its replies, as soon as each is ready: the
+/// worker stores, publishes and delivers each one while the next is made.
+#[derive(Debug, Clone)]
+pub struct Replies(pub mpsc::Sender<Reply>);
+
+impl Replies {
+    /// Hands a reply to the worker; `false` when the worker stopped taking
+    /// them (an agent took over): the responder should stop.
+    pub async fn send(&self, reply: Reply) -> bool {
+        self.0.send(reply).await.is_ok()
+    }
+
+    /// Whether the worker stopped taking replies.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// What a responder decided besides its replies.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// Hand the conversation to people, after the replies.
+    pub handoff: Option<crate::handoff::Request>,
+}
+
+/// Produces the replies of a turn. The answer pipeline plugs in here.
+pub trait Responder: Send + Sync + 'static {
+    /// Sends the turn's replies into `out`, in order, as each is ready
+    /// (adapters split long ones), and says what else to do. An error fails
+    /// the turn (it is retried; replies already sent stay sent).
+    fn respond<'a>(
+        &'a self,
+        turn: &'a TurnInput,
+        out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>>;
+}
+
+/// A minimal responder: acknowledges the customer's messages, quoting them,
+/// and says a person will reply. For tests and benchmarks of the queue.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Acknowledger;
 
 impl Responder for Acknowledger {
-    fn respond<'a>(&'a self, turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    fn respond<'a>(
+        &'a self,
+        turn: &'a TurnInput,
+        out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
         Box::pin(async move {
             let quoted: Vec<String> = turn
                 .messages
@@ -79,7 +135,12 @@ impl Responder for Acknowledger {
                     quoted.join(" · ")
                 )
             };
-            Ok(vec![text])
+            out.send(Reply {
+                text,
+                metadata: None,
+            })
+            .await;
+            Ok(Verdict::default())
         })
     }
 }
@@ -348,7 +409,7 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?;
         let resuming = unfinished.is_some();
-        let (covered, mut replies) = match unfinished {
+        let (covered, replies) = match unfinished {
             Some((covered, replies)) => {
                 messages.retain(|m| m.seq <= covered);
                 (covered, replies)
@@ -379,98 +440,46 @@ impl Worker {
                     conversation: conversation_id,
                 });
             }
+            let channel = ChannelAccount::find_by_id(&mut conn, &conversation.channel_account_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_or(ChannelKind::Webchat, |a| a.kind);
+            let first_reply = !Message::bot_has_replied(&mut conn, &conversation_id)
+                .await
+                .map_err(|e| e.to_string())?;
             drop(conn);
             let input = TurnInput {
                 conversation: conversation.clone(),
                 messages: messages.clone(),
+                channel,
+                first_reply,
             };
-            // Typing runs beside the responder: it never holds up a reply.
-            let typing = {
-                let app = app.clone();
-                let id = conversation_id.clone();
-                tokio::spawn(async move { delivery::typing(&app, &id).await })
-            };
-            let texts = {
-                // Keep the lock while the responder thinks, however long.
-                let ttl = self.lock_ttl();
-                let keep_lock = async {
-                    loop {
-                        tokio::time::sleep(ttl / 3).await;
-                        if !app.broker.renew(lock, ttl).await.unwrap_or(false) {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! {
-                    texts = self.responder.respond(&input) => texts,
-                    () = keep_lock => Err("lost the conversation lock while answering".to_owned()),
-                }
-            };
-            // Finished before the replies go out, so it never lands after them.
-            let _ = typing.await;
-            let texts = texts?;
-            let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
-            match Message::insert_replies(&mut conn, &conversation, token, covered, &texts)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(stored) => replies = stored,
-                None => {
+            // Boxed: the streaming future is large.
+            return Box::pin(self.stream_turn(&input, lock, token, covered)).await;
+        }
+        drop(conn);
+        // Resuming a turn cut short: its stored replies go out, never new ones.
+        let mut sent = 0;
+        for reply in &replies {
+            // A reply caught mid-send is sent again: the platform may or may
+            // not have it, and a duplicate beats a silence.
+            if !matches!(
+                reply.delivery_status,
+                Some(DeliveryStatus::Pending | DeliveryStatus::Sending)
+            ) {
+                continue;
+            }
+            match self.ready_to_send(&conversation_id, token, lock).await? {
+                Ready::Yes => {}
+                Ready::Stop => break,
+                Ready::Fenced => {
                     return Ok(Outcome::Fenced {
                         conversation: conversation_id,
                     });
                 }
             }
-        } else {
-            drop(conn);
-        }
-        let mut sent = 0;
-        for reply in &replies {
-            // Resuming, a reply caught mid-send is sent again: the platform
-            // may or may not have it, and a duplicate beats a silence.
-            let sendable = match reply.delivery_status {
-                Some(DeliveryStatus::Pending) => true,
-                Some(DeliveryStatus::Sending) => resuming,
-                _ => false,
-            };
-            if !sendable {
-                continue;
-            }
-            // An agent may have taken over while we were thinking.
-            let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
-            let now = Conversation::find(&mut conn, &conversation_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            drop(conn);
-            let Some(now) = now else { break };
-            if now.turn_fence != token {
-                // A newer turn took over: it sends what is left.
-                return Ok(Outcome::Fenced {
-                    conversation: conversation_id,
-                });
-            }
-            if now.status != ConversationStatus::Bot {
-                tracing::info!(conversation = %conversation_id, "an agent took over mid-turn; the bot stops");
-                break;
-            }
-            if !app
-                .broker
-                .renew(lock, self.lock_ttl())
-                .await
-                .unwrap_or(false)
-            {
-                // Lock lost: retry, and the retry resumes with these replies.
-                return Err("lost the conversation lock mid-turn".into());
-            }
-            match delivery::deliver(app, &reply.id, resuming)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Delivery::Sent(_) => sent += 1,
-                Delivery::Failed(reason) => {
-                    tracing::warn!(conversation = %conversation_id, %reason, "reply failed");
-                }
-                Delivery::NotPending => {}
+            if self.deliver(&reply.id, &conversation_id, true).await? {
+                sent += 1;
             }
         }
         let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
@@ -491,6 +500,241 @@ impl Worker {
             replies: sent,
         })
     }
+
+    /// A new turn: the responder's replies are stored, published and sent
+    /// one by one as they come (email collects them into one message), then
+    /// its verdict (a handoff) applies.
+    async fn stream_turn(
+        &self,
+        input: &TurnInput,
+        lock: &Lock,
+        token: i64,
+        covered: i64,
+    ) -> Result<Outcome, String> {
+        let app = &self.app;
+        let conversation_id = input.conversation.id.clone();
+        let (tx, mut rx) = mpsc::channel::<Reply>(8);
+        // Typing shows while the answer is being made, renewed as it fades.
+        let typing = {
+            let app = app.clone();
+            let id = conversation_id.clone();
+            tokio::spawn(async move {
+                loop {
+                    delivery::typing(&app, &id).await;
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                }
+            })
+        };
+        let collect = input.channel == ChannelKind::Email;
+        let consume = async move {
+            let mut part = 0;
+            let mut sent = 0;
+            let mut collected: Vec<Reply> = Vec::new();
+            while let Some(reply) = rx.recv().await {
+                if reply.text.trim().is_empty() {
+                    continue;
+                }
+                if collect {
+                    collected.push(reply);
+                    continue;
+                }
+                match self
+                    .store_and_send(input, token, covered, part, &reply, lock)
+                    .await?
+                {
+                    Step::Sent(ok) => sent += usize::from(ok),
+                    Step::Stop(outcome) => return Ok((Some(outcome), sent)),
+                }
+                part += 1;
+            }
+            if !collected.is_empty() {
+                let metadata = collected.iter().rev().find_map(|r| r.metadata.clone());
+                let text: Vec<String> = collected.into_iter().map(|r| r.text).collect();
+                let reply = Reply {
+                    text: text.join("\n\n"),
+                    metadata,
+                };
+                match self
+                    .store_and_send(input, token, covered, 0, &reply, lock)
+                    .await?
+                {
+                    Step::Sent(ok) => sent += usize::from(ok),
+                    Step::Stop(outcome) => return Ok((Some(outcome), sent)),
+                }
+            }
+            Ok::<_, String>((None, sent))
+        };
+        let ttl = self.lock_ttl();
+        let keep_lock = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if !app.broker.renew(lock, ttl).await.unwrap_or(false) {
+                    break;
+                }
+            }
+        };
+        let respond = async {
+            let verdict = self.responder.respond(input, Replies(tx)).await;
+            // Done thinking: no more typing.
+            typing.abort();
+            verdict
+        };
+        let joined = tokio::select! {
+            joined = async { tokio::join!(respond, consume) } => joined,
+            () = keep_lock => (Err("lost the conversation lock while answering".to_owned()), Err(String::new())),
+        };
+        typing.abort();
+        let (verdict, consumed) = joined;
+        let verdict = verdict?;
+        let (stopped, sent) = consumed?;
+        if let Some(outcome) = stopped {
+            return Ok(outcome);
+        }
+        if let Some(request) = verdict.handoff {
+            crate::handoff::request(app, &conversation_id, request)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+        Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Outcome::Answered {
+            conversation: conversation_id,
+            answered: input.messages.len(),
+            replies: sent,
+        })
+    }
+
+    /// Checks that the turn may still send, stores `reply` as part `part`,
+    /// publishes it, and delivers it.
+    async fn store_and_send(
+        &self,
+        input: &TurnInput,
+        token: i64,
+        covered: i64,
+        part: usize,
+        reply: &Reply,
+        lock: &Lock,
+    ) -> Result<Step, String> {
+        let conversation_id = &input.conversation.id;
+        match self.ready_to_send(conversation_id, token, lock).await? {
+            Ready::Yes => {}
+            Ready::Stop => {
+                return Ok(Step::Stop(Outcome::Silent {
+                    conversation: conversation_id.clone(),
+                }));
+            }
+            Ready::Fenced => {
+                return Ok(Step::Stop(Outcome::Fenced {
+                    conversation: conversation_id.clone(),
+                }));
+            }
+        }
+        let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+        let stored = Message::insert_reply(
+            &mut conn,
+            &input.conversation,
+            token,
+            TurnReply {
+                covered,
+                part,
+                text: &reply.text,
+                metadata: reply.metadata.as_deref(),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        drop(conn);
+        let Some(stored) = stored else {
+            return Ok(Step::Stop(Outcome::Fenced {
+                conversation: conversation_id.clone(),
+            }));
+        };
+        events::publish(
+            &self.app,
+            &input.conversation.workspace_id,
+            &Event::MessageCreated {
+                conversation_id,
+                message: &stored,
+            },
+        )
+        .await;
+        Ok(Step::Sent(
+            self.deliver(&stored.id, conversation_id, false).await?,
+        ))
+    }
+
+    /// Right before a send: the turn still holds the fence, the bot still
+    /// has the conversation (an agent may have taken over while it was
+    /// thinking), and the lock is renewed.
+    async fn ready_to_send(
+        &self,
+        conversation_id: &str,
+        token: i64,
+        lock: &Lock,
+    ) -> Result<Ready, String> {
+        let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+        let now = Conversation::find(&mut conn, conversation_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        let Some(now) = now else {
+            return Ok(Ready::Stop);
+        };
+        if now.turn_fence != token {
+            // A newer turn took over: it sends what is left.
+            return Ok(Ready::Fenced);
+        }
+        if now.status != ConversationStatus::Bot {
+            tracing::info!(conversation = %conversation_id, "an agent has the conversation; the bot stops");
+            return Ok(Ready::Stop);
+        }
+        if !self
+            .app
+            .broker
+            .renew(lock, self.lock_ttl())
+            .await
+            .unwrap_or(false)
+        {
+            // Lock lost: retry, and the retry resumes with the stored replies.
+            return Err("lost the conversation lock mid-turn".into());
+        }
+        Ok(Ready::Yes)
+    }
+
+    /// Delivers a stored reply; whether the platform accepted it.
+    async fn deliver(
+        &self,
+        message_id: &str,
+        conversation_id: &str,
+        resuming: bool,
+    ) -> Result<bool, String> {
+        match delivery::deliver(&self.app, message_id, resuming)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Delivery::Sent(_) => Ok(true),
+            Delivery::Failed(reason) => {
+                tracing::warn!(conversation = %conversation_id, %reason, "reply failed");
+                Ok(false)
+            }
+            Delivery::NotPending => Ok(false),
+        }
+    }
+}
+
+enum Ready {
+    Yes,
+    Stop,
+    Fenced,
+}
+
+enum Step {
+    /// Stored; whether the platform accepted it.
+    Sent(bool),
+    /// Stop the turn with this outcome.
+    Stop(Outcome),
 }
 
 /// Re-queues conversations with customer messages that no turn answered

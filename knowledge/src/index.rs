@@ -120,6 +120,17 @@ pub enum Retriever {
     Dense,
 }
 
+impl Retriever {
+    /// `hybrid`, `bm25` or `dense`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retriever::Hybrid => "hybrid",
+            Retriever::FullText => "bm25",
+            Retriever::Dense => "dense",
+        }
+    }
+}
+
 /// One result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {

@@ -97,14 +97,6 @@ impl From<RetrieverArg> for Retriever {
     }
 }
 
-fn retriever_name(r: Retriever) -> &'static str {
-    match r {
-        Retriever::Hybrid => "hybrid",
-        Retriever::FullText => "bm25",
-        Retriever::Dense => "dense",
-    }
-}
-
 /// Runs a `kb` command on an opened app. Returns the exit status.
 pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
@@ -390,7 +382,7 @@ async fn show_search(
         out,
         "confidence {:.2} ({})",
         outcome.confidence,
-        retriever_name(outcome.retriever)
+        outcome.retriever.as_str()
     )?;
     if outcome.hits.is_empty() {
         writeln!(out, "no results")?;
@@ -529,11 +521,11 @@ async fn eval(app: &App, bot: &Bot, queries: &Path, qrels: &Path, k: usize) -> a
         let note = if used == retriever {
             String::new()
         } else {
-            format!("  (fell back to {})", retriever_name(used))
+            format!("  (fell back to {})", used.as_str())
         };
         println!(
             "{:<8} {:>9.3} {:>10.3} {:>8.3} {:>8}{note}",
-            retriever_name(retriever),
+            retriever.as_str(),
             s.ndcg,
             s.recall,
             s.mrr,

@@ -245,6 +245,49 @@ impl Conversation {
         }))
     }
 
+    /// Moves the conversation to `to` if its status is one of `from`, and
+    /// sets its agent when `agent` is given (`Some(None)` clears it).
+    /// `None`: it was in another state (or is gone), nothing changed.
+    pub async fn transition(
+        conn: &mut DbConn,
+        id: &str,
+        from: &[ConversationStatus],
+        to: ConversationStatus,
+        agent: Option<Option<&str>>,
+    ) -> Result<Option<Conversation>, DbError> {
+        let at = now();
+        let resolved_at = (to == ConversationStatus::Resolved).then_some(at);
+        let from = from.to_vec();
+        Ok(db_run!(conn: {
+            let target = conversations::table
+                .find(id)
+                .filter(conversations::status.eq_any(from.clone()));
+            match agent {
+                Some(agent) => diesel::update(target)
+                    .set((
+                        conversations::status.eq(to),
+                        conversations::assigned_agent_id.eq(agent),
+                        conversations::resolved_at.eq(resolved_at),
+                        conversations::updated_at.eq(at),
+                    ))
+                    .returning(Conversation::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?,
+                None => diesel::update(target)
+                    .set((
+                        conversations::status.eq(to),
+                        conversations::resolved_at.eq(resolved_at),
+                        conversations::updated_at.eq(at),
+                    ))
+                    .returning(Conversation::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?,
+            }
+        }))
+    }
+
     /// Moves the conversation to `status`; resolving stamps `resolved_at`.
     pub async fn set_status(
         conn: &mut DbConn,

@@ -113,6 +113,19 @@ pub struct NewMessage<'a> {
     pub metadata: Option<&'a str>,
 }
 
+/// One part of a bot's reply in a turn.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnReply<'a> {
+    /// The inbound seq the turn answers up to.
+    pub covered: i64,
+    /// The part's position in the turn's reply, from 0.
+    pub part: usize,
+    /// Text.
+    pub text: &'a str,
+    /// JSON metadata (sources, confidence).
+    pub metadata: Option<&'a str>,
+}
+
 /// What [`Message::insert`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
@@ -277,29 +290,27 @@ impl Message {
         }
     }
 
-    /// Stores a turn's replies (pending delivery) at the end of the
-    /// conversation, keyed `covered:part`, if the turn `token` still holds
-    /// the fence; `None` if a newer turn took over. If another worker stored
-    /// this turn's replies first, returns those.
-    pub async fn insert_replies(
+    /// Stores part `part` of a turn's reply (pending delivery) at the end of
+    /// the conversation, keyed `covered:part`, if the turn `token` still
+    /// holds the fence; `None` if a newer turn took over. If this part was
+    /// stored already (by a worker that died), returns that one.
+    pub async fn insert_reply(
         conn: &mut DbConn,
         conversation: &crate::models::conversation::Conversation,
         token: i64,
-        covered: i64,
-        texts: &[String],
-    ) -> Result<Option<Vec<Message>>, DbError> {
-        let texts: Vec<&String> = texts.iter().filter(|t| !t.trim().is_empty()).collect();
-        let count = texts.len() as i64;
+        reply: TurnReply<'_>,
+    ) -> Result<Option<Message>, DbError> {
         let at = now();
+        let key = format!("{}:{}", reply.covered, reply.part);
         let outcome = db_run!(conn: {
             conn.transaction(async |conn| {
-                let last: Option<i64> = diesel::update(
+                let seq: Option<i64> = diesel::update(
                     conversations::table
                         .find(&conversation.id)
                         .filter(conversations::turn_fence.eq(token)),
                 )
                 .set((
-                    conversations::last_seq.eq(conversations::last_seq + count),
+                    conversations::last_seq.eq(conversations::last_seq + 1),
                     conversations::last_message_at.eq(at),
                     conversations::updated_at.eq(at),
                 ))
@@ -307,30 +318,27 @@ impl Message {
                 .get_result(conn)
                 .await
                 .optional()?;
-                let Some(last) = last else {
+                let Some(seq) = seq else {
                     return Ok::<_, diesel::result::Error>(None);
                 };
-                let mut stored = Vec::with_capacity(texts.len());
-                for (i, text) in texts.iter().enumerate() {
-                    let message = diesel::insert_into(messages::table)
-                        .values((
-                            messages::id.eq(new_id()),
-                            messages::conversation_id.eq(&conversation.id),
-                            messages::channel_account_id.eq(&conversation.channel_account_id),
-                            messages::seq.eq(last - count + 1 + i as i64),
-                            messages::direction.eq(Direction::Outbound),
-                            messages::author_kind.eq(AuthorKind::Bot),
-                            messages::body.eq(text.as_str()),
-                            messages::delivery_status.eq(DeliveryStatus::Pending),
-                            messages::created_at.eq(at),
-                            messages::reply_key.eq(format!("{covered}:{i}")),
-                        ))
-                        .returning(Message::as_returning())
-                        .get_result(conn)
-                        .await?;
-                    stored.push(message);
-                }
-                Ok(Some(stored))
+                let message = diesel::insert_into(messages::table)
+                    .values((
+                        messages::id.eq(new_id()),
+                        messages::conversation_id.eq(&conversation.id),
+                        messages::channel_account_id.eq(&conversation.channel_account_id),
+                        messages::seq.eq(seq),
+                        messages::direction.eq(Direction::Outbound),
+                        messages::author_kind.eq(AuthorKind::Bot),
+                        messages::body.eq(reply.text),
+                        messages::metadata.eq(reply.metadata),
+                        messages::delivery_status.eq(DeliveryStatus::Pending),
+                        messages::created_at.eq(at),
+                        messages::reply_key.eq(&key),
+                    ))
+                    .returning(Message::as_returning())
+                    .get_result(conn)
+                    .await?;
+                Ok(Some(message))
             })
             .await
         });
@@ -339,11 +347,50 @@ impl Message {
             Err(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UniqueViolation,
                 _,
-            )) => Ok(Some(
-                Self::replies_for(conn, &conversation.id, covered).await?,
-            )),
+            )) => Ok(Self::replies_for(conn, &conversation.id, reply.covered)
+                .await?
+                .into_iter()
+                .find(|m| m.reply_key.as_deref() == Some(key.as_str()))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The conversation's messages before `seq`, newest `limit` of them, in
+    /// order.
+    pub async fn before(
+        conn: &mut DbConn,
+        conversation_id: &str,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, DbError> {
+        let mut found: Vec<Message> = db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .filter(messages::seq.lt(seq))
+                .order(messages::seq.desc())
+                .limit(limit)
+                .select(Message::as_select())
+                .load(conn)
+                .await?
+        });
+        found.reverse();
+        Ok(found)
+    }
+
+    /// Whether the bot has written in the conversation before.
+    pub async fn bot_has_replied(
+        conn: &mut DbConn,
+        conversation_id: &str,
+    ) -> Result<bool, DbError> {
+        let count: i64 = db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .filter(messages::author_kind.eq(AuthorKind::Bot))
+                .count()
+                .get_result(conn)
+                .await?
+        });
+        Ok(count > 0)
     }
 
     /// The conversation's newest customer message.

@@ -9,6 +9,7 @@ pub mod bot;
 pub mod channel_account;
 pub mod conversation;
 pub mod customer;
+pub mod handoff;
 pub mod instance_meta;
 pub mod knowledge;
 pub mod message;

@@ -7,10 +7,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::common::fakes::{FakeLlm, LlmBehaviour};
 use crate::common::{Backend, TestDb, repo_path};
 
 /// A scratch working directory with a copy of the shipped `config/`.
-fn fresh_install() -> tempfile::TempDir {
+pub(crate) fn fresh_install() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&repo_path("config"), &dir.path().join("config"));
     dir
@@ -67,9 +68,9 @@ fn one_error_line(output: &Output) -> String {
 }
 
 /// A `frontdesk serve` child and the address it listens on.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: mpsc::Receiver<String>,
 }
 
@@ -77,7 +78,7 @@ fn serve(cwd: &Path, env: &[(&str, &str)]) -> Served {
     serve_with(cwd, env, &["serve"])
 }
 
-fn serve_with(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Served {
+pub(crate) fn serve_with(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Served {
     let mut env = env.to_vec();
     env.push(("FRONTDESK__SERVER__BIND", "127.0.0.1:0"));
     env.push(("FRONTDESK__SERVER__WORKERS", "1"));
@@ -130,7 +131,7 @@ impl Drop for Served {
 }
 
 impl Served {
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(format!("http://{}{}", self.addr, path))
             .timeout(Duration::from_secs(10))
@@ -140,7 +141,7 @@ impl Served {
     }
 
     /// SIGTERM, then the exit status and the rest of the log.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
@@ -230,7 +231,7 @@ fn migrate_twice_is_a_no_op_the_second_time() {
     assert!(first.status.success(), "{}", stderr(&first));
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(
-        out.starts_with("applied 3 migration(s) to sqlite://data/frontdesk.db"),
+        out.starts_with("applied 4 migration(s) to sqlite://data/frontdesk.db"),
         "{out}"
     );
     let second = run(dir.path(), &["migrate"], &[]);
@@ -390,10 +391,15 @@ async fn multi_process_bursts_survive_a_killed_worker() {
         return;
     }
     let telegram = crate::common::fakes::FakePlatform::start().await;
+    // The model quotes the customer's messages back: each reply says which
+    // messages its turn answered. No knowledge, so `ai_generate` answers.
+    let llm = FakeLlm::start(LlmBehaviour::QuoteQuestion).await;
     let dir = fresh_install();
     std::fs::write(
         dir.path().join("config/bots/shop.toml"),
         "workspace = \"shop\"\nname = \"help\"\nsystem_prompt = \"x\"\n\
+         [handoff]\non_unknown = \"ai_generate\"\n\
+         [llm]\nprovider = \"openai\"\nmodel = \"fake\"\n\
          [[channels]]\nkind = \"telegram\"\nid = \"shop-tg\"\n\
          bot_token = \"4242:tg-token\"\nsecret_token = \"tg-secret\"\n",
     )
@@ -413,6 +419,7 @@ async fn multi_process_bursts_survive_a_killed_worker() {
         ("FRONTDESK__WORKER__LOCK_TTL_MS", "1500"),
         ("FRONTDESK__WORKER__RECLAIM_IDLE_MS", "3000"),
         ("FRONTDESK__WORKER__SWEEP_INTERVAL_SECS", "2"),
+        ("FRONTDESK__LLM__BASE_URL", llm.url.as_str()),
     ];
     let served = serve_with(dir.path(), &env, &["serve", "--no-worker"]);
     let mut doomed = spawn_worker(dir.path(), &env);
@@ -507,6 +514,7 @@ async fn multi_process_bursts_survive_a_killed_worker() {
     let (status, _) = served.terminate();
     assert!(status.success());
     telegram.stop().await;
+    llm.stop().await;
 }
 
 /// Customer messages per chat (Telegram user id), in stored order.

@@ -8,7 +8,7 @@ use crate::cli::{run, stderr};
 use crate::common::{Backend, TestDb, missing_service, repo_path};
 
 /// The installed model's directory, or `None` (skip loudly; CI fails).
-fn model_dir() -> Option<PathBuf> {
+pub(crate) fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("FRONTDESK_TEST_MODEL_DIR")
         .map(PathBuf::from)
         .or_else(knowledge::embed::default_model_dir)?;

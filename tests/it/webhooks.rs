@@ -216,7 +216,7 @@ async fn queued(app: &frontdesk::app::App) -> Vec<String> {
     out
 }
 
-fn hmac_hex(key: &str, parts: &[&[u8]]) -> String {
+pub(crate) fn hmac_hex(key: &str, parts: &[&[u8]]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
     for part in parts {
         mac.update(part);
@@ -609,7 +609,7 @@ async fn every_messenger_fixture_is_accepted_when_signed() {
 
 // ------------------------------------------------------------------- Email
 
-fn mailgun_form(raw_mime: &str, timestamp: i64, token: &str, key: &str) -> String {
+pub(crate) fn mailgun_form(raw_mime: &str, timestamp: i64, token: &str, key: &str) -> String {
     let ts = timestamp.to_string();
     let signature = hmac_hex(key, &[ts.as_bytes(), token.as_bytes()]);
     form_urlencoded_pairs(&[

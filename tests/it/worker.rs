@@ -12,7 +12,9 @@ use channels::{InboundEvent, InboundMessage, Origin, RoutedEvent, Sender};
 use frontdesk::app::App;
 use frontdesk::broker::Broker;
 use frontdesk::models::channel_account::ChannelAccount;
-use frontdesk::worker::{Acknowledger, BoxFuture, Outcome, Responder, TurnInput, Worker};
+use frontdesk::worker::{
+    Acknowledger, BoxFuture, Outcome, Replies, Responder, TurnInput, Verdict, Worker,
+};
 
 use crate::common::fakes::FakePlatform;
 use crate::common::{Backend, TestDb, env, missing_service, redis_url};
@@ -180,7 +182,11 @@ struct Watchful {
 }
 
 impl Responder for Watchful {
-    fn respond<'a>(&'a self, turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    fn respond<'a>(
+        &'a self,
+        turn: &'a TurnInput,
+        out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
         Box::pin(async move {
             let id = turn.conversation.id.clone();
             if !self.active.lock().expect("lock").insert(id.clone()) {
@@ -189,7 +195,7 @@ impl Responder for Watchful {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_running.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.pause).await;
-            let out = Acknowledger.respond(turn).await;
+            let out = Acknowledger.respond(turn, out).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
             self.active.lock().expect("lock").remove(&id);
             out
@@ -265,11 +271,15 @@ async fn conversations_run_in_parallel(kind: Kind) {
 struct Stuck(Arc<tokio::sync::Notify>);
 
 impl Responder for Stuck {
-    fn respond<'a>(&'a self, _turn: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
+    fn respond<'a>(
+        &'a self,
+        _turn: &'a TurnInput,
+        _out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
         Box::pin(async move {
             self.0.notify_one();
             std::future::pending::<()>().await;
-            Ok(Vec::new())
+            Ok(Verdict::default())
         })
     }
 }
@@ -373,7 +383,11 @@ async fn failing_turns_retry_then_dead_letter(kind: Kind) {
     };
     struct Broken(AtomicUsize);
     impl Responder for Broken {
-        fn respond<'a>(&'a self, _t: &'a TurnInput) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        fn respond<'a>(
+            &'a self,
+            _t: &'a TurnInput,
+            _out: Replies,
+        ) -> BoxFuture<'a, Result<Verdict, String>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Err("model server unreachable".to_owned()) })
         }

@@ -183,3 +183,230 @@ async fn session(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// A fake OpenAI-compatible chat server.
+
+/// What the fake LLM does with one request.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub enum LlmBehaviour {
+    /// Streams these content deltas as SSE chunks (each its own `data:`
+    /// event, a small gap between them), then finish_reason "stop" and [DONE].
+    Stream(Vec<String>),
+    /// Streams back, word by word, the concatenation of all message contents
+    /// of the request: whatever the model "sees" is repeated.
+    Echo,
+    /// Answers `[[ANSWER]]` and each line of the request's `<question>`
+    /// block in “quotes”: which customer messages a reply answers.
+    QuoteQuestion,
+    /// Answers this HTTP status with an error JSON body.
+    Status(u16),
+    /// Streams these deltas then drops the connection without finish_reason or [DONE].
+    CutOff(Vec<String>),
+    /// Raw bytes as the response body with content-type text/event-stream.
+    Raw(Vec<u8>),
+}
+
+struct LlmShared {
+    default: LlmBehaviour,
+    script: Mutex<VecDeque<LlmBehaviour>>,
+    /// Authorization header and body of each request, in order.
+    requests: Mutex<Vec<(Option<String>, Value)>>,
+}
+
+/// A fake OpenAI-compatible server: `POST /v1/chat/completions`, streaming
+/// (`stream: true`) or not.
+#[allow(dead_code)]
+pub struct FakeLlm {
+    /// Base URL, ending in `/v1`.
+    pub url: String,
+    shared: Arc<LlmShared>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+#[allow(dead_code)]
+impl FakeLlm {
+    /// Serves on a free local port; `default` answers every unscripted request.
+    pub async fn start(default: LlmBehaviour) -> FakeLlm {
+        let shared = Arc::new(LlmShared {
+            default,
+            script: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+        });
+        let state = shared.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .route("/v1/chat/completions", web::post().to(llm_answer))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        FakeLlm {
+            url,
+            shared,
+            handle,
+        }
+    }
+
+    /// The next behaviours, one per request, before the default.
+    pub fn script(&self, next: impl IntoIterator<Item = LlmBehaviour>) {
+        self.shared.script.lock().expect("lock").extend(next);
+    }
+
+    /// Request bodies received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests_with_auth()
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect()
+    }
+
+    /// Authorization header and body of each request, in order.
+    pub fn requests_with_auth(&self) -> Vec<(Option<String>, Value)> {
+        self.shared.requests.lock().expect("lock").clone()
+    }
+
+    /// Stops the server, dropping open connections.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn llm_answer(
+    state: web::Data<Arc<LlmShared>>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state
+        .requests
+        .lock()
+        .expect("lock")
+        .push((authorization, body.clone()));
+    let behaviour = state
+        .script
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or_else(|| state.default.clone());
+    let streaming = body["stream"].as_bool().unwrap_or(false);
+    let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let (deltas, complete) = match behaviour {
+        LlmBehaviour::Stream(deltas) => (deltas, true),
+        LlmBehaviour::CutOff(deltas) => (deltas, false),
+        LlmBehaviour::Echo => {
+            let seen = body["messages"]
+                .as_array()
+                .map(|messages| {
+                    messages
+                        .iter()
+                        .filter_map(|m| m["content"].as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            let words = seen
+                .split_inclusive(char::is_whitespace)
+                .map(str::to_owned)
+                .collect();
+            (words, true)
+        }
+        LlmBehaviour::QuoteQuestion => {
+            let last = body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default();
+            let question = last
+                .split("<question>")
+                .nth(1)
+                .and_then(|q| q.split("</question>").next())
+                .unwrap_or_default();
+            let quoted: Vec<String> = question
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("“{l}” "))
+                .collect();
+            (
+                std::iter::once("[[ANSWER]] ".to_owned())
+                    .chain(quoted)
+                    .collect(),
+                true,
+            )
+        }
+        LlmBehaviour::Status(status) => {
+            let status = actix_web::http::StatusCode::from_u16(status).expect("status");
+            return HttpResponse::build(status).json(json!({
+                "error": {
+                    "message": format!("fake LLM error {}", status.as_u16()),
+                    "type": "fake_error",
+                    "code": null,
+                }
+            }));
+        }
+        LlmBehaviour::Raw(bytes) => {
+            return HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .body(bytes);
+        }
+    };
+    if !streaming && complete {
+        return HttpResponse::Ok().json(json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": deltas.concat() },
+                "finish_reason": "stop",
+            }],
+        }));
+    }
+    // Streamed; a cut-off answer is streamed even when `stream: false` was
+    // asked, since only a stream can break off half-way.
+    let chunk = |delta: Value, finish: Value| {
+        let event = json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        });
+        Ok(web::Bytes::from(format!("data: {event}\n\n")))
+    };
+    let mut frames: VecDeque<Result<web::Bytes, std::io::Error>> = VecDeque::new();
+    frames.push_back(chunk(json!({ "role": "assistant" }), Value::Null));
+    for delta in deltas {
+        frames.push_back(chunk(json!({ "content": delta }), Value::Null));
+    }
+    if complete {
+        frames.push_back(chunk(json!({}), json!("stop")));
+        frames.push_back(Ok(web::Bytes::from_static(b"data: [DONE]\n\n")));
+    } else {
+        frames.push_back(Err(std::io::Error::other("fake LLM drops the connection")));
+    }
+    let body = futures_util::stream::unfold(frames, |mut frames| async move {
+        let frame = frames.pop_front()?;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        Some((frame, frames))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(body)
+}
