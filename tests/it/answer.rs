@@ -547,6 +547,16 @@ async fn a_model_streams_paragraphs_and_its_failures_hand_off() {
         "{user}"
     );
 
+    // Messenger: the same two paragraphs, as two messages.
+    shop.messenger_says("psid-7", IN_SCOPE).await;
+    eventually("two Messenger paragraphs", || {
+        shop.messenger_texts("psid-7").len() >= 2
+    })
+    .await;
+    let fb = shop.messenger_texts("psid-7");
+    assert!(fb[0].ends_with("within 30 days of delivery."), "{fb:?}");
+    assert!(fb[1].contains("Source: Shipping and returns"), "{fb:?}");
+
     // Email: the same stream becomes one message.
     shop.email_says("bo@customer.example", "Returns?", IN_SCOPE)
         .await;
@@ -684,4 +694,81 @@ async fn injected_instructions_do_not_reach_the_rules_or_the_customer() {
     let reference_block = user.split("</reference>").next().expect("reference");
     assert!(reference_block.contains("ignore all previous"), "{user}");
     shop.stop().await;
+}
+
+/// `frontdesk ask --json` on a scratch install with one bot of `policy`.
+fn ask(policy: &str, question: &str) -> Option<Value> {
+    let models = crate::knowledge::model_dir()?;
+    let dir = fresh_install();
+    std::fs::remove_file(dir.path().join("config/bots/demo.toml")).expect("rm demo");
+    std::fs::write(
+        dir.path().join("config/bots/northwind.toml"),
+        BOT.replace("{llm}", "").replace(
+            "on_unknown = \"fallback_message\"",
+            &format!("on_unknown = \"{policy}\""),
+        ),
+    )
+    .expect("bot file");
+    let out = crate::cli::run(
+        dir.path(),
+        &["ask", "--bot", "support", "--json", question],
+        &[(
+            "FRONTDESK__EMBEDDING__MODEL_DIR",
+            models.to_str().expect("dir"),
+        )],
+    );
+    assert!(out.status.success(), "{}", crate::cli::stderr(&out));
+    Some(serde_json::from_slice(&out.stdout).expect("one JSON object"))
+}
+
+#[test]
+fn ask_shows_the_pipeline_and_each_policy_for_the_unknown() {
+    let Some(known) = ask("fallback_message", IN_SCOPE) else {
+        return;
+    };
+    assert_eq!(known["decision"], "answered", "{known}");
+    assert_eq!(
+        known["sources"][0]["doc_ref"], "shipping-and-returns.md",
+        "{known}"
+    );
+    assert_eq!(known["sources"][0]["cited"], true, "{known}");
+    assert!(
+        known["paragraphs"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("30 days")),
+        "{known}"
+    );
+    assert!(
+        known["confidence"].as_f64().is_some_and(|c| c >= 0.35),
+        "{known}"
+    );
+
+    let unknown = "Do you sell pizza with extra cheese?";
+    let fallback = ask("fallback_message", unknown).expect("model");
+    assert_eq!(fallback["decision"], "handoff");
+    assert_eq!(fallback["handoff"]["reason"], "low_confidence");
+    assert_eq!(
+        fallback["paragraphs"],
+        json!(["Let me get a colleague to help you with that."])
+    );
+    let silent = ask("silent_handoff", unknown).expect("model");
+    assert_eq!(silent["decision"], "handoff");
+    assert_eq!(silent["paragraphs"], json!([]), "silent: nothing sent");
+    let generated = ask("ai_generate", unknown).expect("model");
+    assert_eq!(
+        generated["decision"], "answered_low_confidence",
+        "{generated}"
+    );
+    assert!(generated["handoff"].is_null());
+    assert_eq!(
+        generated["paragraphs"].as_array().map(Vec::len),
+        Some(1),
+        "{generated}"
+    );
+    assert!(
+        !generated["paragraphs"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("colleague")
+    );
 }
