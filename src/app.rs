@@ -9,9 +9,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::botfiles::{BotFiles, SyncReport};
-use crate::broker::AnyBroker;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
+use crate::broker::{AnyBroker, Broker};
 use crate::config::{ChannelsSettings, Settings};
 use crate::crypto::MasterKey;
 use crate::db::Db;
@@ -119,6 +119,12 @@ async fn open_with(
         }
         None => AnyBroker::Memory(MemoryBroker::new()),
     };
+    if bot_files.bots_changed > 0 {
+        // Other nodes' workers drop their cached bots.
+        let _ = broker
+            .publish(crate::answer::BOT_CHANGES_TOPIC, crate::answer::ALL_BOTS)
+            .await;
+    }
     Ok(App {
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new(Knowledge::new(

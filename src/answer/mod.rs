@@ -44,6 +44,9 @@ use triage::Triage;
 /// Topic on which bot changes are announced, so every node drops its copy.
 pub const BOT_CHANGES_TOPIC: &str = "bots.changed";
 
+/// Announced on [`BOT_CHANGES_TOPIC`] when any number of bots changed.
+pub const ALL_BOTS: &str = "*";
+
 /// How long a cached bot is trusted without an announcement.
 const BOT_TTL: Duration = Duration::from_secs(30);
 
@@ -169,10 +172,14 @@ impl Answerer {
         });
     }
 
-    /// Drops the cached copy of a bot.
+    /// Drops the cached copy of a bot ([`ALL_BOTS`]: of every bot).
     pub fn forget_bot(&self, bot_id: &str) {
         if let Ok(mut bots) = self.bots.lock() {
-            bots.remove(bot_id);
+            if bot_id == ALL_BOTS {
+                bots.clear();
+            } else {
+                bots.remove(bot_id);
+            }
         }
     }
 
