@@ -42,6 +42,20 @@ impl Reason {
             Reason::Requested => "requested",
         }
     }
+
+    /// The reason with this stored name.
+    pub fn parse(name: &str) -> Option<Reason> {
+        [
+            Reason::LowConfidence,
+            Reason::NoInformation,
+            Reason::CustomerAsked,
+            Reason::GenerationFailed,
+            Reason::UnsafeOutput,
+            Reason::Requested,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
 }
 
 /// A source of an answer, as agents and the CLI see it.
@@ -103,7 +117,7 @@ pub async fn request(
         return Ok(None);
     };
     let sources = serde_json::to_value(&request.sources).unwrap_or_default();
-    let handoff = Handoff::insert(
+    let inserted = Handoff::insert(
         &mut conn,
         &NewHandoff {
             workspace_id: conversation.workspace_id.clone(),
@@ -121,7 +135,30 @@ pub async fn request(
             requested_by: request.requested_by,
         },
     )
-    .await?;
+    .await;
+    let handoff = match inserted {
+        Ok(handoff) => handoff,
+        Err(e) => {
+            // Never leave a conversation waiting for people with no handoff
+            // to show them: give it back to the bot, then report.
+            let reverted = Conversation::transition(
+                &mut conn,
+                conversation_id,
+                &[ConversationStatus::PendingHandoff],
+                ConversationStatus::Bot,
+                None,
+            )
+            .await;
+            if let Err(revert) = reverted {
+                tracing::error!(
+                    conversation = conversation_id,
+                    error = %revert,
+                    "handoff not stored and the conversation not given back to the bot"
+                );
+            }
+            return Err(e);
+        }
+    };
     drop(conn);
     app.metrics
         .handoffs

@@ -99,7 +99,7 @@ impl Metrics {
         let answers = IntCounterVec::new(
             Opts::new(
                 "answers_total",
-                "Answers by provider (extractive, openai) and outcome (answered, low_confidence, handoff)",
+                "Answers by provider (extractive, openai) and outcome (answered, low_confidence, handoff, interrupted)",
             ),
             &["provider", "outcome"],
         )?;

@@ -35,6 +35,7 @@ use crate::broker::{Broker, Claimed, Lock, TurnJob};
 use crate::db::DbError;
 use crate::delivery::{self, Delivery};
 use crate::events::{self, Event};
+use crate::models::bot::{Bot, HandoffPolicy};
 use crate::models::channel_account::ChannelAccount;
 use crate::models::conversation::{Conversation, ConversationStatus};
 use crate::models::message::{DeliveryStatus, Message, TurnReply};
@@ -457,9 +458,14 @@ impl Worker {
             // Boxed: the streaming future is large.
             return Box::pin(self.stream_turn(&input, lock, token, covered)).await;
         }
+        let channel = ChannelAccount::find_by_id(&mut conn, &conversation.channel_account_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_or(ChannelKind::Webchat, |a| a.kind);
         drop(conn);
         // Resuming a turn cut short: its stored replies go out, never new ones.
         let mut sent = 0;
+        let mut stopped = false;
         for reply in &replies {
             // A reply caught mid-send is sent again: the platform may or may
             // not have it, and a duplicate beats a silence.
@@ -471,7 +477,10 @@ impl Worker {
             }
             match self.ready_to_send(&conversation_id, token, lock).await? {
                 Ready::Yes => {}
-                Ready::Stop => break,
+                Ready::Stop => {
+                    stopped = true;
+                    break;
+                }
                 Ready::Fenced => {
                     return Ok(Outcome::Fenced {
                         conversation: conversation_id,
@@ -480,6 +489,18 @@ impl Worker {
             }
             if self.deliver(&reply.id, &conversation_id, true).await? {
                 sent += 1;
+            }
+        }
+        if !stopped {
+            let input = TurnInput {
+                conversation: conversation.clone(),
+                messages: messages.clone(),
+                channel,
+                first_reply: false,
+            };
+            match Box::pin(self.close_resumed(&input, &replies, token, covered, lock)).await? {
+                Step::Sent(ok) => sent += usize::from(ok),
+                Step::Stop(outcome) => return Ok(outcome),
             }
         }
         let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
@@ -499,6 +520,99 @@ impl Worker {
             answered: messages.len(),
             replies: sent,
         })
+    }
+
+    /// Ends a resumed turn the way the dead worker meant to. Its stored
+    /// replies say how far it got: a notice means it was handing off, so
+    /// the handoff is recorded now. Without one the answer may have been
+    /// cut mid-stream (an email's single reply is always whole): the
+    /// customer is told a person will follow, unless the bot hands off
+    /// silently, and people get the conversation. A worker that died in
+    /// the instant between a whole answer and the turn's end causes a
+    /// needless handoff; a half answer left as is would be worse.
+    async fn close_resumed(
+        &self,
+        input: &TurnInput,
+        replies: &[Message],
+        token: i64,
+        covered: i64,
+        lock: &Lock,
+    ) -> Result<Step, String> {
+        use crate::handoff::{Reason, Request};
+        let noticed = replies.iter().find_map(|r| {
+            let metadata: serde_json::Value = serde_json::from_str(r.metadata.as_deref()?).ok()?;
+            Reason::parse(metadata.get("notice")?.as_str()?)
+        });
+        let (reason, detail, step) = match noticed {
+            Some(reason) => (
+                reason,
+                "recorded after the worker that answered stopped",
+                Step::Sent(false),
+            ),
+            None if input.channel == ChannelKind::Email => return Ok(Step::Sent(false)),
+            None => {
+                let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+                let bot = Bot::find_by_id(&mut conn, &input.conversation.bot_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                drop(conn);
+                let notice = match &bot {
+                    Some(bot) if bot.handoff_policy == HandoffPolicy::SilentHandoff => None,
+                    Some(bot) if !bot.fallback_message.trim().is_empty() => {
+                        Some(bot.fallback_message.trim().to_owned())
+                    }
+                    _ => Some(self.app.settings.answer.handoff_message.trim().to_owned()),
+                };
+                let reason = Reason::GenerationFailed;
+                let part = replies
+                    .iter()
+                    .filter_map(|r| r.reply_key.as_deref()?.rsplit(':').next()?.parse().ok())
+                    .max()
+                    .map_or(0, |p: usize| p + 1);
+                let step = match notice.filter(|n| !n.is_empty()) {
+                    Some(text) => {
+                        let reply = Reply {
+                            text,
+                            metadata: Some(
+                                serde_json::json!({ "notice": reason.as_str() }).to_string(),
+                            ),
+                        };
+                        self.store_and_send(input, token, covered, part, &reply, lock)
+                            .await?
+                    }
+                    None => Step::Sent(false),
+                };
+                (
+                    reason,
+                    "the worker answering stopped mid-answer; the answer may be incomplete",
+                    step,
+                )
+            }
+        };
+        if let Step::Stop(_) = step {
+            return Ok(step);
+        }
+        let question: Vec<&str> = input
+            .messages
+            .iter()
+            .filter(|m| m.direction == crate::models::message::Direction::Inbound)
+            .map(|m| m.body.as_str())
+            .collect();
+        let question = question.join("\n");
+        let request = Request {
+            reason,
+            detail: Some(detail.to_owned()),
+            triage: crate::answer::triage::by_rules(&question, None),
+            question,
+            draft: String::new(),
+            sources: Vec::new(),
+            confidence: 0.0,
+            requested_by: None,
+        };
+        crate::handoff::request(&self.app, &input.conversation.id, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(step)
     }
 
     /// A new turn: the responder's replies are stored, published and sent

@@ -336,7 +336,10 @@ impl Answerer {
                 requested_by: None,
             });
         }
-        let outcome = if answer.handoff.is_some() {
+        let outcome = if out.is_closed() {
+            // Cut short (an agent took over, the turn lost its lock).
+            "interrupted"
+        } else if answer.handoff.is_some() {
             "handoff"
         } else if answer.low_confidence {
             "low_confidence"
@@ -558,6 +561,13 @@ impl Answerer {
                         if !emitter.emit(paragraph).await {
                             break;
                         }
+                    }
+                    if count == 0 && problem.is_none() && emitter.sent > 0 {
+                        // The last paragraph went out before the stream
+                        // ended (a trailing blank line): the sources follow
+                        // on their own.
+                        let line = citation_line(sources);
+                        emitter.emit(line.trim().to_owned()).await;
                     }
                     if problem.is_none() && filter.status() == Some(InfoStatus::Lacking) {
                         problem = check("", &filter);

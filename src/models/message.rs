@@ -307,7 +307,12 @@ impl Message {
                 let seq: Option<i64> = diesel::update(
                     conversations::table
                         .find(&conversation.id)
-                        .filter(conversations::turn_fence.eq(token)),
+                        .filter(conversations::turn_fence.eq(token))
+                        // An agent took over or a handoff is pending: the
+                        // bot must not add a word, even mid-answer.
+                        .filter(conversations::status.eq(
+                            crate::models::conversation::ConversationStatus::Bot,
+                        )),
                 )
                 .set((
                     conversations::last_seq.eq(conversations::last_seq + 1),
@@ -474,10 +479,25 @@ impl Message {
     }
 
     /// Records a sent message: the platform ids of its parts (the first as
-    /// its `external_id`, all in `metadata.parts`), and `sent` unless a
-    /// receipt already moved it further.
+    /// its `external_id`, all in `metadata.parts`, beside what the metadata
+    /// held: sources, a handoff notice), and `sent` unless a receipt
+    /// already moved it further.
     pub async fn record_sent(conn: &mut DbConn, id: &str, parts: &[String]) -> Result<(), DbError> {
-        let metadata = serde_json::json!({ "parts": parts }).to_string();
+        let before: Option<Option<String>> = db_run!(conn: {
+            messages::table
+                .find(id)
+                .select(messages::metadata)
+                .first(conn)
+                .await
+                .optional()?
+        });
+        let mut metadata = before
+            .flatten()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        metadata["parts"] = serde_json::json!(parts);
+        let metadata = metadata.to_string();
         db_run!(conn: {
             diesel::update(messages::table.find(id))
                 .set((

@@ -325,8 +325,9 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
 
     // Telegram: the answer with its source, the disclosure first, typing shown.
     shop.telegram_says(501, IN_SCOPE).await;
+    // The last paragraph carries the sources: wait for it.
     eventually("the Telegram answer", || {
-        !shop.telegram_texts(501).is_empty()
+        shop.telegram_texts(501).join("\n").contains("Source:")
     })
     .await;
     let texts = shop.telegram_texts(501);
@@ -349,7 +350,9 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
     shop.telegram_says(501, "How long is the warranty on a frame?")
         .await;
     eventually("the second answer", || {
-        shop.telegram_texts(501).len() > texts.len()
+        shop.telegram_texts(501)[texts.len()..]
+            .join("\n")
+            .contains("Source:")
     })
     .await;
     let later = shop.telegram_texts(501)[texts.len()..].join("\n");
@@ -359,7 +362,9 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
     // Messenger: same answer, same source.
     shop.messenger_says("psid-1", IN_SCOPE).await;
     eventually("the Messenger answer", || {
-        !shop.messenger_texts("psid-1").is_empty()
+        shop.messenger_texts("psid-1")
+            .join("\n")
+            .contains("Source:")
     })
     .await;
     let fb = shop.messenger_texts("psid-1").join("\n");
@@ -565,6 +570,20 @@ async fn a_model_streams_paragraphs_and_its_failures_hand_off() {
     assert!(
         mail.contains("within 30 days of delivery.") && mail.contains("within five working days."),
         "{mail}"
+    );
+
+    // A model that ends with a blank line still gets its sources cited.
+    llm.script([stream(&[
+        "[[ANSWER]] Returns are accepted within 30 days [1].\n\n",
+    ])]);
+    shop.telegram_says(702, &format!("{IN_SCOPE} (trailing)"))
+        .await;
+    eventually("the sources", || shop.telegram_texts(702).len() >= 2).await;
+    let texts = shop.telegram_texts(702);
+    assert!(texts[0].ends_with("within 30 days."), "{texts:?}");
+    assert!(
+        texts[1].starts_with("Source: Shipping and returns"),
+        "{texts:?}"
     );
 
     // Failures: each in a new chat, each ends in the fallback and a handoff;

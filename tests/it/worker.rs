@@ -315,6 +315,110 @@ async fn a_worker_killed_mid_turn_is_replaced(kind: Kind) {
     );
 }
 
+/// Sends one paragraph (tagged as a handoff notice or not), then hangs:
+/// a worker that dies mid-answer.
+struct HalfThenStuck {
+    notice: bool,
+}
+
+impl Responder for HalfThenStuck {
+    fn respond<'a>(
+        &'a self,
+        _turn: &'a TurnInput,
+        out: Replies,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
+        Box::pin(async move {
+            let metadata = self
+                .notice
+                .then(|| r#"{"notice":"low_confidence"}"#.to_owned());
+            out.send(frontdesk::worker::Reply {
+                text: "First half of the answer.".into(),
+                metadata,
+            })
+            .await;
+            std::future::pending::<()>().await;
+            Ok(Verdict::default())
+        })
+    }
+}
+
+/// A worker dies after sending part of its turn: the next one finishes the
+/// turn as the first meant to, never with a new answer. A half answer
+/// ends with the handoff notice; a notice already sent gets its handoff.
+async fn a_worker_dying_mid_answer_is_finished_by_a_handoff(kind: Kind) {
+    for notice in [false, true] {
+        let Some(s) = setup(kind, |_| {}).await else {
+            return;
+        };
+        s.customer_says(5, 1, "how do refunds work?").await;
+        let mut doomed = Worker::new(s.app.clone(), Arc::new(HalfThenStuck { notice }), "doomed");
+        doomed.wait = Duration::from_millis(200);
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = doomed.process_next().await;
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.telegram.calls("/sendMessage").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "first part not sent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let mut conn = s.app.db.get().await.expect("conn");
+        let conversation = frontdesk::models::conversation::Conversation::open_of_customer(
+            &mut conn,
+            &s.account.id,
+            &customer_id(&s, "5").await,
+        )
+        .await
+        .expect("q")
+        .remove(0);
+        drop(conn);
+        let pending = |app: App, id: String| async move {
+            let mut conn = app.db.get().await.expect("conn");
+            frontdesk::models::conversation::Conversation::find(&mut conn, &id)
+                .await
+                .expect("q")
+                .expect("conversation")
+                .status
+                == frontdesk::models::conversation::ConversationStatus::PendingHandoff
+        };
+        let mut worker = Worker::new(s.app.clone(), Arc::new(Acknowledger), "heir");
+        worker.wait = Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !pending(s.app.clone(), conversation.id.clone()).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not handed off (notice: {notice})"
+            );
+            worker.process_next().await.expect("process");
+        }
+        let expected = if notice { 1 } else { 2 };
+        assert_eq!(s.replies()[&5].len(), expected, "{:?}", s.replies());
+        let replies = &s.replies()[&5];
+        assert_eq!(replies[0], "First half of the answer.");
+        if !notice {
+            assert!(
+                !replies[1].contains("we received"),
+                "the notice, not a new answer: {replies:?}"
+            );
+        }
+        let mut conn = s.app.db.get().await.expect("conn");
+        let handoffs =
+            frontdesk::models::handoff::Handoff::of_conversation(&mut conn, &conversation.id)
+                .await
+                .expect("handoffs");
+        assert_eq!(handoffs.len(), 1, "one handoff");
+        let reason = if notice {
+            "low_confidence"
+        } else {
+            "generation_failed"
+        };
+        assert_eq!(handoffs[0].reason, reason);
+    }
+}
+
 async fn an_agent_owned_conversation_gets_no_reply(kind: Kind) {
     let Some(s) = setup(kind, |_| {}).await else {
         return;
@@ -461,6 +565,7 @@ on_both_brokers!(
     strict_order_under_a_burst,
     conversations_run_in_parallel,
     a_worker_killed_mid_turn_is_replaced,
+    a_worker_dying_mid_answer_is_finished_by_a_handoff,
     an_agent_owned_conversation_gets_no_reply,
     failing_turns_retry_then_dead_letter,
     lost_turns_are_found_by_the_sweeper,
