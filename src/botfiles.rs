@@ -80,7 +80,7 @@ fn default_fallback() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum ChannelFile {
+pub(crate) enum ChannelFile {
     Telegram {
         id: String,
         bot_token: String,
@@ -170,11 +170,11 @@ struct Loaded {
 }
 
 #[derive(Debug)]
-struct LoadedChannel {
-    public_id: String,
-    kind: ChannelKind,
-    external_id: Option<String>,
-    credentials: Credentials,
+pub(crate) struct LoadedChannel {
+    pub(crate) public_id: String,
+    pub(crate) kind: ChannelKind,
+    pub(crate) external_id: Option<String>,
+    pub(crate) credentials: Credentials,
 }
 
 /// What applying the bot files changed.
@@ -536,102 +536,12 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
     let mut channels = Vec::with_capacity(file.channels.len());
     for (i, channel) in file.channels.into_iter().enumerate() {
         let at = |key: &str| format!("channels[{i}].{key}");
-        let secret = |key: &str, raw: String| -> Result<Secret, BotFileError> {
-            resolve_secret(raw, env).map_err(|m| invalid(&at(key), m))
-        };
-        let loaded = match channel {
-            ChannelFile::Telegram {
-                id,
-                bot_token,
-                secret_token,
-            } => {
-                let bot_token = secret("bot_token", bot_token)?;
-                let secret_token = secret("secret_token", secret_token)?;
-                // Telegram accepts 1-256 characters of A-Z a-z 0-9 _ - as the webhook secret.
-                let st = secret_token.expose();
-                if st.is_empty()
-                    || st.len() > 256
-                    || !st
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                {
-                    return Err(invalid(
-                        &at("secret_token"),
-                        "Telegram requires 1-256 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
-                    ));
-                }
-                // The bot's numeric id is the part of the token before `:`;
-                // it identifies the bot across channel ids.
-                let bot_id = bot_token
-                    .expose()
-                    .split_once(':')
-                    .map(|(id, _)| id)
-                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-                    .map(str::to_owned);
-                if bot_id.is_none() {
-                    tracing::warn!(
-                        file = %path.display(),
-                        channel = %id,
-                        "bot_token is not of the form <bot id>:<secret>; Telegram will refuse it"
-                    );
-                }
-                LoadedChannel {
-                    public_id: id,
-                    kind: ChannelKind::Telegram,
-                    external_id: bot_id,
-                    credentials: BTreeMap::from([
-                        ("bot_token".into(), bot_token),
-                        ("secret_token".into(), secret_token),
-                    ]),
-                }
-            }
-            ChannelFile::Messenger {
-                id,
-                page_id,
-                app_secret,
-                page_access_token,
-                verify_token,
-            } => {
-                if page_id.trim().is_empty() || page_id.len() > 64 {
-                    return Err(invalid(&at("page_id"), "must be the page's id".into()));
-                }
-                LoadedChannel {
-                    public_id: id,
-                    kind: ChannelKind::Messenger,
-                    external_id: Some(page_id),
-                    credentials: BTreeMap::from([
-                        ("app_secret".into(), secret("app_secret", app_secret)?),
-                        (
-                            "page_access_token".into(),
-                            secret("page_access_token", page_access_token)?,
-                        ),
-                        ("verify_token".into(), secret("verify_token", verify_token)?),
-                    ]),
-                }
-            }
-            ChannelFile::Email {
-                id,
-                address,
-                signing_key,
-            } => {
-                let address = address.trim().to_lowercase();
-                let valid = address
-                    .split_once('@')
-                    .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-                if !valid {
-                    return Err(invalid(&at("address"), "is not an email address".into()));
-                }
-                LoadedChannel {
-                    public_id: id,
-                    kind: ChannelKind::Email,
-                    external_id: Some(address),
-                    credentials: BTreeMap::from([(
-                        "signing_key".into(),
-                        secret("signing_key", signing_key)?,
-                    )]),
-                }
-            }
-        };
+        let loaded = channel_spec(
+            channel,
+            &|key, raw| resolve_secret(raw, env).map_err(|m| (key.to_owned(), m)),
+            Some(&path),
+        )
+        .map_err(|(key, m)| invalid(&at(&key), m))?;
         check_channel_id(&loaded.public_id).map_err(|m| invalid(&at("id"), m))?;
         channels.push(loaded);
     }
@@ -656,9 +566,117 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
     })
 }
 
+/// Resolves a secret's raw value (key, value); errors are (key, message).
+pub(crate) type SecretResolver<'a> = dyn Fn(&str, String) -> Result<Secret, (String, String)> + 'a;
+
+/// The channel account a `[[channels]]` table (or an API request) declares,
+/// its secrets resolved by `secret`. Errors name the key and what is wrong,
+/// never a value.
+pub(crate) fn channel_spec(
+    channel: ChannelFile,
+    secret: &SecretResolver<'_>,
+    path: Option<&Path>,
+) -> Result<LoadedChannel, (String, String)> {
+    let loaded = match channel {
+        ChannelFile::Telegram {
+            id,
+            bot_token,
+            secret_token,
+        } => {
+            let bot_token = secret("bot_token", bot_token)?;
+            let secret_token = secret("secret_token", secret_token)?;
+            // Telegram accepts 1-256 characters of A-Z a-z 0-9 _ - as the webhook secret.
+            let st = secret_token.expose();
+            if st.is_empty()
+                || st.len() > 256
+                || !st
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err((
+                    "secret_token".into(),
+                    "Telegram requires 1-256 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+                ));
+            }
+            // The bot's numeric id is the part of the token before `:`;
+            // it identifies the bot across channel ids.
+            let bot_id = bot_token
+                .expose()
+                .split_once(':')
+                .map(|(id, _)| id)
+                .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned);
+            if bot_id.is_none() {
+                tracing::warn!(
+                    file = %path.map(|p| p.display().to_string()).unwrap_or_default(),
+                    channel = %id,
+                    "bot_token is not of the form <bot id>:<secret>; Telegram will refuse it"
+                );
+            }
+            LoadedChannel {
+                public_id: id,
+                kind: ChannelKind::Telegram,
+                external_id: bot_id,
+                credentials: BTreeMap::from([
+                    ("bot_token".into(), bot_token),
+                    ("secret_token".into(), secret_token),
+                ]),
+            }
+        }
+        ChannelFile::Messenger {
+            id,
+            page_id,
+            app_secret,
+            page_access_token,
+            verify_token,
+        } => {
+            if page_id.trim().is_empty() || page_id.len() > 64 {
+                return Err(("page_id".into(), "must be the page's id".into()));
+            }
+            LoadedChannel {
+                public_id: id,
+                kind: ChannelKind::Messenger,
+                external_id: Some(page_id),
+                credentials: BTreeMap::from([
+                    ("app_secret".into(), secret("app_secret", app_secret)?),
+                    (
+                        "page_access_token".into(),
+                        secret("page_access_token", page_access_token)?,
+                    ),
+                    ("verify_token".into(), secret("verify_token", verify_token)?),
+                ]),
+            }
+        }
+        ChannelFile::Email {
+            id,
+            address,
+            signing_key,
+        } => {
+            let address = address.trim().to_lowercase();
+            let valid = address
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+            if !valid {
+                return Err(("address".into(), "is not an email address".into()));
+            }
+            LoadedChannel {
+                public_id: id,
+                kind: ChannelKind::Email,
+                external_id: Some(address),
+                credentials: BTreeMap::from([(
+                    "signing_key".into(),
+                    secret("signing_key", signing_key)?,
+                )]),
+            }
+        }
+    };
+    check_channel_id(&loaded.public_id).map_err(|m| ("id".to_owned(), m))?;
+    Ok(loaded)
+}
+
 /// serde quotes the offending value (`invalid type: integer `123`, expected
 /// a string`); a value may be a secret, so it is dropped from the message.
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     match (message.find("invalid type: "), message.find(", expected")) {
         (Some(start), Some(end)) if start < end => {
             let kind = message[start + 14..end]

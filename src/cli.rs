@@ -18,6 +18,7 @@ use crate::config::{LogFormat, Settings};
 
 pub mod ask;
 pub mod kb;
+pub mod user;
 
 /// Frontdesk: a multi-channel customer-support gateway.
 #[derive(Debug, Parser)]
@@ -57,6 +58,12 @@ pub enum Command {
     /// Run the answer pipeline in the terminal: paragraphs as they stream,
     /// then the sources with their scores and the handoff decision.
     Ask(ask::AskArgs),
+    /// Users of the console and the API.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// API tokens for machines.
+    #[command(subcommand)]
+    Token(user::TokenCommand),
 }
 
 /// `frontdesk models …`
@@ -127,6 +134,14 @@ pub async fn run(
         Command::Kb(command) => {
             let app = crate::app::open_local(settings, env).await?;
             return kb::run(&app, command).await;
+        }
+        Command::User(command) => {
+            let app = crate::app::open_local(settings, env).await?;
+            user::run_user(&app, env, command).await
+        }
+        Command::Token(command) => {
+            let app = crate::app::open_local(settings, env).await?;
+            user::run_token(&app, command).await
         }
         Command::Ask(args) => {
             let app = crate::app::open_local(settings, env).await?;

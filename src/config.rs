@@ -49,6 +49,10 @@ pub struct Settings {
     pub answer: AnswerSettings,
     /// Conversation workers.
     pub worker: WorkerSettings,
+    /// Logins, sessions, API tokens.
+    pub auth: AuthSettings,
+    /// Agent sockets and the chat widget.
+    pub realtime: RealtimeSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -246,6 +250,36 @@ pub struct AnswerSettings {
     /// Longest paragraph sent as one message (characters); longer ones are
     /// cut at a sentence end.
     pub max_paragraph_chars: usize,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// How long a login lasts, in hours.
+    pub session_ttl_hours: u64,
+    /// Failed logins allowed per email and per client address within
+    /// `login_window_secs`; more get 429.
+    pub login_attempts: u32,
+    /// The window of `login_attempts`, in seconds.
+    pub login_window_secs: u64,
+    /// Marks the session cookie `Secure` (serve over HTTPS, or behind a
+    /// proxy that terminates TLS).
+    pub secure_cookie: bool,
+}
+
+/// `[realtime]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RealtimeSettings {
+    /// Events an agent socket replays at most after a reconnect.
+    pub replay_limit: i64,
+    /// Days the event log keeps events for replay.
+    pub retention_days: i64,
+    /// Seconds between pings; a socket silent for three intervals is closed.
+    pub heartbeat_secs: u64,
+    /// Largest websocket frame accepted, in bytes; larger ones close the socket.
+    pub max_frame_bytes: usize,
+    /// Messages one chat widget session may send per minute; more close the socket.
+    pub chat_messages_per_minute: u32,
 }
 
 /// Answer generator.
@@ -497,6 +531,19 @@ impl Settings {
                 history_tokens: 1200,
                 passages: 4,
                 max_paragraph_chars: 1200,
+            },
+            auth: AuthSettings {
+                session_ttl_hours: 12,
+                login_attempts: 10,
+                login_window_secs: 300,
+                secure_cookie: false,
+            },
+            realtime: RealtimeSettings {
+                replay_limit: 1000,
+                retention_days: 7,
+                heartbeat_secs: 15,
+                max_frame_bytes: 4096,
+                chat_messages_per_minute: 20,
             },
             log: LogSettings {
                 format: LogFormat::Text,

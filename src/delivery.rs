@@ -84,9 +84,11 @@ pub async fn deliver(
                 .send(&secrets, &target.recipient, &outbound)
                 .await
         }
-        ChannelKind::Webchat => Err(channels::SendError::NotConfigured(
-            "web chat replies go out over the widget's socket".into(),
-        )),
+        // The widget's socket got it with its `message.created` event, and
+        // replays it from the database after a reconnect.
+        ChannelKind::Webchat => Ok(vec![channels::Sent {
+            external_id: message.id.clone(),
+        }]),
     };
     match result {
         Ok(sent) => {
@@ -122,7 +124,11 @@ pub async fn typing(app: &App, conversation_id: &str) {
         match account.kind {
             ChannelKind::Telegram => app.channels.telegram.typing(&secrets, &to).await,
             ChannelKind::Messenger => app.channels.messenger.typing(&secrets, &to).await,
-            ChannelKind::Email | ChannelKind::Webchat => Ok(()),
+            ChannelKind::Webchat => {
+                crate::realtime::typing(app, &conversation.workspace_id, &conversation.id).await;
+                Ok(())
+            }
+            ChannelKind::Email => Ok(()),
         }
         .map_err(|e| e.to_string())
     }

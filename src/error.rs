@@ -30,10 +30,14 @@ pub enum ErrorKind {
     NotFound,
     /// 405: the route exists with other methods.
     MethodNotAllowed,
+    /// 409: the object's state does not allow it (e.g. already resolved).
+    Conflict,
     /// 413: body over `server.max_body_bytes`.
     PayloadTooLarge,
     /// 415: the body is not of the expected type.
     UnsupportedMediaType,
+    /// 429: too many attempts; retry later.
+    TooManyRequests,
     /// 503: a dependency is down.
     Unavailable,
     /// 500: a bug or an unexpected failure; details are in the log.
@@ -49,7 +53,9 @@ impl ErrorKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,7 +70,9 @@ impl ErrorKind {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::TooManyRequests => "too_many_requests",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
@@ -84,6 +92,12 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The same error with details for programs.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
     /// The same error with another message.
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = message.into();

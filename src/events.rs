@@ -1,8 +1,9 @@
 //! Realtime events for agents: published on the broker's pub/sub, one
 //! topic per workspace ([`topic`]), so every node's agent sockets see them.
 //!
-//! Publishing is best effort: the database is the record, an event lost to
-//! a broker outage is caught up from it.
+//! Every event is first appended to the workspace's event log (numbered by
+//! `seq`), then published: a socket that missed some (a reconnect, a broker
+//! outage) replays them from the log.
 
 use serde::Serialize;
 
@@ -23,6 +24,32 @@ pub enum Event<'a> {
         conversation_id: &'a str,
         /// The message.
         message: &'a Message,
+    },
+    /// A customer opened a conversation (its first message follows).
+    #[serde(rename = "conversation.created")]
+    ConversationCreated {
+        /// The conversation.
+        conversation_id: &'a str,
+        /// Its bot.
+        bot_id: &'a str,
+        /// Its channel: telegram, messenger, email, webchat.
+        channel: &'a str,
+    },
+    /// Knowledge being ingested: a file read, chunked, embedded, done.
+    #[serde(rename = "knowledge.progress")]
+    KnowledgeProgress {
+        /// The bot.
+        bot_id: &'a str,
+        /// What happened: `source`, `stage` and counts.
+        progress: &'a serde_json::Value,
+    },
+    /// An agent left a private note.
+    #[serde(rename = "note.created")]
+    NoteAdded {
+        /// Its conversation.
+        conversation_id: &'a str,
+        /// The note.
+        note: &'a crate::models::note::Note,
     },
     /// The bot handed the conversation to a person.
     #[serde(rename = "handoff.requested")]
@@ -51,16 +78,37 @@ pub fn topic(workspace_id: &str) -> String {
     format!("workspace.{workspace_id}")
 }
 
-/// Publishes `event` to the workspace's agents; failures are logged.
+/// Records `event` in the workspace's log and publishes it, numbered, to
+/// the workspace's agents. Failures are logged: the event is lost to live
+/// sockets (the database still holds what happened).
 pub async fn publish(app: &App, workspace_id: &str, event: &Event<'_>) {
-    let payload = match serde_json::to_string(event) {
-        Ok(payload) => payload,
+    let mut value = match serde_json::to_value(event) {
+        Ok(value) => value,
         Err(error) => {
             tracing::error!(%error, "event not serializable");
             return;
         }
     };
-    if let Err(error) = app.broker.publish(&topic(workspace_id), &payload).await {
-        tracing::warn!(%error, "realtime event not published");
+    let kind = value["type"].as_str().unwrap_or("event").to_owned();
+    let stored = async {
+        let mut conn = app.db.get().await?;
+        crate::models::event::StoredEvent::append(
+            &mut conn,
+            workspace_id,
+            &kind,
+            &value.to_string(),
+        )
+        .await
+    };
+    match stored.await {
+        Ok(seq) => value["seq"] = serde_json::json!(seq),
+        Err(error) => tracing::warn!(%error, kind, "event not logged; published without a seq"),
+    }
+    if let Err(error) = app
+        .broker
+        .publish(&topic(workspace_id), &value.to_string())
+        .await
+    {
+        tracing::warn!(%error, kind, "realtime event not published");
     }
 }

@@ -189,7 +189,7 @@ pub async fn request(
 pub async fn take_over(
     app: &App,
     conversation_id: &str,
-    agent_id: &str,
+    agent_id: Option<&str>,
 ) -> Result<Option<Conversation>, DbError> {
     change(
         app,
@@ -200,7 +200,7 @@ pub async fn take_over(
             ConversationStatus::Agent,
         ],
         ConversationStatus::Agent,
-        Some(Some(agent_id)),
+        Some(agent_id),
     )
     .await
 }

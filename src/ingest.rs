@@ -64,13 +64,34 @@ pub async fn ingest(
                     continue;
                 }
                 match store_message(&mut conn, &bot, account, &message).await? {
-                    (Inserted::New(_), conversation) => {
+                    (Inserted::New(stored), conversation) => {
                         report.stored += 1;
                         // Stored is what counts: if the broker is down, the
                         // sweeper queues the turn once it is back.
                         if let Err(error) = app.broker.enqueue(&conversation).await {
                             tracing::warn!(%conversation, %error, "turn not queued; the sweeper will retry");
                         }
+                        if stored.seq == 1 {
+                            crate::events::publish(
+                                app,
+                                &bot.workspace_id,
+                                &crate::events::Event::ConversationCreated {
+                                    conversation_id: &conversation,
+                                    bot_id: &bot.id,
+                                    channel: account.kind.as_str(),
+                                },
+                            )
+                            .await;
+                        }
+                        crate::events::publish(
+                            app,
+                            &bot.workspace_id,
+                            &crate::events::Event::MessageCreated {
+                                conversation_id: &conversation,
+                                message: &stored,
+                            },
+                        )
+                        .await;
                     }
                     (Inserted::Duplicate(_), _) => report.duplicates += 1,
                 }

@@ -24,11 +24,14 @@
 //! behind these in later modules and in the `channels` and `knowledge` crates.
 
 pub mod answer;
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod botfiles;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod db;
 pub mod delivery;
@@ -39,6 +42,7 @@ pub mod ingest;
 pub mod kb;
 pub mod metrics;
 pub mod models;
+pub mod realtime;
 pub mod schema;
 pub mod server;
 pub mod telemetry;

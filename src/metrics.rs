@@ -24,6 +24,8 @@ pub struct Metrics {
     pub answers: IntCounterVec,
     /// Time from the start of answering to the first paragraph.
     pub first_paragraph_seconds: Histogram,
+    /// Open websockets by kind (agent, chat).
+    pub ws_connections: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -115,7 +117,13 @@ impl Metrics {
         registry.register(Box::new(handoffs.clone()))?;
         registry.register(Box::new(answers.clone()))?;
         registry.register(Box::new(first_paragraph_seconds.clone()))?;
+        let ws_connections = prometheus::IntGaugeVec::new(
+            Opts::new("ws_connections", "Open websockets by kind (agent, chat)"),
+            &["kind"],
+        )?;
+        registry.register(Box::new(ws_connections.clone()))?;
         Ok(Self {
+            ws_connections,
             handoffs,
             answers,
             first_paragraph_seconds,

@@ -209,6 +209,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        workspace_id -> Text,
+        source_ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        workspace_id -> Text,
+        name -> Text,
+        role -> Text,
+        token_hash -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    notes (id) {
+        id -> Text,
+        workspace_id -> Text,
+        conversation_id -> Text,
+        author_id -> Nullable<Text>,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        workspace_id -> Text,
+        kind -> Text,
+        payload -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(bots -> workspaces (workspace_id));
@@ -220,6 +270,8 @@ diesel::joinable!(conversations -> customers (customer_id));
 diesel::joinable!(conversations -> channel_accounts (channel_account_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(handoffs -> conversations (conversation_id));
+diesel::joinable!(notes -> conversations (conversation_id));
+diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance_meta,
@@ -236,4 +288,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     knowledge_documents,
     knowledge_chunks,
     handoffs,
+    sessions,
+    api_tokens,
+    notes,
+    events,
 );

@@ -35,6 +35,10 @@ pub struct AppState {
     pub app: App,
     /// Prometheus metrics (the app's).
     pub metrics: Arc<Metrics>,
+    /// Failed logins, per email and per address.
+    pub limiter: Arc<crate::auth::LoginLimiter>,
+    /// This node's event subscriptions, shared by its websockets.
+    pub hub: crate::realtime::Hub,
 }
 
 /// The request id of the current request, for handlers and audit entries.
@@ -48,6 +52,11 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
     let settings = app.settings.clone();
     let state = AppState {
         metrics: app.metrics.clone(),
+        limiter: Arc::new(crate::auth::LoginLimiter::new(
+            settings.auth.login_attempts,
+            Duration::from_secs(settings.auth.login_window_secs),
+        )),
+        hub: crate::realtime::Hub::new(app.clone()),
         app,
     };
     let limit = settings.server.max_body_bytes;
@@ -67,6 +76,9 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
             .service(resource("/readyz").route(web::get().to(readyz)))
             .service(resource("/metrics").route(web::get().to(metrics)))
             .configure(|cfg| crate::webhooks::configure(cfg, email_limit))
+            .configure(crate::api::configure)
+            .configure(crate::realtime::configure)
+            .configure(crate::console::configure)
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs)

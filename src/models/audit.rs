@@ -125,3 +125,33 @@ impl AuditEntry {
         }))
     }
 }
+
+impl AuditEntry {
+    /// A page of the workspace's entries, newest first: those older than
+    /// the entry `before` (ids are time-ordered), of `action` if given.
+    pub async fn page(
+        conn: &mut DbConn,
+        workspace_id: &str,
+        action: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        Ok(db_run!(conn: {
+            let mut query = audit_log::table
+                .filter(audit_log::workspace_id.eq(workspace_id))
+                .into_boxed();
+            if let Some(action) = action {
+                query = query.filter(audit_log::action.eq(action));
+            }
+            if let Some(before) = before {
+                query = query.filter(audit_log::id.lt(before));
+            }
+            query
+                .order(audit_log::id.desc())
+                .limit(limit)
+                .select(AuditEntry::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

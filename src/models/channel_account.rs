@@ -334,3 +334,17 @@ impl UpsertAccountError {
         }
     }
 }
+
+impl ChannelAccount {
+    /// The bot's accounts, active and disabled, by public id.
+    pub async fn of_bot(conn: &mut DbConn, bot_id: &str) -> Result<Vec<ChannelAccount>, DbError> {
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .filter(channel_accounts::bot_id.eq(bot_id))
+                .order(channel_accounts::public_id)
+                .select(ChannelAccount::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

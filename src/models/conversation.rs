@@ -309,3 +309,59 @@ impl Conversation {
         }))
     }
 }
+
+/// Which conversations a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this status.
+    pub status: Option<ConversationStatus>,
+    /// Only this bot's.
+    pub bot_id: Option<String>,
+    /// Only on these channel accounts.
+    pub accounts: Option<Vec<String>>,
+    /// Only these conversations.
+    pub ids: Option<Vec<String>>,
+    /// After this `(last_message_at, id)` in the list's order.
+    pub after: Option<(NaiveDateTime, String)>,
+}
+
+impl Conversation {
+    /// A page of the workspace's conversations, most recent activity first.
+    pub async fn page(
+        conn: &mut DbConn,
+        workspace_id: &str,
+        filter: &ConversationFilter,
+        limit: i64,
+    ) -> Result<Vec<Conversation>, DbError> {
+        Ok(db_run!(conn: {
+            let mut query = conversations::table
+                .filter(conversations::workspace_id.eq(workspace_id))
+                .into_boxed();
+            if let Some(status) = filter.status {
+                query = query.filter(conversations::status.eq(status));
+            }
+            if let Some(bot) = &filter.bot_id {
+                query = query.filter(conversations::bot_id.eq(bot));
+            }
+            if let Some(accounts) = &filter.accounts {
+                query = query.filter(conversations::channel_account_id.eq_any(accounts));
+            }
+            if let Some(ids) = &filter.ids {
+                query = query.filter(conversations::id.eq_any(ids));
+            }
+            if let Some((at, id)) = &filter.after {
+                query = query.filter(
+                    conversations::last_message_at
+                        .lt(at)
+                        .or(conversations::last_message_at.eq(at).and(conversations::id.lt(id))),
+                );
+            }
+            query
+                .order((conversations::last_message_at.desc(), conversations::id.desc()))
+                .limit(limit)
+                .select(Conversation::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

@@ -605,3 +605,40 @@ impl Message {
         }))
     }
 }
+
+impl Message {
+    /// The conversation's newest message.
+    pub async fn last_of(
+        conn: &mut DbConn,
+        conversation_id: &str,
+    ) -> Result<Option<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .order(messages::seq.desc())
+                .select(Message::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The conversation's messages after `seq`, oldest first, at most `limit`.
+    pub async fn after(
+        conn: &mut DbConn,
+        conversation_id: &str,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Message>, DbError> {
+        Ok(db_run!(conn: {
+            messages::table
+                .filter(messages::conversation_id.eq(conversation_id))
+                .filter(messages::seq.gt(seq))
+                .order(messages::seq)
+                .limit(limit)
+                .select(Message::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

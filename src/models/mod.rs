@@ -9,10 +9,13 @@ pub mod bot;
 pub mod channel_account;
 pub mod conversation;
 pub mod customer;
+pub mod event;
 pub mod handoff;
 pub mod instance_meta;
 pub mod knowledge;
 pub mod message;
+pub mod note;
+pub mod session;
 pub mod user;
 pub mod workspace;
 

@@ -109,3 +109,125 @@ impl User {
         }))
     }
 }
+
+/// A user as a workspace's members list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    /// The user.
+    #[serde(flatten)]
+    pub user: User,
+    /// Their role in the workspace.
+    pub role: Role,
+}
+
+impl Role {
+    /// How much the role may do: owner 3, admin 2, agent 1.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Owner => 3,
+            Role::Admin => 2,
+            Role::Agent => 1,
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: Role) -> bool {
+        self.rank() >= needed.rank()
+    }
+}
+
+impl User {
+    /// The user with this email (any case).
+    pub async fn find_by_email(conn: &mut DbConn, email: &str) -> Result<Option<User>, DbError> {
+        let email = email.trim().to_lowercase();
+        Ok(db_run!(conn: {
+            users::table
+                .filter(users::email.eq(&email))
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The user with this id.
+    pub async fn find_by_id(conn: &mut DbConn, id: &str) -> Result<Option<User>, DbError> {
+        Ok(db_run!(conn: {
+            users::table
+                .find(id)
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// The workspaces the user belongs to, with the role in each.
+    pub async fn memberships(
+        conn: &mut DbConn,
+        user_id: &str,
+    ) -> Result<Vec<(String, Role)>, DbError> {
+        Ok(db_run!(conn: {
+            memberships::table
+                .filter(memberships::user_id.eq(user_id))
+                .order(memberships::created_at)
+                .select((memberships::workspace_id, memberships::role))
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// The workspace's members, by email.
+    pub async fn members(conn: &mut DbConn, workspace_id: &str) -> Result<Vec<Member>, DbError> {
+        let rows: Vec<(User, Role)> = db_run!(conn: {
+            users::table
+                .inner_join(memberships::table)
+                .filter(memberships::workspace_id.eq(workspace_id))
+                .order(users::email)
+                .select((User::as_select(), memberships::role))
+                .load(conn)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(user, role)| Member { user, role })
+            .collect())
+    }
+
+    /// Sets the password hash.
+    pub async fn set_password(conn: &mut DbConn, id: &str, hash: &str) -> Result<(), DbError> {
+        db_run!(conn: {
+            diesel::update(users::table.find(id))
+                .set((users::password_hash.eq(hash), users::updated_at.eq(now())))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Enables or disables the account; a disabled user cannot log in and
+    /// their sessions stop working.
+    pub async fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<(), DbError> {
+        db_run!(conn: {
+            diesel::update(users::table.find(id))
+                .set((users::disabled.eq(disabled), users::updated_at.eq(now())))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes the user from the workspace. Returns whether they were in it.
+    pub async fn remove_from(
+        conn: &mut DbConn,
+        user_id: &str,
+        workspace_id: &str,
+    ) -> Result<bool, DbError> {
+        let n = db_run!(conn: {
+            diesel::delete(memberships::table.find((workspace_id, user_id)))
+                .execute(conn)
+                .await?
+        });
+        Ok(n > 0)
+    }
+}

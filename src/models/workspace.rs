@@ -62,3 +62,17 @@ impl Workspace {
         }))
     }
 }
+
+impl Workspace {
+    /// The workspace with this id.
+    pub async fn find_by_id(conn: &mut DbConn, id: &str) -> Result<Option<Self>, DbError> {
+        Ok(db_run!(conn: {
+            workspaces::table
+                .find(id)
+                .select(Workspace::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+}

@@ -450,7 +450,7 @@ async fn an_agent_takeover_silences_queued_turns_and_hand_back_answers_again() {
             .await
             .expect("agent")
     };
-    frontdesk::handoff::take_over(&app, &conversation.id, &agent.id)
+    frontdesk::handoff::take_over(&app, &conversation.id, Some(&agent.id))
         .await
         .expect("take over")
         .expect("taken");

@@ -1,0 +1,4 @@
+DROP TABLE events;
+DROP TABLE notes;
+DROP TABLE api_tokens;
+DROP TABLE sessions;

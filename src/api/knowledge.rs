@@ -1,0 +1,249 @@
+//! Knowledge uploads: multipart files, each chunked, embedded and indexed
+//! like `frontdesk kb ingest` does; progress goes to the workspace's agent
+//! sockets as `knowledge.progress` events while it runs.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_multipart::Multipart;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::bots::workspace_bot;
+use super::{Change, Origin, bad_request, not_found, record};
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorKind};
+use crate::events::{self, Event};
+use crate::kb::{FileError, FileOutcome, Progress};
+use crate::models::knowledge::Document;
+use crate::models::user::Role;
+use crate::server::AppState;
+
+/// A document as the API shows it.
+pub fn document_json(doc: &Document) -> Value {
+    json!({
+        "id": doc.id,
+        "source": doc.source,
+        "doc_ref": doc.doc_ref,
+        "format": doc.format,
+        "title": doc.title,
+        "size_bytes": doc.size_bytes,
+        "chunk_count": doc.chunk_count,
+        "created_at": doc.created_at,
+        "updated_at": doc.updated_at,
+    })
+}
+
+/// Progress, sent to a task that publishes it (the trait is synchronous).
+struct Publish {
+    tx: mpsc::UnboundedSender<Value>,
+    embedded: Mutex<(usize, Instant)>,
+}
+
+impl Progress for Publish {
+    fn file_started(&self, source: &str) {
+        let _ = self
+            .tx
+            .send(json!({ "source": source, "stage": "reading" }));
+    }
+    fn chunked(&self, source: &str, chunks: usize, to_embed: usize) {
+        let _ = self.tx.send(json!({
+            "source": source, "stage": "embedding", "chunks": chunks, "to_embed": to_embed,
+        }));
+    }
+    fn embedded(&self, n: usize) {
+        let mut state = self.embedded.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 += n;
+        // At most twice a second.
+        if state.1.elapsed() >= Duration::from_millis(500) {
+            state.1 = Instant::now();
+            let _ = self
+                .tx
+                .send(json!({ "stage": "embedding", "embedded": state.0 }));
+        }
+    }
+    fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
+        let _ = self.tx.send(match result {
+            Ok(outcome) => {
+                json!({ "source": source, "stage": "done", "outcome": outcome_json(outcome) })
+            }
+            Err(e) => json!({ "source": source, "stage": "failed", "error": e.to_string() }),
+        });
+    }
+}
+
+fn outcome_json(outcome: &FileOutcome) -> Value {
+    match outcome {
+        FileOutcome::Ingested {
+            chunks,
+            embedded,
+            reused,
+        } => {
+            json!({ "status": "ingested", "chunks": chunks, "embedded": embedded, "reused": reused })
+        }
+        FileOutcome::Unchanged => json!({ "status": "unchanged" }),
+    }
+}
+
+/// A file name safe to store as a document's source: its last path
+/// component, without control characters.
+fn clean_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next()?.trim();
+    let name: String = last.chars().filter(|c| !c.is_control()).collect();
+    (!name.is_empty() && name != "." && name != ".." && name.len() <= 200).then_some(name)
+}
+
+/// `POST /bots/{id}/documents`.
+pub(super) async fn upload(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Principal,
+    id: web::Path<String>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Admin)?;
+    let bot = workspace_bot(&state, &who, &id).await?;
+    let limit = state.app.settings.server.max_body_bytes;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total = 0usize;
+    while let Some(field) = form.next().await {
+        let mut field = field.map_err(|e| bad_request(format!("malformed multipart body: {e}")))?;
+        let Some(name) = field
+            .content_disposition()
+            .and_then(|d| d.get_filename())
+            .and_then(clean_name)
+        else {
+            return Err(bad_request(
+                "every part needs a file name (Content-Disposition: form-data; name=\"file\"; filename=\"…\")",
+            ));
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(|e| bad_request(format!("cannot read {name}: {e}")))?;
+            total += chunk.len();
+            if total > limit {
+                return Err(ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("uploads are limited to {limit} bytes per request"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        files.push((name, bytes));
+    }
+    if files.is_empty() {
+        return Err(bad_request("no file in the upload"));
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let publisher = {
+        let app = state.app.clone();
+        let workspace = who.workspace_id.clone();
+        let bot_id = bot.id.clone();
+        tokio::spawn(async move {
+            while let Some(progress) = rx.recv().await {
+                events::publish(
+                    &app,
+                    &workspace,
+                    &Event::KnowledgeProgress {
+                        bot_id: &bot_id,
+                        progress: &progress,
+                    },
+                )
+                .await;
+            }
+        })
+    };
+    let progress = Publish {
+        tx,
+        embedded: Mutex::new((0, Instant::now())),
+    };
+    let mut results = Vec::new();
+    let mut ingested = 0;
+    for (name, bytes) in files {
+        let size = bytes.len();
+        let result = state
+            .app
+            .knowledge
+            .ingest_bytes(&state.app.db, &bot, &name, &name, bytes, &progress)
+            .await;
+        match &result {
+            Ok(outcome) => {
+                ingested += usize::from(matches!(outcome, FileOutcome::Ingested { .. }));
+                results.push(
+                    json!({ "source": name, "size_bytes": size, "result": outcome_json(outcome) }),
+                );
+            }
+            Err(e) => {
+                results.push(json!({ "source": name, "size_bytes": size, "error": e.to_string() }))
+            }
+        }
+    }
+    drop(progress);
+    let _ = publisher.await;
+    record(
+        &state,
+        &who,
+        &Origin::of(&req),
+        Change {
+            action: "knowledge.upload",
+            target_kind: "bot",
+            target_id: Some(&bot.id),
+            before: None,
+            after: Some(json!({ "files": results })),
+        },
+    )
+    .await;
+    let failed = results.iter().filter(|r| r.get("error").is_some()).count();
+    let status = if failed == results.len() {
+        actix_web::http::StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        actix_web::http::StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(json!({
+        "ingested": ingested,
+        "failed": failed,
+        "files": results,
+    })))
+}
+
+/// `DELETE /bots/{id}/documents/{document_id}`.
+pub(super) async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Principal,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Admin)?;
+    let (bot_id, document_id) = path.into_inner();
+    let bot = workspace_bot(&state, &who, &bot_id).await?;
+    let mut conn = state.app.db.get().await?;
+    let doc = Document::list(&mut conn, &bot.id)
+        .await?
+        .into_iter()
+        .find(|d| d.id == document_id)
+        .ok_or_else(|| not_found("document"))?;
+    drop(conn);
+    state
+        .app
+        .knowledge
+        .delete(&state.app.db, &bot, &doc.source)
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
+    record(
+        &state,
+        &who,
+        &Origin::of(&req),
+        Change {
+            action: "knowledge.delete",
+            target_kind: "document",
+            target_id: Some(&doc.id),
+            before: Some(document_json(&doc)),
+            after: None,
+        },
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
+}
