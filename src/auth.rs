@@ -282,6 +282,17 @@ impl LoginLimiter {
         }
     }
 
+    /// Failures allowed for `key`: an address (`ip:…`) may be shared by a
+    /// whole office, so it gets five times an email's allowance.
+    fn limit(&self, key: &str) -> usize {
+        let attempts = self.attempts.max(1) as usize;
+        if key.starts_with("ip:") {
+            attempts * 5
+        } else {
+            attempts
+        }
+    }
+
     /// `Some(wait)` when any key is over its limit.
     pub fn blocked(&self, keys: &[String]) -> Option<Duration> {
         let now = Instant::now();
@@ -293,8 +304,7 @@ impl LoginLimiter {
                     times.pop_front();
                 }
                 let oldest = times.front()?;
-                (times.len() >= self.attempts as usize)
-                    .then(|| self.window.saturating_sub(now - *oldest))
+                (times.len() >= self.limit(key)).then(|| self.window.saturating_sub(now - *oldest))
             })
             .max()
     }
@@ -310,7 +320,7 @@ impl LoginLimiter {
         for key in keys {
             let times = map.entry(key.clone()).or_default();
             times.push_back(now);
-            while times.len() > self.attempts as usize {
+            while times.len() > self.limit(key) {
                 times.pop_front();
             }
         }

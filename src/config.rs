@@ -257,7 +257,7 @@ pub struct AnswerSettings {
 pub struct AuthSettings {
     /// How long a login lasts, in hours.
     pub session_ttl_hours: u64,
-    /// Failed logins allowed per email and per client address within
+    /// Failed logins allowed per email (five times as many per client address)
     /// `login_window_secs`; more get 429.
     pub login_attempts: u32,
     /// The window of `login_attempts`, in seconds.

@@ -95,7 +95,13 @@ impl FromRequest for Principal {
             let Some(state) = state else {
                 return Err(ApiError::new(ErrorKind::Internal, "no application state"));
             };
-            auth::authenticate(&state.app, token.as_deref()).await
+            // In a task of its own: when another extractor fails (a bad
+            // body), actix drops this future, and a database call dropped
+            // half-way must not be cancelled on the server's thread.
+            let app = state.app.clone();
+            tokio::spawn(async move { auth::authenticate(&app, token.as_deref()).await })
+                .await
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
         })
     }
 }
