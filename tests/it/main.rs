@@ -12,6 +12,7 @@
 mod agents;
 mod answer;
 mod broker;
+mod browser;
 mod cli;
 mod common;
 mod knowledge;

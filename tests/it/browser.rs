@@ -1,0 +1,277 @@
+//! The console and the chat widget in a real browser: headless Chromium
+//! driven through ChromeDriver (Debian's `chromium` and `chromium-driver`,
+//! installed by `.ci/run`). A customer writes in the widget of the demo
+//! page, asks for a person; an agent logs in to the console, sees the
+//! escalation, takes it over and replies; the customer sees the reply and
+//! the bot stays silent.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, TestDb, TestServer, missing_service};
+use frontdesk::models::user::{Role, User};
+use frontdesk::models::workspace::Workspace;
+
+const BOT_FILE: &str = r#"
+workspace = "shop"
+name = "help"
+system_prompt = "You help."
+"#;
+
+/// ChromeDriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Option<Driver> {
+    let installed = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .iter()
+        .all(|p| std::path::Path::new(p).exists());
+    if !installed {
+        missing_service(
+            "Chromium and ChromeDriver",
+            "apt-get install chromium chromium-driver",
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    Some(Driver { child, port })
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Plain HTTP to the local driver: no TLS stack needed.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let connected = ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await;
+        match connected {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("cannot start Chromium through ChromeDriver: {e}"),
+        }
+    }
+}
+
+/// Evaluates `script` until it returns something truthy (or 30 s pass).
+async fn wait_for(client: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = client.execute(script, vec![]).await.unwrap_or(Value::Null);
+        let truthy = !matches!(&value, Value::Null | Value::Bool(false))
+            && value != json!("")
+            && value != json!([]);
+        if truthy {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for {what}; last: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_console() {
+    let Some(driver) = start_driver() else { return };
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    db.write_bot("shop.toml", BOT_FILE);
+    let mut settings = db.settings();
+    settings.worker.debounce_ms = 0;
+    let server = TestServer::start(settings, &[]).await;
+    let app = server.app.clone();
+    let answerer = Arc::new(frontdesk::answer::Answerer::new(app.clone(), &[]));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(frontdesk::worker::run(
+        app.clone(),
+        answerer,
+        "w".into(),
+        stopped,
+    ));
+    let mut conn = app.db.get().await.expect("conn");
+    let workspace = Workspace::ensure(&mut conn, "shop")
+        .await
+        .expect("workspace");
+    let hash = frontdesk::auth::hash_password("agent password 1").expect("hash");
+    let agent = User::create(&mut conn, "sam@shop.test", "Sam", Some(&hash))
+        .await
+        .expect("user");
+    User::set_role(&mut conn, &agent.id, &workspace.id, Role::Agent)
+        .await
+        .expect("role");
+    let bot = frontdesk::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+        .await
+        .expect("q")
+        .expect("bot");
+    drop(conn);
+
+    // The customer, on the business's page with the widget.
+    let customer = browser(&driver).await;
+    customer
+        .goto(&server.url(&format!("/demo?bot={}", bot.id)))
+        .await
+        .expect("demo page");
+    wait_for(&customer, "the widget", "return !!window.FrontdeskChat").await;
+    customer
+        .execute(
+            "window.FrontdeskChat.open(); return window.FrontdeskChat.send(arguments[0]);",
+            vec![json!("I want to talk to a human about my order")],
+        )
+        .await
+        .expect("send");
+    let notice = wait_for(
+        &customer,
+        "the bot's notice",
+        "return window.FrontdeskChat.messages().filter(m => m.author === 'bot').map(m => m.text).join('\\n');",
+    )
+    .await;
+    assert!(
+        notice.as_str().unwrap_or("").contains("colleague"),
+        "{notice}"
+    );
+
+    // The agent logs in to the console and sees the escalation.
+    let console = browser(&driver).await;
+    console.goto(&server.url("/")).await.expect("console");
+    console
+        .wait()
+        .for_element(Locator::Css("#login-form"))
+        .await
+        .expect("login form");
+    console
+        .find(Locator::Css("#login-form input[name=email]"))
+        .await
+        .expect("email")
+        .send_keys("sam@shop.test")
+        .await
+        .expect("type");
+    console
+        .find(Locator::Css("#login-form input[name=password]"))
+        .await
+        .expect("password")
+        .send_keys("agent password 1")
+        .await
+        .expect("type");
+    console
+        .find(Locator::Css("#login-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+    // The queue re-renders as events arrive: find and click in one step.
+    let classes = wait_for(
+        &console,
+        "the escalation in the queue",
+        "const r = document.querySelector('#queue-waiting-list li.queue-row'); \
+         if (!r) return null; r.click(); return r.className;",
+    )
+    .await;
+    assert!(
+        classes.as_str().unwrap_or("").contains("urgency-"),
+        "coloured by urgency: {classes}"
+    );
+    wait_for(
+        &console,
+        "the conversation",
+        "return document.querySelectorAll('#messages li').length > 0;",
+    )
+    .await;
+    console
+        .find(Locator::Css("#take-over"))
+        .await
+        .expect("take over")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &console,
+        "the takeover",
+        "const b = document.querySelector('#take-over'); return b && b.disabled;",
+    )
+    .await;
+    let text = console
+        .find(Locator::Css("#reply-text"))
+        .await
+        .expect("reply box");
+    text.clear().await.expect("clear");
+    text.send_keys("Hi, Sam here. Your order ships tomorrow.")
+        .await
+        .expect("type");
+    console
+        .find(Locator::Css("#send-reply"))
+        .await
+        .expect("send")
+        .click()
+        .await
+        .expect("click");
+
+    // The customer sees the agent's reply, live.
+    wait_for(
+        &customer,
+        "the agent's reply in the widget",
+        "return window.FrontdeskChat.messages().some(m => m.author === 'agent' && m.text.includes('ships tomorrow'));",
+    )
+    .await;
+
+    // The customer writes again: only people answer now.
+    let bot_replies =
+        "return window.FrontdeskChat.messages().filter(m => m.author === 'bot').length;";
+    let before = customer.execute(bot_replies, vec![]).await.expect("count");
+    customer
+        .execute("return window.FrontdeskChat.send('thank you!');", vec![])
+        .await
+        .expect("send");
+    wait_for(
+        &console,
+        "the customer's thanks in the console",
+        "return [...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('thank you!'));",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = customer.execute(bot_replies, vec![]).await.expect("count");
+    assert_eq!(before, after, "the bot stays silent after the takeover");
+
+    customer.close().await.expect("close");
+    console.close().await.expect("close");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    server.stop().await;
+}
