@@ -46,6 +46,10 @@ pub async fn ingest(
     events: Vec<RoutedEvent>,
 ) -> Result<IngestReport, DbError> {
     let mut report = IngestReport::default();
+    // New messages, announced once the connection is back in the pool:
+    // publishing takes a connection of its own, and holding two at once
+    // under a burst of webhooks would starve the pool.
+    let mut created: Vec<(String, Message)> = Vec::new();
     let mut conn = app.db.get().await?;
     let Some(bot) = Bot::find_by_id(&mut conn, &account.bot_id).await? else {
         report
@@ -71,27 +75,7 @@ pub async fn ingest(
                         if let Err(error) = app.broker.enqueue(&conversation).await {
                             tracing::warn!(%conversation, %error, "turn not queued; the sweeper will retry");
                         }
-                        if stored.seq == 1 {
-                            crate::events::publish(
-                                app,
-                                &bot.workspace_id,
-                                &crate::events::Event::ConversationCreated {
-                                    conversation_id: &conversation,
-                                    bot_id: &bot.id,
-                                    channel: account.kind.as_str(),
-                                },
-                            )
-                            .await;
-                        }
-                        crate::events::publish(
-                            app,
-                            &bot.workspace_id,
-                            &crate::events::Event::MessageCreated {
-                                conversation_id: &conversation,
-                                message: &stored,
-                            },
-                        )
-                        .await;
+                        created.push((conversation, stored));
                     }
                     (Inserted::Duplicate(_), _) => report.duplicates += 1,
                 }
@@ -183,6 +167,30 @@ pub async fn ingest(
             }
             InboundEvent::Skipped { reason } => report.skipped.push(reason),
         }
+    }
+    drop(conn);
+    for (conversation, stored) in &created {
+        if stored.seq == 1 {
+            crate::events::publish(
+                app,
+                &bot.workspace_id,
+                &crate::events::Event::ConversationCreated {
+                    conversation_id: conversation,
+                    bot_id: &bot.id,
+                    channel: account.kind.as_str(),
+                },
+            )
+            .await;
+        }
+        crate::events::publish(
+            app,
+            &bot.workspace_id,
+            &crate::events::Event::MessageCreated {
+                conversation_id: conversation,
+                message: stored,
+            },
+        )
+        .await;
     }
     for reason in &report.skipped {
         tracing::info!(account = %account.public_id, %reason, "webhook event skipped");

@@ -861,19 +861,24 @@ async fn the_chat_widget_streams_replies_resumes_and_refuses_floods() {
     );
     let last = bot_reply["seq"].as_i64().expect("seq");
 
-    // An agent answers from the API; the widget shows it.
-    let (_, convs) = call(
-        &p.one,
-        Some(&agent),
-        "GET",
-        "/conversations?status=pending_handoff&channel=webchat",
-        None,
-    )
-    .await;
-    let conv = convs["items"][0]["id"]
-        .as_str()
-        .expect("escalated")
-        .to_owned();
+    // An agent answers from the API; the widget shows it. (The handoff is
+    // recorded just after the notice is sent: wait for it.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let conv = loop {
+        let (_, convs) = call(
+            &p.one,
+            Some(&agent),
+            "GET",
+            "/conversations?status=pending_handoff&channel=webchat",
+            None,
+        )
+        .await;
+        if let Some(id) = convs["items"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "never escalated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let (status, _) = call(
         &p.one,
         Some(&agent),

@@ -231,7 +231,7 @@ fn migrate_twice_is_a_no_op_the_second_time() {
     assert!(first.status.success(), "{}", stderr(&first));
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(
-        out.starts_with("applied 4 migration(s) to sqlite://data/frontdesk.db"),
+        out.starts_with("applied 5 migration(s) to sqlite://data/frontdesk.db"),
         "{out}"
     );
     let second = run(dir.path(), &["migrate"], &[]);
