@@ -182,6 +182,7 @@ async fn serve(
     app.knowledge_synced
         .store(false, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(crate::app::sync_bot_knowledge(app.clone()));
+    tokio::spawn(crate::realtime::prune_events(app.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = if with_worker {
         let answerer = answerer(&app, env).await;

@@ -662,3 +662,21 @@ pub async fn typing(app: &App, workspace_id: &str, conversation_id: &str) {
         tracing::debug!(%error, "typing not published");
     }
 }
+
+/// Forgets events older than `realtime.retention_days`, now and then hourly.
+pub async fn prune_events(app: App) {
+    loop {
+        let days = app.settings.realtime.retention_days.max(1);
+        let before = crate::db::now() - chrono::Duration::days(days);
+        let pruned = async {
+            let mut conn = app.db.get().await?;
+            StoredEvent::prune(&mut conn, before).await
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, days, "old events pruned from the event log"),
+            Err(error) => tracing::warn!(%error, "event log not pruned; retrying in an hour"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}

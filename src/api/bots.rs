@@ -423,6 +423,11 @@ async fn create_channel(
 ) -> Result<HttpResponse, ApiError> {
     who.require(Role::Admin)?;
     let bot = workspace_bot(&state, &who, &id).await?;
+    if let Some(file) = &bot.source_file {
+        return Err(conflict(format!(
+            "this bot is declared in {file}: add the channel to its [[channels]] there"
+        )));
+    }
     // Parsed here, not by an extractor: serde would quote a bad value, and a
     // value may be a credential.
     let raw: Value = serde_json::from_slice(&body)

@@ -177,6 +177,8 @@ impl ChannelAccount {
             let stale: Vec<ChannelAccount> = channel_accounts::table
                 .filter(channel_accounts::bot_id.eq(bot_id))
                 .filter(channel_accounts::status.eq(AccountStatus::Active))
+                // The web chat account is made on first use, never declared.
+                .filter(channel_accounts::kind.ne(ChannelKind::Webchat.as_str()))
                 .filter(channel_accounts::public_id.ne_all(keep))
                 .select(ChannelAccount::as_select())
                 .load(conn)
