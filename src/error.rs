@@ -111,7 +111,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.details["retry_after_secs"].as_u64() {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(json!({
             "error": {
                 "code": self.kind.code(),
                 "message": self.message,

@@ -31,12 +31,25 @@ use crate::models::event::StoredEvent;
 use crate::models::message::{AuthorKind, Message};
 use crate::server::{AppState, resource};
 
-/// What the hub hands to sockets: an event's JSON, or word that events
-/// may have been lost (the socket replays from the log).
+/// A published event, parsed once per node for all its sockets.
+#[derive(Debug)]
+pub struct Published {
+    /// The JSON text, as sent to agents.
+    pub payload: String,
+    /// Its `seq` (absent for unlogged events such as `typing`).
+    pub seq: Option<i64>,
+    /// Its `conversation_id`, if any.
+    pub conversation_id: Option<String>,
+    /// The parsed event.
+    pub value: Value,
+}
+
+/// What the hub hands to sockets: an event, or word that events may have
+/// been lost (the socket replays from the log).
 #[derive(Debug, Clone)]
 pub enum Feed {
-    /// A published event, JSON with its `seq`.
-    Event(Arc<str>),
+    /// A published event.
+    Event(Arc<Published>),
     /// The broker subscription was re-established: replay.
     Resync,
 }
@@ -89,7 +102,16 @@ impl Hub {
                     loop {
                         tokio::select! {
                             payload = subscription.recv() => match payload {
-                                Some(payload) => { let _ = tx.send(Feed::Event(payload.into())); }
+                                Some(payload) => {
+                                    let value: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                                    let published = Published {
+                                        seq: value["seq"].as_i64(),
+                                        conversation_id: value["conversation_id"].as_str().map(str::to_owned),
+                                        payload,
+                                        value,
+                                    };
+                                    let _ = tx.send(Feed::Event(Arc::new(published)));
+                                }
                                 None => break,
                             },
                             () = tokio::time::sleep(Duration::from_secs(30)) => {}
@@ -130,9 +152,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/chat/{bot}").route(web::get().to(chat_socket)));
 }
 
-/// Refuses a browser's cross-site socket: with cookie authentication, a
-/// page of another site could otherwise open a socket as the agent.
-fn same_origin(req: &HttpRequest) -> bool {
+/// Whether a browser request comes from our own pages: with cookie
+/// authentication, a page of another site (or a sibling subdomain) could
+/// otherwise act as the agent. Requests without `Origin` are not a
+/// browser's cross-site requests.
+pub fn same_origin(req: &HttpRequest) -> bool {
+    let fetch_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return false;
+    }
     let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) else {
         return true; // not a browser
     };
@@ -147,12 +178,6 @@ fn close(code: CloseCode, description: &str) -> Option<CloseReason> {
         code,
         description: Some(description.to_owned()),
     })
-}
-
-/// The `seq` of an event's JSON.
-fn seq_of(payload: &str) -> Option<i64> {
-    // Cheap: the seq is a top-level number.
-    serde_json::from_str::<Value>(payload).ok()?["seq"].as_i64()
 }
 
 /// `GET /ws/agent?after=SEQ`.
@@ -174,6 +199,7 @@ async fn agent_socket(
         ));
     }
     let who = auth::authenticate(&state.app, token.as_deref()).await?;
+    let token = token.unwrap_or_default();
     let after = auth::url_param(req.query_string(), "after")
         .map(|a| a.parse::<i64>())
         .transpose()
@@ -194,7 +220,16 @@ async fn agent_socket(
         .inc();
     let metrics = state.metrics.clone();
     actix_web::rt::spawn(async move {
-        let outcome = run_agent(app, who.workspace_id.clone(), after, session, stream, feed).await;
+        let outcome = run_agent(
+            app,
+            &token,
+            who.workspace_id.clone(),
+            after,
+            session,
+            stream,
+            feed,
+        )
+        .await;
         metrics.ws_connections.with_label_values(&["agent"]).dec();
         if let Err(error) = outcome {
             tracing::debug!(%error, "agent socket ended");
@@ -230,6 +265,7 @@ async fn replay(
 
 async fn run_agent(
     app: App,
+    token: &str,
     workspace: String,
     after: Option<i64>,
     mut session: Session,
@@ -246,19 +282,36 @@ async fn run_agent(
         .text(json!({ "type": "hello", "seq": latest }).to_string())
         .await
         .map_err(|_| "closed")?;
+    // `replayed`: events up to here came from the log, live copies of them
+    // are dropped. `last`: the newest seq sent, where a later replay starts.
+    // Live events may arrive out of seq order (two nodes publishing at
+    // once), so only replayed ones are skipped by seq.
     let mut last = match after {
         Some(after) => replay(&app, &mut session, &workspace, after).await?,
         None => latest,
     };
+    let mut replayed = last;
     let heartbeat = Duration::from_secs(app.settings.realtime.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(heartbeat);
     let mut heard = Instant::now();
+    let mut checked = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 if heard.elapsed() > heartbeat * 3 {
                     let _ = session.close(close(CloseCode::Away, "no answer to pings")).await;
                     return Ok(());
+                }
+                // A logout, a removal or a disabled account ends the socket
+                // too, within a minute.
+                if checked.elapsed() >= Duration::from_secs(60) {
+                    checked = Instant::now();
+                    if let Err(e) = auth::authenticate(&app, Some(token)).await
+                        && e.kind == ErrorKind::Unauthorized
+                    {
+                        let _ = session.close(close(CloseCode::Policy, &e.message)).await;
+                        return Ok(());
+                    }
                 }
                 session.ping(b"").await.map_err(|_| "closed")?;
             }
@@ -279,16 +332,17 @@ async fn run_agent(
                 }
             },
             fed = feed.recv() => match fed {
-                Ok(Feed::Event(payload)) => {
-                    match seq_of(&payload) {
-                        Some(seq) if seq <= last => continue, // replayed already
-                        Some(seq) => last = seq,
+                Ok(Feed::Event(event)) => {
+                    match event.seq {
+                        Some(seq) if seq <= replayed => continue, // replayed already
+                        Some(seq) => last = last.max(seq),
                         None => {}
                     }
-                    session.text(payload.to_string()).await.map_err(|_| "closed")?;
+                    session.text(event.payload.clone()).await.map_err(|_| "closed")?;
                 }
                 Ok(Feed::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     last = replay(&app, &mut session, &workspace, last).await?;
+                    replayed = last;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     let _ = session.close(close(CloseCode::Restart, "server restarting")).await;
@@ -324,7 +378,16 @@ async fn webchat_account(app: &App, bot: &Bot) -> Result<ChannelAccount, ApiErro
     let public_id = format!("webchat-{}", bot.id);
     let mut conn = app.db.get().await?;
     if let Some(account) = ChannelAccount::find_by_public_id(&mut conn, &public_id).await? {
-        return Ok(account);
+        // Only this bot's own web chat account: an id taken by anything
+        // else must never route this bot's customers elsewhere.
+        if account.bot_id == bot.id && account.kind == ChannelKind::Webchat {
+            return Ok(account);
+        }
+        tracing::error!(bot = %bot.id, account = %account.id, "the web chat account id is taken by another account");
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "this bot's web chat is unavailable",
+        ));
     }
     let spec = AccountSpec {
         public_id,
@@ -481,10 +544,12 @@ impl Chat {
             )
             .await
             .map_err(|_| "closed")?;
-        let mut last = after;
+        // Seqs count per conversation: `after` belongs to the open one only.
+        let mut last = if conversation.is_some() { after } else { 0 };
         if let Some(id) = &conversation {
             last = self.replay(&mut session, id, last).await?;
         }
+        let mut replayed = last;
         let settings = &self.app.settings.realtime;
         let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
         let per_minute = settings.chat_messages_per_minute.max(1);
@@ -534,8 +599,10 @@ impl Chat {
                     sent.push_back(now);
                     match self.receive(&text).await {
                         Ok(Some(id)) => {
-                            if conversation.is_none() {
-                                last = self.replay(&mut session, &id, last).await?;
+                            if conversation.as_deref() != Some(id.as_str()) {
+                                // A new conversation: its messages from the start.
+                                last = self.replay(&mut session, &id, 0).await?;
+                                replayed = last;
                             }
                             conversation = Some(id);
                         }
@@ -549,18 +616,18 @@ impl Chat {
                     }
                 }
                 fed = feed.recv() => match fed {
-                    Ok(Feed::Event(payload)) => {
+                    Ok(Feed::Event(published)) => {
                         let Some(id) = &conversation else { continue };
-                        let Ok(event) = serde_json::from_str::<Value>(&payload) else { continue };
-                        if event["conversation_id"].as_str() != Some(id.as_str()) {
+                        if published.conversation_id.as_deref() != Some(id.as_str()) {
                             continue;
                         }
+                        let event = &published.value;
                         match event["type"].as_str() {
                             Some("message.created") => {
                                 let Ok(message) = serde_json::from_value::<MessageView>(event["message"].clone()) else { continue };
-                                if message.seq <= last { continue; }
+                                if message.seq <= replayed { continue; }
                                 if message.direction == "outbound" || message.author_kind == "customer" {
-                                    last = message.seq;
+                                    last = last.max(message.seq);
                                     let frame = json!({
                                         "type": "message",
                                         "seq": message.seq,
@@ -575,9 +642,15 @@ impl Chat {
                                 session.text(json!({ "type": "typing" }).to_string()).await.map_err(|_| "closed")?;
                             }
                             Some("conversation.status") if event["status"] == "resolved" => {
-                                // The next message opens a new conversation.
+                                // The next message opens a new conversation:
+                                // the widget starts counting again.
                                 conversation = None;
                                 last = 0;
+                                replayed = 0;
+                                session
+                                    .text(json!({ "type": "session", "session": self.token, "conversation_id": null }).to_string())
+                                    .await
+                                    .map_err(|_| "closed")?;
                             }
                             _ => {}
                         }
@@ -585,6 +658,7 @@ impl Chat {
                     Ok(Feed::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         if let Some(id) = &conversation {
                             last = self.replay(&mut session, id, last).await?;
+                            replayed = last;
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => {

@@ -454,15 +454,10 @@ async fn create_channel(
     };
     let loaded = channel_spec(channel, &inline, None)
         .map_err(|(key, message)| bad_request(format!("`{key}` {message}")))?;
-    let mut conn = state.app.db.get().await?;
-    if ChannelAccount::find_by_public_id(&mut conn, &loaded.public_id)
-        .await?
-        .is_some()
-    {
-        return Err(conflict(format!(
-            "a channel with id `{}` exists already",
-            loaded.public_id
-        )));
+    if loaded.public_id.starts_with("webchat-") {
+        return Err(bad_request(
+            "`id` must not start with `webchat-` (reserved for the chat widget)",
+        ));
     }
     let spec = AccountSpec {
         public_id: loaded.public_id,
@@ -471,11 +466,17 @@ async fn create_channel(
         external_id: loaded.external_id,
         credentials: loaded.credentials,
     };
-    let account = ChannelAccount::upsert(&mut conn, &state.app.master_key, &spec)
+    let mut conn = state.app.db.get().await?;
+    // Insert only: an existing id (anyone's) is a conflict, never taken over.
+    let account = ChannelAccount::create(&mut conn, &state.app.master_key, &spec)
         .await
         .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?
-        .row()
-        .clone();
+        .ok_or_else(|| {
+            conflict(format!(
+                "a channel with id `{}` exists already",
+                spec.public_id
+            ))
+        })?;
     drop(conn);
     let after = channel_json(&account);
     record(

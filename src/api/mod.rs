@@ -91,7 +91,25 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = auth::token_of(req, false);
+        let by_cookie = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .is_none()
+            && req.cookie(auth::SESSION_COOKIE).is_some();
+        let changes = !matches!(
+            *req.method(),
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        );
+        // The cookie rides along on forged cross-site forms; a bearer
+        // token does not.
+        let forged = by_cookie && changes && !crate::realtime::same_origin(req);
         Box::pin(async move {
+            if forged {
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    "cross-site request refused: send it from the console's own origin",
+                ));
+            }
             let Some(state) = state else {
                 return Err(ApiError::new(ErrorKind::Internal, "no application state"));
             };

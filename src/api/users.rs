@@ -265,6 +265,13 @@ async fn update_user(
         keep_an_owner(&state, &who, &user.id).await?;
     }
     let mut conn = state.app.db.get().await?;
+    if body.disabled.is_some() && User::memberships(&mut conn, &user.id).await?.len() > 1 {
+        // The account is shared with other workspaces: one workspace's
+        // owner may not lock it out of the others.
+        return Err(conflict(
+            "this user belongs to other workspaces too: remove them from this one instead",
+        ));
+    }
     if let Some(new_role) = body.role {
         User::set_role(&mut conn, &user.id, &who.workspace_id, new_role).await?;
     }
@@ -306,7 +313,7 @@ async fn remove_user(
     }
     let mut conn = state.app.db.get().await?;
     User::remove_from(&mut conn, &user.id, &who.workspace_id).await?;
-    Session::revoke_all(&mut conn, &user.id).await?;
+    Session::revoke_in(&mut conn, &user.id, &who.workspace_id).await?;
     drop(conn);
     record(
         &state,

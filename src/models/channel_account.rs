@@ -350,3 +350,38 @@ impl ChannelAccount {
         }))
     }
 }
+
+impl ChannelAccount {
+    /// Stores a new account; `None` when its public id exists already
+    /// (nothing changed: an id is never taken over).
+    pub async fn create(
+        conn: &mut DbConn,
+        key: &MasterKey,
+        spec: &AccountSpec,
+    ) -> Result<Option<ChannelAccount>, UpsertAccountError> {
+        let plain = serde_json::to_vec(&spec.credentials).unwrap_or_default();
+        let sealed = key.seal(&plain, &seal_context(&spec.public_id));
+        let at = now();
+        Ok(db_run!(conn: {
+            diesel::insert_into(channel_accounts::table)
+                .values((
+                    channel_accounts::id.eq(new_id()),
+                    channel_accounts::public_id.eq(&spec.public_id),
+                    channel_accounts::bot_id.eq(&spec.bot_id),
+                    channel_accounts::kind.eq(spec.kind.as_str()),
+                    channel_accounts::external_id.eq(&spec.external_id),
+                    channel_accounts::credentials.eq(&sealed),
+                    channel_accounts::status.eq(AccountStatus::Active),
+                    channel_accounts::created_at.eq(at),
+                    channel_accounts::updated_at.eq(at),
+                ))
+                .on_conflict(channel_accounts::public_id)
+                .do_nothing()
+                .returning(ChannelAccount::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(|e| UpsertAccountError::from_insert(e, spec))?
+        }))
+    }
+}

@@ -116,6 +116,25 @@ impl Session {
         Ok(())
     }
 
+    /// Logs the user out of one workspace (removed from it).
+    pub async fn revoke_in(
+        conn: &mut DbConn,
+        user_id: &str,
+        workspace_id: &str,
+    ) -> Result<usize, DbError> {
+        Ok(db_run!(conn: {
+            diesel::update(
+                sessions::table
+                    .filter(sessions::user_id.eq(user_id))
+                    .filter(sessions::workspace_id.eq(workspace_id))
+                    .filter(sessions::revoked_at.is_null()),
+            )
+            .set(sessions::revoked_at.eq(now()))
+            .execute(conn)
+            .await?
+        }))
+    }
+
     /// Logs the user out everywhere (disabled, removed, password changed).
     pub async fn revoke_all(conn: &mut DbConn, user_id: &str) -> Result<usize, DbError> {
         Ok(db_run!(conn: {

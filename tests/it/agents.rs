@@ -414,6 +414,45 @@ async fn roles_scoping_and_audit(db: TestDb) {
             .all(|e| e["action"] == "session.login")
     );
 
+    // Adding acme's owner to another workspace gives no power over the
+    // account: it cannot be disabled from there.
+    let (status, added) = call(
+        &server,
+        Some(&intruder),
+        "POST",
+        "/users",
+        Some(json!({ "email": "owner@acme.test", "role": "agent" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let owner_id = added["id"].as_str().expect("id").to_owned();
+    let (status, _) = call(
+        &server,
+        Some(&intruder),
+        "PATCH",
+        &format!("/users/{owner_id}"),
+        Some(json!({ "disabled": true })),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        call(
+            &server,
+            Some(&intruder),
+            "DELETE",
+            &format!("/users/{owner_id}"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(&server, Some(&owner), "GET", "/me", None).await.0,
+        200,
+        "still logged in to acme"
+    );
+
     // Revoked token, logged-out session, disabled user: 401.
     assert_eq!(
         call(
@@ -489,6 +528,34 @@ async fn roles_scoping_and_audit(db: TestDb) {
         .await
         .expect("login");
     assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=300).contains(&wait), "Retry-After {wait}");
+
+    // With the session cookie, a change from another site is refused; the
+    // same change from the console's origin goes through.
+    let cookie = format!("fd_session={owner}");
+    let forged = http()
+        .post(server.url(&format!("/api/v1/conversations/{conv_id}/notes")))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .json(&json!({ "text": "forged" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged.status(), 403);
+    let own = http()
+        .post(server.url(&format!("/api/v1/conversations/{conv_id}/notes")))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{}", server.addr))
+        .json(&json!({ "text": "from the console" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(own.status(), 201);
 
     // Malformed bodies get the error shape.
     let (status, _) = call(
