@@ -976,6 +976,33 @@ async fn the_chat_widget_streams_replies_resumes_and_refuses_floods() {
     let replayed = until(&mut chat, "message").await;
     assert_eq!(replayed["author"], "agent");
 
+    // The agent resolves: the widget hears that the next message starts a
+    // new conversation, and the bot answers that one afresh.
+    let (status, _) = call(
+        &p.one,
+        Some(&agent),
+        "POST",
+        &format!("/conversations/{conv}/resolve"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let fresh = until(&mut chat, "session").await;
+    assert_eq!(fresh["conversation_id"], Value::Null);
+    chat.send(Ws::text(
+        json!({ "type": "message", "text": "Hello again, do you sell helmets?", "id": "c2" })
+            .to_string(),
+    ))
+    .await
+    .expect("send");
+    let mut frame = until(&mut chat, "message").await;
+    assert_eq!(frame["author"], "customer");
+    assert_eq!(frame["seq"], 1, "seqs count per conversation");
+    while frame["author"] != "bot" {
+        frame = until(&mut chat, "message").await;
+    }
+    assert!(frame["seq"].as_i64().expect("seq") > 1);
+
     // Malformed frames get an error; floods close the socket.
     chat.send(Ws::text("not json")).await.expect("send");
     assert_eq!(until(&mut chat, "error").await["code"], "bad_message");
