@@ -68,6 +68,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the
+    /// client (for login limits and audit entries). Empty: the TCP peer is
+    /// the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `[database]`
@@ -472,6 +476,7 @@ impl Settings {
                 workers: 0,
                 max_body_bytes: 2 * 1024 * 1024,
                 shutdown_timeout_secs: 30,
+                trusted_proxies: Vec::new(),
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::Sqlite(PathBuf::from("data/frontdesk.db")),

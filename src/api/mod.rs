@@ -134,13 +134,45 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Of `req`.
+    /// Of `req`: the TCP peer, or when the peer is a trusted proxy, the
+    /// nearest untrusted address of `X-Forwarded-For`.
     pub fn of(req: &HttpRequest) -> Self {
+        let trusted = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.app.settings.server.trusted_proxies.clone())
+            .unwrap_or_default();
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         Self {
-            ip: req.peer_addr().map(|a| a.ip().to_string()),
+            ip: client_ip(req.peer_addr().map(|a| a.ip()), forwarded, &trusted)
+                .map(|ip| ip.to_string()),
             request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
         }
     }
+}
+
+/// The client's address: walking `X-Forwarded-For` from the right (the
+/// hop nearest us) while the sender is a trusted proxy. A client cannot
+/// forge its way past the first untrusted hop.
+fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    forwarded: &str,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let mut client = peer?;
+    for hop in forwarded.rsplit(',') {
+        if !trusted.contains(&client) {
+            break;
+        }
+        match hop.trim().parse() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    Some(client)
 }
 
 /// One audit entry, for [`record`].
@@ -253,4 +285,28 @@ pub fn text_field(name: &str, value: &str, max: usize) -> Result<String, ApiErro
         )));
     }
     Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let proxy = "10.0.0.1".parse().ok();
+        let trusted = ["10.0.0.1".parse().expect("ip")];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        // No trusted proxy: the peer, whatever the header says.
+        assert_eq!(client_ip(proxy, "1.2.3.4", &[]), proxy);
+        // Behind the proxy: the address it saw.
+        assert_eq!(client_ip(proxy, "1.2.3.4", &trusted), ip("1.2.3.4"));
+        // A client prepending a fake hop gets its own address anyway.
+        assert_eq!(
+            client_ip(proxy, "6.6.6.6, 1.2.3.4", &trusted),
+            ip("1.2.3.4")
+        );
+        // Garbage stops the walk at the proxy.
+        assert_eq!(client_ip(proxy, "nonsense", &trusted), proxy);
+        assert_eq!(client_ip(None, "1.2.3.4", &trusted), None);
+    }
 }
