@@ -366,29 +366,57 @@ async fn audit_status(
     .await;
 }
 
+/// Who answers next: the three moves agents make.
+#[derive(Clone, Copy)]
+enum Move {
+    TakeOver,
+    Resolve,
+    HandBack,
+}
+
+/// Applies `step` to the caller's conversation `id`: 409 when its status
+/// does not allow it; audited; answers the conversation as it is now.
+async fn change_status(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    id: &str,
+    step: Move,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Agent)?;
+    let before = owned(state, who, id).await?;
+    let (changed, action, refusal) = match step {
+        Move::TakeOver => (
+            handoff::take_over(&state.app, &before.id, who.user_id()).await?,
+            "conversation.take_over",
+            "the conversation is resolved; the customer's next message opens a new one".to_owned(),
+        ),
+        Move::Resolve => (
+            handoff::resolve(&state.app, &before.id).await?,
+            "conversation.resolve",
+            "the conversation is resolved already".to_owned(),
+        ),
+        Move::HandBack => (
+            handoff::hand_back(&state.app, &before.id).await?,
+            "conversation.hand_back",
+            format!(
+                "the conversation is {}: there is nothing to hand back",
+                before.status
+            ),
+        ),
+    };
+    let after = changed.ok_or_else(|| conflict(refusal))?;
+    audit_status(state, who, req, action, &before, &after).await;
+    Ok(HttpResponse::Ok().json(detail_json(state, &after).await?))
+}
+
 async fn take_over(
     state: web::Data<AppState>,
     req: HttpRequest,
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Agent)?;
-    let before = owned(&state, &who, &id).await?;
-    let after = handoff::take_over(&state.app, &before.id, who.user_id())
-        .await?
-        .ok_or_else(|| {
-            conflict("the conversation is resolved; the customer's next message opens a new one")
-        })?;
-    audit_status(
-        &state,
-        &who,
-        &req,
-        "conversation.take_over",
-        &before,
-        &after,
-    )
-    .await;
-    Ok(HttpResponse::Ok().json(detail_json(&state, &after).await?))
+    change_status(&state, &req, &who, &id, Move::TakeOver).await
 }
 
 async fn resolve(
@@ -397,13 +425,7 @@ async fn resolve(
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Agent)?;
-    let before = owned(&state, &who, &id).await?;
-    let after = handoff::resolve(&state.app, &before.id)
-        .await?
-        .ok_or_else(|| conflict("the conversation is resolved already"))?;
-    audit_status(&state, &who, &req, "conversation.resolve", &before, &after).await;
-    Ok(HttpResponse::Ok().json(detail_json(&state, &after).await?))
+    change_status(&state, &req, &who, &id, Move::Resolve).await
 }
 
 async fn hand_back(
@@ -412,26 +434,7 @@ async fn hand_back(
     who: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Agent)?;
-    let before = owned(&state, &who, &id).await?;
-    let after = handoff::hand_back(&state.app, &before.id)
-        .await?
-        .ok_or_else(|| {
-            conflict(format!(
-                "the conversation is {}: there is nothing to hand back",
-                before.status
-            ))
-        })?;
-    audit_status(
-        &state,
-        &who,
-        &req,
-        "conversation.hand_back",
-        &before,
-        &after,
-    )
-    .await;
-    Ok(HttpResponse::Ok().json(detail_json(&state, &after).await?))
+    change_status(&state, &req, &who, &id, Move::HandBack).await
 }
 
 #[derive(Deserialize)]
