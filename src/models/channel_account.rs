@@ -105,39 +105,20 @@ impl ChannelAccount {
         key: &MasterKey,
         spec: &AccountSpec,
     ) -> Result<Upserted<ChannelAccount>, UpsertAccountError> {
+        if let Some(created) = Self::create(conn, key, spec).await? {
+            return Ok(Upserted::Created(created));
+        }
         let plain = serde_json::to_vec(&spec.credentials).unwrap_or_default();
         let sealed = key.seal(&plain, &seal_context(&spec.public_id));
         let at = now();
-        let fresh_id = new_id();
-        let (inserted, row) = db_run!(conn: {
-            let inserted = diesel::insert_into(channel_accounts::table)
-                .values((
-                    channel_accounts::id.eq(&fresh_id),
-                    channel_accounts::public_id.eq(&spec.public_id),
-                    channel_accounts::bot_id.eq(&spec.bot_id),
-                    channel_accounts::kind.eq(spec.kind.as_str()),
-                    channel_accounts::external_id.eq(&spec.external_id),
-                    channel_accounts::credentials.eq(&sealed),
-                    channel_accounts::status.eq(AccountStatus::Active),
-                    channel_accounts::created_at.eq(at),
-                    channel_accounts::updated_at.eq(at),
-                ))
-                .on_conflict(channel_accounts::public_id)
-                .do_nothing()
-                .execute(conn)
-                .await
-                .map_err(|e| UpsertAccountError::from_insert(e, spec))?;
-            let row = channel_accounts::table
+        let row = db_run!(conn: {
+            channel_accounts::table
                 .filter(channel_accounts::public_id.eq(&spec.public_id))
                 .select(ChannelAccount::as_select())
                 .first(conn)
                 .await
-                .map_err(DbError::from)?;
-            (inserted, row)
+                .map_err(DbError::from)?
         });
-        if inserted == 1 && row.id == fresh_id {
-            return Ok(Upserted::Created(row));
-        }
         let same_secrets = row.open_credentials(key)? == spec.credentials;
         if row.bot_id == spec.bot_id
             && row.kind == spec.kind
