@@ -5,6 +5,7 @@
 //! escalation, takes it over and replies; the customer sees the reply and
 //! the bot stays silent.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,11 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The whole group: browsers of a test that failed before closing
+        // them would outlive ChromeDriver otherwise.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -52,6 +58,7 @@ fn start_driver() -> Option<Driver> {
         .port();
     let child = Command::new("/usr/bin/chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
