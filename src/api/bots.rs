@@ -169,10 +169,9 @@ pub async fn workspace_bot(state: &AppState, who: &Principal, id: &str) -> Resul
 async fn list_bots(state: web::Data<AppState>, who: Principal) -> Result<HttpResponse, ApiError> {
     who.require(Role::Agent)?;
     let mut conn = state.app.db.get().await?;
-    let items: Vec<Value> = Bot::all(&mut conn)
+    let items: Vec<Value> = Bot::in_workspace(&mut conn, &who.workspace_id)
         .await?
         .iter()
-        .filter(|b| b.workspace_id == who.workspace_id)
         .map(bot_json)
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": null })))

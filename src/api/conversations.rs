@@ -254,13 +254,12 @@ async fn list(
                 .collect(),
         );
     }
-    let bots = crate::models::bot::Bot::all(&mut conn).await?;
-    let mut accounts: HashMap<String, ChannelAccount> = HashMap::new();
-    for bot in bots.iter().filter(|b| b.workspace_id == who.workspace_id) {
-        for account in ChannelAccount::of_bot(&mut conn, &bot.id).await? {
-            accounts.insert(account.id.clone(), account);
-        }
-    }
+    let accounts: HashMap<String, ChannelAccount> =
+        ChannelAccount::in_workspace(&mut conn, &who.workspace_id)
+            .await?
+            .into_iter()
+            .map(|a| (a.id.clone(), a))
+            .collect();
     if let Some(channel) = &query.channel {
         let kind: ChannelKind = channel
             .parse()

@@ -298,3 +298,17 @@ impl Bot {
         }))
     }
 }
+
+impl Bot {
+    /// The workspace's bots, by name.
+    pub async fn in_workspace(conn: &mut DbConn, workspace_id: &str) -> Result<Vec<Bot>, DbError> {
+        Ok(db_run!(conn: {
+            bots::table
+                .filter(bots::workspace_id.eq(workspace_id))
+                .order(bots::name)
+                .select(Bot::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}

@@ -366,3 +366,21 @@ impl ChannelAccount {
         }))
     }
 }
+
+impl ChannelAccount {
+    /// Every account of the workspace's bots, in one query.
+    pub async fn in_workspace(
+        conn: &mut DbConn,
+        workspace_id: &str,
+    ) -> Result<Vec<ChannelAccount>, DbError> {
+        use crate::schema::bots;
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .inner_join(bots::table)
+                .filter(bots::workspace_id.eq(workspace_id))
+                .select(ChannelAccount::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+}
