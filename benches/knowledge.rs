@@ -203,7 +203,7 @@ async fn ingestion() {
     let app = frontdesk::app::open(settings, &[]).await.unwrap();
     let bot = {
         let mut conn = app.db.get().await.unwrap();
-        frontdesk::models::bot::Bot::find_by_name(&mut conn, "b")
+        store::models::bot::Bot::find_by_name(&mut conn, "b")
             .await
             .unwrap()
             .remove(0)
@@ -219,13 +219,13 @@ async fn ingestion() {
     // The same texts through the model alone.
     let texts: Vec<String> = {
         let mut conn = app.db.get().await.unwrap();
-        let ids: Vec<String> = frontdesk::models::knowledge::ChunkRow::ids(&mut conn, &bot.id, "")
+        let ids: Vec<String> = store::models::knowledge::ChunkRow::ids(&mut conn, &bot.id, "")
             .await
             .unwrap()
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        frontdesk::models::knowledge::ChunkRow::by_ids(&mut conn, &bot.id, &ids)
+        store::models::knowledge::ChunkRow::by_ids(&mut conn, &bot.id, &ids)
             .await
             .unwrap()
             .into_iter()

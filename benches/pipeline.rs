@@ -157,7 +157,7 @@ async fn run(provider: &str, rounds: usize) -> (Vec<Duration>, Vec<Duration>, St
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (server, addr) = frontdesk::server::build(app.clone(), listener).unwrap();
     tokio::spawn(server);
-    let answerer = Arc::new(frontdesk::answer::Answerer::new(app.clone(), &[]));
+    let answerer = Arc::new(frontdesk::answerer::Answerer::new(app.clone(), &[]));
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(frontdesk::worker::run(
         app.clone(),

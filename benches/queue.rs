@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use frontdesk::broker::memory::MemoryBroker;
-use frontdesk::broker::redis::RedisBroker;
-use frontdesk::broker::{AnyBroker, Broker};
+use broker::memory::MemoryBroker;
+use broker::redis::RedisBroker;
+use broker::{AnyBroker, Broker};
 use frontdesk::worker::{BoxFuture, Replies, Responder, TurnInput, Verdict, Worker};
 
 fn redis_url() -> String {
@@ -118,12 +118,11 @@ async fn whole_turns(redis: bool, workers: usize, conversations: usize) -> f64 {
     }
     let app = frontdesk::app::open(settings, &[]).await.unwrap();
     let mut conn = app.db.get().await.unwrap();
-    let account = frontdesk::models::channel_account::ChannelAccount::find_by_public_id(
-        &mut conn, "bench-tg",
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let account =
+        store::models::channel_account::ChannelAccount::find_by_public_id(&mut conn, "bench-tg")
+            .await
+            .unwrap()
+            .unwrap();
     drop(conn);
     for c in 0..conversations {
         let event = channels::RoutedEvent {

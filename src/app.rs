@@ -9,19 +9,19 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::botfiles::{BotFiles, SyncReport};
-use crate::broker::memory::MemoryBroker;
-use crate::broker::redis::RedisBroker;
-use crate::broker::{AnyBroker, Broker};
 use crate::config::{ChannelsSettings, Settings};
-use crate::crypto::MasterKey;
-use crate::db::Db;
 use crate::kb::Knowledge;
 use crate::metrics::Metrics;
-use crate::models::instance_meta;
+use broker::memory::MemoryBroker;
+use broker::redis::RedisBroker;
+use broker::{AnyBroker, Broker};
 use channels::email::Email;
 use channels::messenger::Messenger;
 use channels::telegram::Telegram;
 use channels::{HttpClient, RetryPolicy};
+use store::crypto::MasterKey;
+use store::db::Db;
+use store::models::instance_meta;
 
 /// Everything opened: shared by the server, the worker and the commands.
 #[derive(Debug, Clone)]
@@ -122,7 +122,10 @@ async fn open_with(
     if bot_files.bots_changed > 0 {
         // Other nodes' workers drop their cached bots.
         let _ = broker
-            .publish(crate::answer::BOT_CHANGES_TOPIC, crate::answer::ALL_BOTS)
+            .publish(
+                crate::answerer::BOT_CHANGES_TOPIC,
+                crate::answerer::ALL_BOTS,
+            )
             .await;
     }
     Ok(App {
@@ -172,7 +175,7 @@ pub async fn sync_bot_knowledge(app: App) {
     // first customer question.
     let _ = app.knowledge.embedder().await;
     let bots = match app.db.get().await {
-        Ok(mut conn) => crate::models::bot::Bot::file_managed(&mut conn).await,
+        Ok(mut conn) => store::models::bot::Bot::file_managed(&mut conn).await,
         Err(e) => Err(e),
     };
     match bots {

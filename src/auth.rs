@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::error::{ApiError, ErrorKind};
-use crate::models::audit::ActorKind;
-use crate::models::session::{ApiToken, Session};
-use crate::models::user::{Role, User};
+use store::models::audit::ActorKind;
+use store::models::session::{ApiToken, Session};
+use store::models::user::{Role, User};
 
 /// The console's session cookie.
 pub const SESSION_COOKIE: &str = "fd_session";

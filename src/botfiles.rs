@@ -17,14 +17,14 @@ use channels::ChannelKind;
 use knowledge::Language;
 use serde::Deserialize;
 
-use crate::crypto::{MasterKey, Secret};
-use crate::db::{Db, DbConn, DbError};
-use crate::models::audit::{ActorKind, Audit};
-use crate::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
-use crate::models::channel_account::{
+use store::crypto::{MasterKey, Secret};
+use store::db::{Db, DbConn, DbError};
+use store::models::audit::{ActorKind, Audit};
+use store::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
+use store::models::channel_account::{
     AccountSpec, ChannelAccount, Credentials, UpsertAccountError,
 };
-use crate::models::workspace::Workspace;
+use store::models::workspace::Workspace;
 
 /// A bot file as written.
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use std::sync::Arc;
 
-use crate::answer::Answerer;
+use crate::answerer::Answerer;
 use crate::config::{LogFormat, Settings};
 
 pub mod ask;

@@ -10,11 +10,11 @@
 use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient};
 
 use crate::app::App;
-use crate::db::DbError;
-use crate::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
-use crate::models::conversation::Conversation;
-use crate::models::customer::Customer;
-use crate::models::message::{DeliveryStatus, Direction, Message};
+use store::db::DbError;
+use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
+use store::models::conversation::Conversation;
+use store::models::customer::Customer;
+use store::models::message::{DeliveryStatus, Direction, Message};
 
 /// What [`deliver`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +145,7 @@ struct Target {
 }
 
 async fn account_and_customer(
-    conn: &mut crate::db::DbConn,
+    conn: &mut store::db::DbConn,
     conversation: &Conversation,
 ) -> Result<Result<(ChannelAccount, Customer), String>, DbError> {
     let account = ChannelAccount::find_by_id(conn, &conversation.channel_account_id).await?;
@@ -158,7 +158,7 @@ async fn account_and_customer(
 
 async fn target(
     app: &App,
-    conn: &mut crate::db::DbConn,
+    conn: &mut store::db::DbConn,
     message: &Message,
 ) -> Result<Result<Target, String>, DbError> {
     let Some(conversation) = Conversation::find(conn, &message.conversation_id).await? else {

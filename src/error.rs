@@ -125,8 +125,8 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(error: crate::db::DbError) -> Self {
+impl From<store::db::DbError> for ApiError {
+    fn from(error: store::db::DbError) -> Self {
         tracing::error!(%error, "database failure");
         ApiError::new(
             ErrorKind::Unavailable,

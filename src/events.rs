@@ -8,10 +8,10 @@
 use serde::Serialize;
 
 use crate::app::App;
-use crate::broker::Broker;
-use crate::models::conversation::ConversationStatus;
-use crate::models::handoff::Handoff;
-use crate::models::message::Message;
+use broker::Broker;
+use store::models::conversation::ConversationStatus;
+use store::models::handoff::Handoff;
+use store::models::message::Message;
 
 /// An event, as JSON `{"type": "...", ...}`.
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +49,7 @@ pub enum Event<'a> {
         /// Its conversation.
         conversation_id: &'a str,
         /// The note.
-        note: &'a crate::models::note::Note,
+        note: &'a store::models::note::Note,
     },
     /// The bot handed the conversation to a person.
     #[serde(rename = "handoff.requested")]
@@ -92,7 +92,7 @@ pub async fn publish(app: &App, workspace_id: &str, event: &Event<'_>) {
     let kind = value["type"].as_str().unwrap_or("event").to_owned();
     let stored = async {
         let mut conn = app.db.get().await?;
-        crate::models::event::StoredEvent::append(
+        store::models::event::StoredEvent::append(
             &mut conn,
             workspace_id,
             &kind,

@@ -5,12 +5,12 @@
 
 use serde::Serialize;
 
-use crate::answer::triage::Triage;
 use crate::app::App;
-use crate::db::DbError;
 use crate::events::{self, Event};
-use crate::models::conversation::{Conversation, ConversationStatus};
-use crate::models::handoff::{Handoff, NewHandoff};
+use answer::triage::Triage;
+use store::db::DbError;
+use store::models::conversation::{Conversation, ConversationStatus};
+use store::models::handoff::{Handoff, NewHandoff};
 
 /// Why a conversation goes to a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -13,13 +13,13 @@ use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
 use serde_json::json;
 
 use crate::app::App;
-use crate::broker::Broker;
-use crate::db::{DbConn, DbError};
-use crate::models::bot::Bot;
-use crate::models::channel_account::ChannelAccount;
-use crate::models::conversation::{Conversation, ConversationKey, ConversationStatus};
-use crate::models::customer::Customer;
-use crate::models::message::{
+use broker::Broker;
+use store::db::{DbConn, DbError};
+use store::models::bot::Bot;
+use store::models::channel_account::ChannelAccount;
+use store::models::conversation::{Conversation, ConversationKey, ConversationStatus};
+use store::models::customer::Customer;
+use store::models::message::{
     AuthorKind, DeliveryStatus, Direction, Inserted, Message, NewMessage,
 };
 

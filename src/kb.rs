@@ -25,9 +25,9 @@ use knowledge::models::{DIMENSIONS, MODEL_ID, ModelPaths};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::db::{Db, DbError};
-use crate::models::bot::Bot;
-use crate::models::knowledge::{
+use store::db::{Db, DbError};
+use store::models::bot::Bot;
+use store::models::knowledge::{
     ChunkRow, Document, NewChunk, NewDocument, pack_vectors, unpack_vectors,
 };
 

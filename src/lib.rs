@@ -23,17 +23,14 @@
 //! the queue and worker, the knowledge base and the answer pipeline plug in
 //! behind these in later modules and in the `channels` and `knowledge` crates.
 
-pub mod answer;
+pub mod answerer;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod botfiles;
-pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod crypto;
-pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod events;
@@ -41,9 +38,7 @@ pub mod handoff;
 pub mod ingest;
 pub mod kb;
 pub mod metrics;
-pub mod models;
 pub mod realtime;
-pub mod schema;
 pub mod server;
 pub mod telemetry;
 pub mod webhooks;

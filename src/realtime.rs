@@ -21,15 +21,15 @@ use tokio::sync::broadcast;
 
 use crate::app::App;
 use crate::auth;
-use crate::broker::Broker;
 use crate::error::{ApiError, ErrorKind};
-use crate::models::bot::Bot;
-use crate::models::channel_account::{AccountSpec, ChannelAccount};
-use crate::models::conversation::Conversation;
-use crate::models::customer::Customer;
-use crate::models::event::StoredEvent;
-use crate::models::message::{AuthorKind, Message};
 use crate::server::{AppState, resource};
+use broker::Broker;
+use store::models::bot::Bot;
+use store::models::channel_account::{AccountSpec, ChannelAccount};
+use store::models::conversation::Conversation;
+use store::models::customer::Customer;
+use store::models::event::StoredEvent;
+use store::models::message::{AuthorKind, Message};
 
 /// A published event, parsed once per node for all its sockets.
 #[derive(Debug)]
@@ -415,7 +415,7 @@ async fn chat_socket(
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no such bot"))?;
     drop(conn);
     let account = webchat_account(&state.app, &bot).await?;
-    if account.status != crate::models::channel_account::AccountStatus::Active {
+    if account.status != store::models::channel_account::AccountStatus::Active {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             "this bot's web chat is disabled",
@@ -741,7 +741,7 @@ pub async fn typing(app: &App, workspace_id: &str, conversation_id: &str) {
 pub async fn prune_events(app: App) {
     loop {
         let days = app.settings.realtime.retention_days.max(1);
-        let before = crate::db::now() - chrono::Duration::days(days);
+        let before = store::db::now() - chrono::Duration::days(days);
         let pruned = async {
             let mut conn = app.db.get().await?;
             StoredEvent::prune(&mut conn, before).await

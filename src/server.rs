@@ -21,9 +21,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::broker::{AnyBroker, Broker};
 use crate::error::{ApiError, ErrorKind};
 use crate::metrics::Metrics;
+use broker::{AnyBroker, Broker};
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";

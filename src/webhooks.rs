@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::ingest::{IngestReport, ingest};
-use crate::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 use crate::server::{AppState, resource};
+use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 
 /// How long an accepted email token is remembered: the signature window
 /// plus margin for clock skew.

@@ -31,14 +31,14 @@ use channels::ChannelKind;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::broker::{Broker, Claimed, Lock, TurnJob};
-use crate::db::DbError;
 use crate::delivery::{self, Delivery};
 use crate::events::{self, Event};
-use crate::models::bot::{Bot, HandoffPolicy};
-use crate::models::channel_account::ChannelAccount;
-use crate::models::conversation::{Conversation, ConversationStatus};
-use crate::models::message::{DeliveryStatus, Message, TurnReply};
+use broker::{Broker, Claimed, Lock, TurnJob};
+use store::db::DbError;
+use store::models::bot::{Bot, HandoffPolicy};
+use store::models::channel_account::ChannelAccount;
+use store::models::conversation::{Conversation, ConversationStatus};
+use store::models::message::{DeliveryStatus, Message, TurnReply};
 
 /// The inbound messages a turn answers, and their conversation.
 #[derive(Debug, Clone)]
@@ -220,7 +220,7 @@ impl Outcome {
 pub enum WorkerError {
     /// The broker failed.
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Broker(#[from] broker::BrokerError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -595,14 +595,14 @@ impl Worker {
         let question: Vec<&str> = input
             .messages
             .iter()
-            .filter(|m| m.direction == crate::models::message::Direction::Inbound)
+            .filter(|m| m.direction == store::models::message::Direction::Inbound)
             .map(|m| m.body.as_str())
             .collect();
         let question = question.join("\n");
         let request = Request {
             reason,
             detail: Some(detail.to_owned()),
-            triage: crate::answer::triage::by_rules(&question, None),
+            triage: answer::triage::by_rules(&question, None),
             question,
             draft: String::new(),
             sources: Vec::new(),

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 use super::{Change, Json, Origin, Route, bad_request, conflict, not_found, record, text_field};
 use crate::auth::Principal;
 use crate::botfiles::{ChannelFile, channel_spec};
-use crate::crypto::Secret;
 use crate::error::{ApiError, ErrorKind};
-use crate::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
-use crate::models::channel_account::{AccountSpec, ChannelAccount};
-use crate::models::knowledge::Document;
-use crate::models::user::Role;
 use crate::server::AppState;
+use store::crypto::Secret;
+use store::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
+use store::models::channel_account::{AccountSpec, ChannelAccount};
+use store::models::knowledge::Document;
+use store::models::user::Role;
 
 pub(super) const ROUTES: &[Route] = &[
     Route {
@@ -260,11 +260,11 @@ fn merged(base: BotSpec, fields: BotFields) -> Result<BotSpec, ApiError> {
 
 /// Tells every node's answerers that the bot changed.
 async fn announce(state: &AppState, bot_id: &str) {
-    use crate::broker::Broker;
+    use broker::Broker;
     if let Err(error) = state
         .app
         .broker
-        .publish(crate::answer::BOT_CHANGES_TOPIC, bot_id)
+        .publish(crate::answerer::BOT_CHANGES_TOPIC, bot_id)
         .await
     {
         tracing::warn!(%error, "bot change not announced; caches expire within 30 s");

@@ -18,14 +18,14 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::{self, Event};
 use crate::handoff;
-use crate::models::channel_account::ChannelAccount;
-use crate::models::conversation::{Conversation, ConversationFilter, ConversationStatus};
-use crate::models::customer::Customer;
-use crate::models::handoff::Handoff;
-use crate::models::message::{AuthorKind, Direction, Inserted, Message, NewMessage};
-use crate::models::note::Note;
-use crate::models::user::Role;
 use crate::server::AppState;
+use store::models::channel_account::ChannelAccount;
+use store::models::conversation::{Conversation, ConversationFilter, ConversationStatus};
+use store::models::customer::Customer;
+use store::models::handoff::Handoff;
+use store::models::message::{AuthorKind, Direction, Inserted, Message, NewMessage};
+use store::models::note::Note;
+use store::models::user::Role;
 
 pub(super) const ROUTES: &[Route] = &[
     Route {
@@ -591,7 +591,7 @@ async fn request_handoff(
     let request = handoff::Request {
         reason: handoff::Reason::Requested,
         detail,
-        triage: crate::answer::triage::by_rules(&question, None),
+        triage: answer::triage::by_rules(&question, None),
         question,
         draft: String::new(),
         sources: Vec::new(),

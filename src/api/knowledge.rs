@@ -17,9 +17,9 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ErrorKind};
 use crate::events::{self, Event};
 use crate::kb::{FileError, FileOutcome, Progress};
-use crate::models::knowledge::Document;
-use crate::models::user::Role;
 use crate::server::AppState;
+use store::models::knowledge::Document;
+use store::models::user::Role;
 
 /// A document as the API shows it.
 pub fn document_json(doc: &Document) -> Value {

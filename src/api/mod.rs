@@ -16,9 +16,9 @@ use serde_json::Value;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ErrorKind};
-use crate::models::audit::Audit;
-use crate::models::user::Role;
 use crate::server::{AppState, RequestId, resource};
+use store::models::audit::Audit;
+use store::models::user::Role;
 
 pub mod bots;
 pub mod conversations;

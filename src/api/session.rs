@@ -8,10 +8,10 @@ use serde_json::json;
 use super::{Change, Json, Origin, Route, bad_request, record};
 use crate::auth::{self, Actor, Principal};
 use crate::error::{ApiError, ErrorKind};
-use crate::models::session::{NewSession, Session};
-use crate::models::user::{Role, User};
-use crate::models::workspace::Workspace;
 use crate::server::AppState;
+use store::models::session::{NewSession, Session};
+use store::models::user::{Role, User};
+use store::models::workspace::Workspace;
 
 pub(super) const ROUTES: &[Route] = &[
     Route {

@@ -10,10 +10,10 @@ use super::{
 };
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
-use crate::models::audit::AuditEntry;
-use crate::models::session::{ApiToken, Session};
-use crate::models::user::{Role, User};
 use crate::server::AppState;
+use store::models::audit::AuditEntry;
+use store::models::session::{ApiToken, Session};
+use store::models::user::{Role, User};
 
 pub(super) const ROUTES: &[Route] = &[
     Route {
@@ -357,7 +357,7 @@ async fn create_token(
     let expires_at = match body.expires_in_days {
         None => None,
         Some(days) if (1..=3650).contains(&days) => {
-            Some(crate::db::now() + chrono::Duration::days(days))
+            Some(store::db::now() + chrono::Duration::days(days))
         }
         Some(days) => {
             return Err(bad_request(format!(

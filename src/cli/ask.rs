@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::answer::{Answer, Answerer, Question};
+use crate::answerer::{Answer, Answerer, Question};
 use crate::app::App;
 use crate::worker::{Replies, Reply};
 

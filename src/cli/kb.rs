@@ -14,9 +14,9 @@ use knowledge::index::Retriever;
 
 use crate::app::App;
 use crate::kb::{FileError, FileOutcome, Progress};
-use crate::models::bot::Bot;
-use crate::models::knowledge::Document;
-use crate::models::workspace::Workspace;
+use store::models::bot::Bot;
+use store::models::knowledge::Document;
+use store::models::workspace::Workspace;
 
 /// `frontdesk kb …`
 #[derive(Debug, Subcommand)]

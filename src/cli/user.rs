@@ -11,10 +11,10 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::{Context, bail};
 
 use crate::app::App;
-use crate::models::audit::{ActorKind, Audit};
-use crate::models::session::ApiToken;
-use crate::models::user::{Role, User};
-use crate::models::workspace::Workspace;
+use store::models::audit::{ActorKind, Audit};
+use store::models::session::ApiToken;
+use store::models::user::{Role, User};
+use store::models::workspace::Workspace;
 
 /// `frontdesk user …`
 #[derive(Debug, clap::Subcommand)]

@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::both_backends;
 use crate::common::fakes::FakePlatform;
 use crate::common::{Backend, TestDb, TestServer, missing_service, redis_url};
-use frontdesk::models::user::{Role, User};
-use frontdesk::models::workspace::Workspace;
+use store::models::user::{Role, User};
+use store::models::workspace::Workspace;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -98,7 +98,7 @@ async fn telegram_message(
 ) {
     let mut conn = app.db.get().await.expect("conn");
     let account =
-        frontdesk::models::channel_account::ChannelAccount::find_by_public_id(&mut conn, account)
+        store::models::channel_account::ChannelAccount::find_by_public_id(&mut conn, account)
             .await
             .expect("q")
             .expect("account");
@@ -664,7 +664,7 @@ async fn pair() -> Option<Pair> {
     let db = TestDb::new(Backend::Sqlite).await?;
     db.write_bot("shop.toml", BOT_FILE);
     let url = redis_url();
-    if frontdesk::broker::redis::RedisBroker::connect(&url, "fdtest:probe", 2)
+    if broker::redis::RedisBroker::connect(&url, "fdtest:probe", 2)
         .await
         .is_err()
     {
@@ -680,7 +680,7 @@ async fn pair() -> Option<Pair> {
     settings.realtime.chat_messages_per_minute = 5;
     let one = TestServer::start(settings.clone(), &[]).await;
     let two = TestServer::start(settings, &[]).await;
-    let answerer = Arc::new(frontdesk::answer::Answerer::new(one.app.clone(), &[]));
+    let answerer = Arc::new(frontdesk::answerer::Answerer::new(one.app.clone(), &[]));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(frontdesk::worker::run(
         one.app.clone(),

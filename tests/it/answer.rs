@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use frontdesk::models::conversation::{Conversation, ConversationStatus};
-use frontdesk::models::handoff::Handoff;
-use frontdesk::models::workspace::Workspace;
 use serde_json::{Value, json};
+use store::models::conversation::{Conversation, ConversationStatus};
+use store::models::handoff::Handoff;
+use store::models::workspace::Workspace;
 
 use crate::cli::{Served, fresh_install, serve_with};
 use crate::common::fakes::{FakeLlm, FakePlatform, FakeSmtp, LlmBehaviour};
@@ -446,7 +446,7 @@ async fn an_agent_takeover_silences_queued_turns_and_hand_back_answers_again() {
     let (_, conversation) = handoff_for(&app, "human").await;
     let agent = {
         let mut conn = app.db.get().await.expect("conn");
-        frontdesk::models::user::User::create(&mut conn, "agent@northwind.example", "Ada", None)
+        store::models::user::User::create(&mut conn, "agent@northwind.example", "Ada", None)
             .await
             .expect("agent")
     };

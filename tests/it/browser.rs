@@ -14,8 +14,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::common::{Backend, TestDb, TestServer, missing_service};
-use frontdesk::models::user::{Role, User};
-use frontdesk::models::workspace::Workspace;
+use store::models::user::{Role, User};
+use store::models::workspace::Workspace;
 
 const BOT_FILE: &str = r#"
 workspace = "shop"
@@ -124,7 +124,7 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
     settings.worker.debounce_ms = 0;
     let server = TestServer::start(settings, &[]).await;
     let app = server.app.clone();
-    let answerer = Arc::new(frontdesk::answer::Answerer::new(app.clone(), &[]));
+    let answerer = Arc::new(frontdesk::answerer::Answerer::new(app.clone(), &[]));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(frontdesk::worker::run(
         app.clone(),
@@ -143,7 +143,7 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
     User::set_role(&mut conn, &agent.id, &workspace.id, Role::Agent)
         .await
         .expect("role");
-    let bot = frontdesk::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
         .await
         .expect("q")
         .expect("bot");

@@ -11,7 +11,6 @@
 
 mod agents;
 mod answer;
-mod broker;
 mod browser;
 mod cli;
 mod common;

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
-use frontdesk::db::{Db, DbConn};
-use frontdesk::db_run;
+use store::db::{Db, DbConn};
+use store::db_run;
 
 use crate::both_backends;
 use crate::common::{Backend, TestDb};
@@ -156,7 +156,7 @@ async fn migrating_twice_is_a_no_op(test_db: TestDb) {
     // The schema answers the diesel DSL on this backend.
     let mut conn = db.get().await.expect("conn");
     let count: i64 = db_run!(conn: {
-        frontdesk::schema::workspaces::table
+        store::schema::workspaces::table
             .count()
             .get_result(conn)
             .await

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use channels::ChannelKind;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use frontdesk::db::Db;
-use frontdesk::db_run;
-use frontdesk::models::audit::AuditEntry;
-use frontdesk::models::bot::Bot;
-use frontdesk::models::channel_account::{AccountStatus, ChannelAccount};
-use frontdesk::models::conversation::{Conversation, ConversationKey, ConversationStatus};
-use frontdesk::models::customer::Customer;
-use frontdesk::models::message::{AuthorKind, Direction, Inserted, Message, NewMessage};
-use frontdesk::models::workspace::Workspace;
-use frontdesk::schema::channel_accounts;
+use store::db::Db;
+use store::db_run;
+use store::models::audit::AuditEntry;
+use store::models::bot::Bot;
+use store::models::channel_account::{AccountStatus, ChannelAccount};
+use store::models::conversation::{Conversation, ConversationKey, ConversationStatus};
+use store::models::customer::Customer;
+use store::models::message::{AuthorKind, Direction, Inserted, Message, NewMessage};
+use store::models::workspace::Workspace;
+use store::schema::channel_accounts;
 
 use crate::both_backends;
 use crate::common::{TestDb, env};
@@ -242,7 +242,7 @@ async fn redelivered_messages_are_stored_once_in_order(test_db: TestDb) {
     assert_eq!(reply.seq, 3);
     assert_eq!(
         reply.delivery_status,
-        Some(frontdesk::models::message::DeliveryStatus::Pending)
+        Some(store::models::message::DeliveryStatus::Pending)
     );
 
     // After resolution, the customer's next message opens a new conversation.

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use channels::ChannelKind;
 use frontdesk::delivery::{Delivery, deliver};
-use frontdesk::models::channel_account::ChannelAccount;
-use frontdesk::models::conversation::{Conversation, ConversationStatus};
-use frontdesk::models::customer::Customer;
-use frontdesk::models::message::{
-    AuthorKind, DeliveryStatus, Direction, Inserted, Message, NewMessage,
-};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use store::models::channel_account::ChannelAccount;
+use store::models::conversation::{Conversation, ConversationStatus};
+use store::models::customer::Customer;
+use store::models::message::{
+    AuthorKind, DeliveryStatus, Direction, Inserted, Message, NewMessage,
+};
 
 use crate::both_backends;
 use crate::common::fakes::{FakePlatform, FakeSmtp};
@@ -159,7 +159,7 @@ impl Gateway {
     async fn conversations(&self, public_id: &str) -> Vec<Conversation> {
         let account = self.account(public_id).await;
         let mut conn = self.server.app.db.get().await.expect("conn");
-        let bot = frontdesk::models::bot::Bot::find_by_id(&mut conn, &account.bot_id)
+        let bot = store::models::bot::Bot::find_by_id(&mut conn, &account.bot_id)
             .await
             .expect("q")
             .expect("bot");
@@ -182,14 +182,14 @@ impl Gateway {
 }
 
 async fn customers(
-    conn: &mut frontdesk::db::DbConn,
+    conn: &mut store::db::DbConn,
     workspace_id: &str,
     kind: ChannelKind,
 ) -> Vec<Customer> {
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
-    use frontdesk::schema::customers;
-    frontdesk::db_run!(conn: {
+    use store::schema::customers;
+    store::db_run!(conn: {
         customers::table
             .filter(customers::workspace_id.eq(workspace_id))
             .filter(customers::channel_kind.eq(kind.as_str()))
@@ -202,7 +202,7 @@ async fn customers(
 
 /// Claims (and acks) every queued turn; their conversations.
 async fn queued(app: &frontdesk::app::App) -> Vec<String> {
-    use frontdesk::broker::Broker;
+    use broker::Broker;
     let mut out = Vec::new();
     while let Some(claimed) = app
         .broker

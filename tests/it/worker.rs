@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::Broker;
 use channels::{InboundEvent, InboundMessage, Origin, RoutedEvent, Sender};
 use frontdesk::app::App;
-use frontdesk::broker::Broker;
-use frontdesk::models::channel_account::ChannelAccount;
 use frontdesk::worker::{
     Acknowledger, BoxFuture, Outcome, Replies, Responder, TurnInput, Verdict, Worker,
 };
+use store::models::channel_account::ChannelAccount;
 
 use crate::common::fakes::FakePlatform;
 use crate::common::{Backend, TestDb, env, missing_service, redis_url};
@@ -56,7 +56,7 @@ async fn setup(kind: Kind, tweak: impl FnOnce(&mut frontdesk::config::Settings))
     settings.worker.retry_base_ms = 50;
     if let Kind::Redis = kind {
         let url = redis_url();
-        if frontdesk::broker::redis::RedisBroker::connect(&url, "fdtest:probe", 2)
+        if broker::redis::RedisBroker::connect(&url, "fdtest:probe", 2)
             .await
             .is_err()
         {
@@ -363,11 +363,11 @@ async fn a_worker_dying_mid_answer_is_finished_by_a_handoff(kind: Kind) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let mut conn = s.app.db.get().await.expect("conn");
-            let sent: i64 = frontdesk::db_run!(conn: {
+            let sent: i64 = store::db_run!(conn: {
                 use diesel::prelude::*;
                 use diesel_async::RunQueryDsl;
-                frontdesk::schema::messages::table
-                    .filter(frontdesk::schema::messages::delivery_status.eq("sent"))
+                store::schema::messages::table
+                    .filter(store::schema::messages::delivery_status.eq("sent"))
                     .count()
                     .get_result(conn)
                     .await
@@ -382,7 +382,7 @@ async fn a_worker_dying_mid_answer_is_finished_by_a_handoff(kind: Kind) {
         task.abort();
         let _ = task.await;
         let mut conn = s.app.db.get().await.expect("conn");
-        let conversation = frontdesk::models::conversation::Conversation::open_of_customer(
+        let conversation = store::models::conversation::Conversation::open_of_customer(
             &mut conn,
             &s.account.id,
             &customer_id(&s, "5").await,
@@ -393,12 +393,12 @@ async fn a_worker_dying_mid_answer_is_finished_by_a_handoff(kind: Kind) {
         drop(conn);
         let pending = |app: App, id: String| async move {
             let mut conn = app.db.get().await.expect("conn");
-            frontdesk::models::conversation::Conversation::find(&mut conn, &id)
+            store::models::conversation::Conversation::find(&mut conn, &id)
                 .await
                 .expect("q")
                 .expect("conversation")
                 .status
-                == frontdesk::models::conversation::ConversationStatus::PendingHandoff
+                == store::models::conversation::ConversationStatus::PendingHandoff
         };
         let mut worker = Worker::new(s.app.clone(), Arc::new(Acknowledger), "heir");
         worker.wait = Duration::from_millis(50);
@@ -422,7 +422,7 @@ async fn a_worker_dying_mid_answer_is_finished_by_a_handoff(kind: Kind) {
         }
         let mut conn = s.app.db.get().await.expect("conn");
         let handoffs =
-            frontdesk::models::handoff::Handoff::of_conversation(&mut conn, &conversation.id)
+            store::models::handoff::Handoff::of_conversation(&mut conn, &conversation.id)
                 .await
                 .expect("handoffs");
         assert_eq!(handoffs.len(), 1, "one handoff");
@@ -441,7 +441,7 @@ async fn an_agent_owned_conversation_gets_no_reply(kind: Kind) {
     };
     s.customer_says(7, 1, "hello").await;
     let mut conn = s.app.db.get().await.expect("conn");
-    let conversation = frontdesk::models::conversation::Conversation::open_of_customer(
+    let conversation = store::models::conversation::Conversation::open_of_customer(
         &mut conn,
         &s.account.id,
         &customer_id(&s, "7").await,
@@ -449,10 +449,10 @@ async fn an_agent_owned_conversation_gets_no_reply(kind: Kind) {
     .await
     .expect("q")
     .remove(0);
-    frontdesk::models::conversation::Conversation::set_status(
+    store::models::conversation::Conversation::set_status(
         &mut conn,
         &conversation.id,
-        frontdesk::models::conversation::ConversationStatus::Agent,
+        store::models::conversation::ConversationStatus::Agent,
     )
     .await
     .expect("status");
@@ -481,11 +481,11 @@ async fn an_agent_owned_conversation_gets_no_reply(kind: Kind) {
 async fn customer_id(s: &Setup, external: &str) -> String {
     let mut conn = s.app.db.get().await.expect("conn");
     let mut conn2 = s.app.db.get().await.expect("conn");
-    let bot = frontdesk::models::bot::Bot::find_by_id(&mut conn, &s.account.bot_id)
+    let bot = store::models::bot::Bot::find_by_id(&mut conn, &s.account.bot_id)
         .await
         .expect("q")
         .expect("bot");
-    frontdesk::models::customer::Customer::find(
+    store::models::customer::Customer::find(
         &mut conn2,
         &bot.workspace_id,
         channels::ChannelKind::Telegram,
@@ -592,7 +592,7 @@ async fn corrupt_jobs_are_dead_lettered() {
     let Some(s) = setup(Kind::Redis, |_| {}).await else {
         return;
     };
-    let frontdesk::broker::AnyBroker::Redis(_) = &s.app.broker else {
+    let broker::AnyBroker::Redis(_) = &s.app.broker else {
         panic!("redis")
     };
     let prefix = s.app.settings.redis.key_prefix.clone();

@@ -2,7 +2,7 @@
 //! conversation with a lock, and fans out realtime events.
 //!
 //! Two implementations behind one [`Broker`] trait, held to one conformance
-//! suite (`tests/it/broker.rs`):
+//! suite (`broker/tests/conformance.rs`):
 //! - [`redis::RedisBroker`] — a stream with a consumer group for turns
 //!   (`XAUTOCLAIM` takes over turns of dead workers), a sorted set of delayed
 //!   turns, per-conversation locks with expiry, a fencing token, renewal and
@@ -102,7 +102,7 @@ pub struct DeadLetter {
 pub type Subscription = tokio::sync::mpsc::Receiver<String>;
 
 /// Carries turns, locks conversations, fans out events. Both implementations
-/// pass `tests/it/broker.rs`.
+/// pass `broker/tests/conformance.rs`.
 pub trait Broker: Send + Sync + 'static {
     /// Queues a turn for the conversation unless one is pending. Returns
     /// whether a new turn was queued.

@@ -12,6 +12,16 @@ use crate::db::{DbConn, DbError, new_id, now};
 use crate::db_run;
 use crate::schema::bots;
 
+/// Answer generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Composes answers from the best passages, offline.
+    Extractive,
+    /// An OpenAI-compatible `/v1/chat/completions` server.
+    Openai,
+}
+
 text_enum! {
     /// What the bot does when it does not know enough to answer.
     pub enum HandoffPolicy {
@@ -30,7 +40,7 @@ text_enum! {
 pub struct BotLlm {
     /// `extractive` or `openai`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider: Option<crate::config::LlmProvider>,
+    pub provider: Option<LlmProvider>,
     /// Model name for `openai`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -12,13 +12,6 @@
 //! The same function serves the worker ([`Answerer`] is its
 //! [`Responder`](crate::worker::Responder)) and `frontdesk ask`.
 
-pub mod extractive;
-pub mod llm;
-pub mod phrases;
-pub mod prompt;
-pub mod stream;
-pub mod triage;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,18 +21,18 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::broker::Broker;
 use crate::config::LlmProvider;
 use crate::handoff::{Reason, Request, Source};
 use crate::kb::Found;
-use crate::models::bot::{Bot, HandoffPolicy};
-use crate::models::message::{AuthorKind, Direction, Message};
 use crate::worker::{BoxFuture, Replies, Reply, Responder, TurnInput, Verdict};
-use llm::{ChatMessage, ChatRequest, ClientOptions, LlmClient, LlmError};
-use phrases::HumanPhrases;
-use prompt::{Past, Reference};
-use stream::{InfoStatus, MarkupFilter, ParagraphBuffer};
-use triage::Triage;
+use answer::llm::{ChatMessage, ChatRequest, ClientOptions, LlmClient, LlmError};
+use answer::phrases::HumanPhrases;
+use answer::prompt::{Past, Reference};
+use answer::stream::{InfoStatus, MarkupFilter, ParagraphBuffer};
+use answer::triage::{self, Triage};
+use broker::Broker;
+use store::models::bot::{Bot, HandoffPolicy};
+use store::models::message::{AuthorKind, Direction, Message};
 
 /// Topic on which bot changes are announced, so every node drops its copy.
 pub const BOT_CHANGES_TOPIC: &str = "bots.changed";
@@ -389,8 +382,8 @@ impl Answerer {
 
     /// What the extractive answerer would say, for an agent's draft.
     fn extractive_draft(&self, text: &str, hits: &[Found], sources: &mut [Source]) -> String {
-        let passages: Vec<extractive::Passage<'_>> = hits.iter().map(passage).collect();
-        match extractive::compose(text, &passages) {
+        let passages: Vec<answer::extractive::Passage<'_>> = hits.iter().map(passage).collect();
+        match answer::extractive::compose(text, &passages) {
             Some(composed) => {
                 for i in composed.used {
                     if let Some(s) = sources.get_mut(i) {
@@ -421,7 +414,7 @@ impl Answerer {
             };
         }
         let max = self.app.settings.answer.max_paragraph_chars;
-        let mut paragraphs = stream::paragraphs_of(&draft, max);
+        let mut paragraphs = answer::stream::paragraphs_of(&draft, max);
         if let Some(last) = paragraphs.last_mut() {
             last.push_str(&citation_line(sources));
         }
@@ -468,10 +461,15 @@ impl Answerer {
                 text: h.chunk.body.clone(),
             })
             .collect();
-        let system = prompt::system(&bot.system_prompt);
+        let system = answer::prompt::system(&bot.system_prompt);
         let request = ChatRequest {
             model,
-            messages: prompt::messages(&bot.system_prompt, &question.history, &references, text),
+            messages: answer::prompt::messages(
+                &bot.system_prompt,
+                &question.history,
+                &references,
+                text,
+            ),
             temperature: Some(bot.llm_settings.temperature.unwrap_or(llm.temperature)),
             max_tokens: Some(bot.llm_settings.max_tokens.unwrap_or(llm.max_tokens)),
         };
@@ -482,7 +480,7 @@ impl Answerer {
         let mut draft = String::new();
         let mut problem: Option<(Reason, Option<String>)> = None;
         let check = |paragraph: &str, filter: &MarkupFilter| -> Option<(Reason, Option<String>)> {
-            if prompt::leaks(&system, paragraph) {
+            if answer::prompt::leaks(&system, paragraph) {
                 Some((
                     Reason::UnsafeOutput,
                     Some("the model's answer quoted its instructions; not sent".into()),
@@ -606,9 +604,9 @@ impl Answerer {
             } else {
                 "Support"
             };
-            conversation.push_str(&format!("{who}: {}\n", prompt::quote(&past.text)));
+            conversation.push_str(&format!("{who}: {}\n", answer::prompt::quote(&past.text)));
         }
-        conversation.push_str(&format!("Customer: {}", prompt::quote(text)));
+        conversation.push_str(&format!("Customer: {}", answer::prompt::quote(text)));
         let request = ChatRequest {
             model,
             messages: vec![
@@ -676,8 +674,8 @@ impl Emitter<'_> {
     }
 }
 
-fn passage(hit: &Found) -> extractive::Passage<'_> {
-    extractive::Passage {
+fn passage(hit: &Found) -> answer::extractive::Passage<'_> {
+    answer::extractive::Passage {
         faq: hit.chunk.kind == "faq",
         body: &hit.chunk.body,
     }

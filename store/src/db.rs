@@ -27,10 +27,10 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::settings::{DatabaseSettings, DatabaseUrl};
 
-const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
 /// PostgreSQL advisory lock key that serializes migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x6672_6f6e_7464_736b; // "frontdsk"
