@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use broker::memory::MemoryBroker;
 use broker::redis::RedisBroker;
 use broker::{AnyBroker, Broker};
-use frontdesk::worker::{BoxFuture, Replies, Responder, TurnInput, Verdict, Worker};
+use frontdesk::turn::{BoxFuture, Replies, Responder, TurnInput, Verdict};
+use frontdesk::worker::Worker;
 
 fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

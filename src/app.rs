@@ -8,67 +8,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::botfiles::{BotFiles, SyncReport};
-use crate::config::{ChannelsSettings, Settings};
+use crate::botfiles::BotFiles;
+use crate::config::Settings;
+use crate::context::{App, Channels};
 use crate::kb::Knowledge;
 use crate::metrics::Metrics;
 use broker::memory::MemoryBroker;
 use broker::redis::RedisBroker;
 use broker::{AnyBroker, Broker};
-use channels::email::Email;
-use channels::messenger::Messenger;
-use channels::telegram::Telegram;
-use channels::{HttpClient, RetryPolicy};
 use store::crypto::MasterKey;
 use store::db::Db;
 use store::models::instance_meta;
-
-/// Everything opened: shared by the server, the worker and the commands.
-#[derive(Debug, Clone)]
-pub struct App {
-    /// Settings, fixed for the process's life.
-    pub settings: Arc<Settings>,
-    /// The database pool.
-    pub db: Db,
-    /// Seals and opens channel credentials.
-    pub master_key: MasterKey,
-    /// Turns, locks and realtime events: Redis when `redis.url` is set.
-    pub broker: AnyBroker,
-    /// Prometheus metrics of this process.
-    pub metrics: Arc<Metrics>,
-    /// What the bot files changed at start-up.
-    pub bot_files: SyncReport,
-    /// The channel adapters.
-    pub channels: Channels,
-    /// Knowledge bases: ingestion and this node's search indexes.
-    pub knowledge: Arc<Knowledge>,
-    /// Set once the bot files' knowledge paths were ingested at start-up
-    /// (or when nothing is to be ingested by this process).
-    pub knowledge_synced: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// One adapter per platform, configured from `[channels]`.
-#[derive(Debug, Clone)]
-pub struct Channels {
-    /// Telegram.
-    pub telegram: Telegram,
-    /// Messenger.
-    pub messenger: Messenger,
-    /// Email.
-    pub email: Email,
-}
-
-impl Channels {
-    /// Adapters pointed at the configured API bases.
-    pub fn new(settings: &ChannelsSettings) -> Self {
-        let http = HttpClient::new(RetryPolicy::default());
-        Self {
-            telegram: Telegram::new(&settings.telegram.api_base, http.clone()),
-            messenger: Messenger::new(&settings.messenger.graph_api_base, http),
-            email: Email::new(settings.email.smtp_url.clone()),
-        }
-    }
-}
 
 /// Opens the database (migrating it), the master key, the bot files and Redis.
 /// `env` resolves the bot files' `env:` secrets.
@@ -122,10 +72,7 @@ async fn open_with(
     if bot_files.bots_changed > 0 {
         // Other nodes' workers drop their cached bots.
         let _ = broker
-            .publish(
-                crate::answerer::BOT_CHANGES_TOPIC,
-                crate::answerer::ALL_BOTS,
-            )
+            .publish(crate::context::BOT_CHANGES_TOPIC, crate::context::ALL_BOTS)
             .await;
     }
     Ok(App {

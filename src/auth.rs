@@ -17,7 +17,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::app::App;
+use crate::context::App;
 use crate::error::{ApiError, ErrorKind};
 use store::models::audit::ActorKind;
 use store::models::session::{ApiToken, Session};

@@ -182,7 +182,7 @@ async fn serve(
     app.knowledge_synced
         .store(false, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn(crate::app::sync_bot_knowledge(app.clone()));
-    tokio::spawn(crate::realtime::prune_events(app.clone()));
+    tokio::spawn(crate::events::prune_events(app.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = if with_worker {
         let answerer = answerer(&app, env).await;
@@ -216,7 +216,7 @@ async fn worker(settings: Settings, env: &[(String, String)]) -> anyhow::Result<
 }
 
 /// The answer pipeline, watching for bot changes.
-async fn answerer(app: &crate::app::App, env: &[(String, String)]) -> Arc<Answerer> {
+async fn answerer(app: &crate::context::App, env: &[(String, String)]) -> Arc<Answerer> {
     let answerer = Arc::new(Answerer::new(app.clone(), env));
     answerer.watch_bot_changes().await;
     answerer

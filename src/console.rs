@@ -5,7 +5,7 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-use crate::server::resource;
+use crate::http::resource;
 
 const CONSOLE: &str = include_str!("../static/console.html");
 const WIDGET: &str = include_str!("../static/widget.js");

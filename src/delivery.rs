@@ -9,7 +9,7 @@
 
 use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient};
 
-use crate::app::App;
+use crate::context::App;
 use store::db::DbError;
 use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 use store::models::conversation::Conversation;
@@ -125,7 +125,7 @@ pub async fn typing(app: &App, conversation_id: &str) {
             ChannelKind::Telegram => app.channels.telegram.typing(&secrets, &to).await,
             ChannelKind::Messenger => app.channels.messenger.typing(&secrets, &to).await,
             ChannelKind::Webchat => {
-                crate::realtime::typing(app, &conversation.workspace_id, &conversation.id).await;
+                crate::events::typing(app, &conversation.workspace_id, &conversation.id).await;
                 Ok(())
             }
             ChannelKind::Email => Ok(()),

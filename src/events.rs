@@ -5,11 +5,15 @@
 //! `seq`), then published: a socket that missed some (a reconnect, a broker
 //! outage) replays them from the log.
 
-use serde::Serialize;
+use std::time::Duration;
 
-use crate::app::App;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::context::App;
 use broker::Broker;
 use store::models::conversation::ConversationStatus;
+use store::models::event::StoredEvent;
 use store::models::handoff::Handoff;
 use store::models::message::Message;
 
@@ -110,5 +114,31 @@ pub async fn publish(app: &App, workspace_id: &str, event: &Event<'_>) {
         .await
     {
         tracing::warn!(%error, kind, "realtime event not published");
+    }
+}
+
+/// Tells the widget of `conversation` that the bot is writing (not logged).
+pub async fn typing(app: &App, workspace_id: &str, conversation_id: &str) {
+    let payload = json!({ "type": "typing", "conversation_id": conversation_id }).to_string();
+    if let Err(error) = app.broker.publish(&topic(workspace_id), &payload).await {
+        tracing::debug!(%error, "typing not published");
+    }
+}
+
+/// Forgets events older than `realtime.retention_days`, now and then hourly.
+pub async fn prune_events(app: App) {
+    loop {
+        let days = app.settings.realtime.retention_days.max(1);
+        let before = store::db::now() - chrono::Duration::days(days);
+        let pruned = async {
+            let mut conn = app.db.get().await?;
+            StoredEvent::prune(&mut conn, before).await
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, days, "old events pruned from the event log"),
+            Err(error) => tracing::warn!(%error, "event log not pruned; retrying in an hour"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }

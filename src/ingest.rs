@@ -12,7 +12,7 @@
 use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
 use serde_json::json;
 
-use crate::app::App;
+use crate::context::App;
 use broker::Broker;
 use store::db::{DbConn, DbError};
 use store::models::bot::Bot;
@@ -36,6 +36,19 @@ pub struct IngestReport {
     pub receipts: usize,
     /// Events skipped, with their reasons.
     pub skipped: Vec<String>,
+}
+
+impl IngestReport {
+    /// What happened, by result name, for metrics.
+    pub fn counts(&self) -> [(&'static str, usize); 5] {
+        [
+            ("stored", self.stored),
+            ("duplicate", self.duplicates),
+            ("edit", self.edits),
+            ("receipt", self.receipts),
+            ("skipped", self.skipped.len()),
+        ]
+    }
 }
 
 /// Stores the events of `account`. A database failure is returned (the

@@ -1,4 +1,4 @@
-//! Prometheus metrics of the process: one registry per [`App`](crate::app::App),
+//! Prometheus metrics of the process: one registry per [`App`](crate::context::App),
 //! so tests never share counters.
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
@@ -145,16 +145,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts what a webhook's events did.
-    pub fn events(&self, channel: channels::ChannelKind, report: &crate::ingest::IngestReport) {
-        let counts = [
-            ("stored", report.stored),
-            ("duplicate", report.duplicates),
-            ("edit", report.edits),
-            ("receipt", report.receipts),
-            ("skipped", report.skipped.len()),
-        ];
-        for (result, count) in counts {
+    /// Counts what a webhook's events did, as `(result, count)` pairs.
+    pub fn events(&self, channel: channels::ChannelKind, counts: &[(&str, usize)]) {
+        for &(result, count) in counts {
             if count > 0 {
                 self.webhook_events
                     .with_label_values(&[channel.as_str(), result])

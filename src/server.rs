@@ -20,30 +20,10 @@ use prometheus::Encoder;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::app::App;
+use crate::context::App;
 use crate::error::{ApiError, ErrorKind};
-use crate::metrics::Metrics;
+use crate::http::{AppState, REQUEST_ID, RequestId, resource};
 use broker::{AnyBroker, Broker};
-
-/// Header carrying the request id, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// Shared by every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// Database, settings, keys, broker.
-    pub app: App,
-    /// Prometheus metrics (the app's).
-    pub metrics: Arc<Metrics>,
-    /// Failed logins, per email and per address.
-    pub limiter: Arc<crate::auth::LoginLimiter>,
-    /// This node's event subscriptions, shared by its websockets.
-    pub hub: crate::realtime::Hub,
-}
-
-/// The request id of the current request, for handlers and audit entries.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
 
 /// Builds the server on `listener` (bind port 0 in tests). The caller awaits
 /// or spawns the returned [`Server`]; the address is where it listens.
@@ -56,7 +36,7 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
             settings.auth.login_attempts,
             Duration::from_secs(settings.auth.login_window_secs),
         )),
-        hub: crate::realtime::Hub::new(app.clone()),
+        hub: crate::hub::Hub::new(app.clone()),
         app,
     };
     let limit = settings.server.max_body_bytes;
@@ -325,20 +305,6 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .body(buffer),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
-}
-
-/// A resource whose other methods get 405 (not the app-wide 404).
-pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    use actix_web::ResponseError;
-    ApiError::new(
-        ErrorKind::MethodNotAllowed,
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    )
-    .error_response()
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {

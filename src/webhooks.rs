@@ -15,8 +15,8 @@ use channels::{Channel, ChannelKind, RoutedEvent, Secrets, VerifyError, WebhookR
 use serde_json::json;
 
 use crate::error::{ApiError, ErrorKind};
+use crate::http::{AppState, resource};
 use crate::ingest::{IngestReport, ingest};
-use crate::server::{AppState, resource};
 use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 
 /// How long an accepted email token is remembered: the signature window
@@ -124,7 +124,7 @@ fn require_json(
 
 fn accepted(state: &AppState, kind: ChannelKind, report: &IngestReport) -> HttpResponse {
     state.metrics.webhook(kind, "accepted");
-    state.metrics.events(kind, report);
+    state.metrics.events(kind, &report.counts());
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "stored": report.stored,

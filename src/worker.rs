@@ -22,129 +22,22 @@
 //! between a platform's "sent" and the database's record of it leaves that
 //! one reply to be sent again by the worker that takes over.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use channels::ChannelKind;
 use tokio::sync::mpsc;
 
-use crate::app::App;
+use crate::context::App;
 use crate::delivery::{self, Delivery};
 use crate::events::{self, Event};
+use crate::turn::{Replies, Reply, Responder, TurnInput};
 use broker::{Broker, Claimed, Lock, TurnJob};
 use store::db::DbError;
 use store::models::bot::{Bot, HandoffPolicy};
 use store::models::channel_account::ChannelAccount;
 use store::models::conversation::{Conversation, ConversationStatus};
 use store::models::message::{DeliveryStatus, Message, TurnReply};
-
-/// The inbound messages a turn answers, and their conversation.
-#[derive(Debug, Clone)]
-pub struct TurnInput {
-    /// The conversation (as read at the start of the turn).
-    pub conversation: Conversation,
-    /// The customer's messages not yet answered, oldest first.
-    pub messages: Vec<Message>,
-    /// The channel the conversation happens on.
-    pub channel: ChannelKind,
-    /// Whether no bot reply was sent in this conversation before.
-    pub first_reply: bool,
-}
-
-/// A boxed future, so responders can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One message of a reply (a paragraph, when answers stream).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// Text.
-    pub text: String,
-    /// JSON metadata stored with it (sources, confidence).
-    pub metadata: Option<String>,
-}
-
-/// Where a responder sends its replies, as soon as each is ready: the
-/// worker stores, publishes and delivers each one while the next is made.
-#[derive(Debug, Clone)]
-pub struct Replies(pub mpsc::Sender<Reply>);
-
-impl Replies {
-    /// Hands a reply to the worker; `false` when the worker stopped taking
-    /// them (an agent took over): the responder should stop.
-    pub async fn send(&self, reply: Reply) -> bool {
-        self.0.send(reply).await.is_ok()
-    }
-
-    /// Whether the worker stopped taking replies.
-    pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
-
-/// What a responder decided besides its replies.
-#[derive(Debug, Clone, Default)]
-pub struct Verdict {
-    /// Hand the conversation to people, after the replies.
-    pub handoff: Option<crate::handoff::Request>,
-}
-
-/// Produces the replies of a turn. The answer pipeline plugs in here.
-pub trait Responder: Send + Sync + 'static {
-    /// Sends the turn's replies into `out`, in order, as each is ready
-    /// (adapters split long ones), and says what else to do. An error fails
-    /// the turn (it is retried; replies already sent stay sent).
-    fn respond<'a>(
-        &'a self,
-        turn: &'a TurnInput,
-        out: Replies,
-    ) -> BoxFuture<'a, Result<Verdict, String>>;
-}
-
-/// A minimal responder: acknowledges the customer's messages, quoting them,
-/// and says a person will reply. For tests and benchmarks of the queue.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Acknowledger;
-
-impl Responder for Acknowledger {
-    fn respond<'a>(
-        &'a self,
-        turn: &'a TurnInput,
-        out: Replies,
-    ) -> BoxFuture<'a, Result<Verdict, String>> {
-        Box::pin(async move {
-            let quoted: Vec<String> = turn
-                .messages
-                .iter()
-                .map(|m| m.body.trim())
-                .filter(|b| !b.is_empty())
-                .map(|b| {
-                    let short: String = b.chars().take(200).collect();
-                    if short.len() < b.len() {
-                        format!("“{short}…”")
-                    } else {
-                        format!("“{short}”")
-                    }
-                })
-                .collect();
-            let text = if quoted.is_empty() {
-                "Thanks, we received your message. A member of our team will reply here.".to_owned()
-            } else {
-                format!(
-                    "Thanks, we received: {}. A member of our team will reply here.",
-                    quoted.join(" · ")
-                )
-            };
-            out.send(Reply {
-                text,
-                metadata: None,
-            })
-            .await;
-            Ok(Verdict::default())
-        })
-    }
-}
 
 /// What [`Worker::process_next`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

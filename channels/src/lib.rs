@@ -7,7 +7,8 @@
 //!   [`Channel`] trait (verify, parse, send, limits), errors, and
 //!   [`split_text`] which cuts long replies at paragraph, then sentence
 //!   boundaries.
-//! - `telegram.rs`, `messenger.rs`, `email.rs` — one file per platform.
+//! - `telegram.rs`, `messenger.rs`, `email.rs`, `webchat.rs` — one file per
+//!   platform (the web chat widget has no webhook: its socket is the channel).
 //! - `http.rs` — the outbound HTTP client with bounded retries (5xx, 429,
 //!   `retry_after`), shared by the HTTP platforms.
 //! - `form.rs` — `application/x-www-form-urlencoded` and `multipart/form-data`
@@ -29,6 +30,7 @@ mod http;
 pub mod messenger;
 mod split;
 pub mod telegram;
+pub mod webchat;
 
 pub use http::{HttpClient, RetryPolicy};
 pub use split::split_text;

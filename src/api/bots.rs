@@ -11,7 +11,7 @@ use super::{Change, Json, Origin, Route, bad_request, conflict, not_found, recor
 use crate::auth::Principal;
 use crate::botfiles::{ChannelFile, channel_spec};
 use crate::error::{ApiError, ErrorKind};
-use crate::server::AppState;
+use crate::http::AppState;
 use store::crypto::Secret;
 use store::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
 use store::models::channel_account::{AccountSpec, ChannelAccount};
@@ -264,7 +264,7 @@ async fn announce(state: &AppState, bot_id: &str) {
     if let Err(error) = state
         .app
         .broker
-        .publish(crate::answerer::BOT_CHANGES_TOPIC, bot_id)
+        .publish(crate::context::BOT_CHANGES_TOPIC, bot_id)
         .await
     {
         tracing::warn!(%error, "bot change not announced; caches expire within 30 s");

@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::{self, Event};
 use crate::handoff;
-use crate::server::AppState;
+use crate::http::AppState;
 use store::models::channel_account::ChannelAccount;
 use store::models::conversation::{Conversation, ConversationFilter, ConversationStatus};
 use store::models::customer::Customer;

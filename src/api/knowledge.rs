@@ -16,8 +16,8 @@ use super::{Change, Origin, bad_request, not_found, record};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorKind};
 use crate::events::{self, Event};
+use crate::http::AppState;
 use crate::kb::{FileError, FileOutcome, Progress};
-use crate::server::AppState;
 use store::models::knowledge::Document;
 use store::models::user::Role;
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ErrorKind};
-use crate::server::{AppState, RequestId, resource};
+use crate::http::{AppState, RequestId, resource};
 use store::models::audit::Audit;
 use store::models::user::Role;
 
@@ -102,7 +102,7 @@ impl FromRequest for Principal {
         );
         // The cookie rides along on forged cross-site forms; a bearer
         // token does not.
-        let forged = by_cookie && changes && !crate::realtime::same_origin(req);
+        let forged = by_cookie && changes && !crate::http::same_origin(req);
         Box::pin(async move {
             if forged {
                 return Err(ApiError::new(

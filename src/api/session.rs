@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Change, Json, Origin, Route, bad_request, record};
 use crate::auth::{self, Actor, Principal};
 use crate::error::{ApiError, ErrorKind};
-use crate::server::AppState;
+use crate::http::AppState;
 use store::models::session::{NewSession, Session};
 use store::models::user::{Role, User};
 use store::models::workspace::Workspace;

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::http::AppState;
 use store::models::audit::AuditEntry;
 use store::models::session::{ApiToken, Session};
 use store::models::user::{Role, User};

@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::answerer::{Answer, Answerer, Question};
-use crate::app::App;
-use crate::worker::{Replies, Reply};
+use crate::context::App;
+use crate::turn::{Replies, Reply};
 
 /// `frontdesk ask` arguments.
 #[derive(Debug, clap::Args)]
@@ -77,7 +77,6 @@ pub async fn run(app: App, env: &[(String, String)], args: AskArgs) -> anyhow::R
             .await
     };
     let (answer, paragraphs) = tokio::join!(ask, printer);
-    let answer = answer.map_err(|e| anyhow::anyhow!(e))?;
     let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", report(&answer, &paragraphs))?;

@@ -12,7 +12,7 @@ use clap::{Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use knowledge::index::Retriever;
 
-use crate::app::App;
+use crate::context::App;
 use crate::kb::{FileError, FileOutcome, Progress};
 use store::models::bot::Bot;
 use store::models::knowledge::Document;

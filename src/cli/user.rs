@@ -10,7 +10,7 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, bail};
 
-use crate::app::App;
+use crate::context::App;
 use store::models::audit::{ActorKind, Audit};
 use store::models::session::ApiToken;
 use store::models::user::{Role, User};

@@ -26,7 +26,7 @@ fn http() -> reqwest::Client {
 }
 
 /// A user with `role` in workspace `slug` (created if missing).
-async fn member(app: &frontdesk::app::App, slug: &str, email: &str, role: Role) -> User {
+async fn member(app: &frontdesk::context::App, slug: &str, email: &str, role: Role) -> User {
     let mut conn = app.db.get().await.expect("conn");
     let workspace = Workspace::ensure(&mut conn, slug).await.expect("workspace");
     let hash = frontdesk::auth::hash_password(PASSWORD).expect("hash");
@@ -90,7 +90,7 @@ async fn call(
 
 /// A customer message on the bot's Telegram account, through ingest.
 async fn telegram_message(
-    app: &frontdesk::app::App,
+    app: &frontdesk::context::App,
     account: &str,
     chat: i64,
     n: usize,

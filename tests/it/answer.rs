@@ -245,7 +245,7 @@ impl Shop {
 
     /// The app, opened on the server's database and data directory, to act
     /// as an agent and to read what the server stored.
-    async fn app(&self) -> frontdesk::app::App {
+    async fn app(&self) -> frontdesk::context::App {
         let settings =
             frontdesk::config::Settings::load(self.dir.path(), None, &[]).expect("settings");
         let mut settings = settings;
@@ -280,7 +280,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// The workspace's handoffs, oldest first, with their conversation.
-async fn handoffs(app: &frontdesk::app::App) -> Vec<(Handoff, Conversation)> {
+async fn handoffs(app: &frontdesk::context::App) -> Vec<(Handoff, Conversation)> {
     let mut conn = app.db.get().await.expect("conn");
     let ws = Workspace::find_by_slug(&mut conn, "northwind")
         .await
@@ -297,7 +297,7 @@ async fn handoffs(app: &frontdesk::app::App) -> Vec<(Handoff, Conversation)> {
     out
 }
 
-async fn handoff_for(app: &frontdesk::app::App, question: &str) -> (Handoff, Conversation) {
+async fn handoff_for(app: &frontdesk::context::App, question: &str) -> (Handoff, Conversation) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(found) = handoffs(app)

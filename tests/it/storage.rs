@@ -47,7 +47,7 @@ fn bot_env() -> Vec<(String, String)> {
 }
 
 /// Opens the app with the standard bot file and returns the telegram account.
-async fn open_with_bot(test_db: &TestDb) -> (frontdesk::app::App, ChannelAccount) {
+async fn open_with_bot(test_db: &TestDb) -> (frontdesk::context::App, ChannelAccount) {
     test_db.write_bot("acme.toml", BOT_FILE);
     let app = frontdesk::app::open(test_db.settings(), &bot_env())
         .await

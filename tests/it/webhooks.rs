@@ -201,7 +201,7 @@ async fn customers(
 }
 
 /// Claims (and acks) every queued turn; their conversations.
-async fn queued(app: &frontdesk::app::App) -> Vec<String> {
+async fn queued(app: &frontdesk::context::App) -> Vec<String> {
     use broker::Broker;
     let mut out = Vec::new();
     while let Some(claimed) = app

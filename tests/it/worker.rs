@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use broker::Broker;
 use channels::{InboundEvent, InboundMessage, Origin, RoutedEvent, Sender};
-use frontdesk::app::App;
-use frontdesk::worker::{
-    Acknowledger, BoxFuture, Outcome, Replies, Responder, TurnInput, Verdict, Worker,
-};
+use frontdesk::context::App;
+use frontdesk::turn::{Acknowledger, BoxFuture, Replies, Responder, TurnInput, Verdict};
+use frontdesk::worker::{Outcome, Worker};
 use store::models::channel_account::ChannelAccount;
 
 use crate::common::fakes::FakePlatform;
@@ -331,7 +330,7 @@ impl Responder for HalfThenStuck {
             let metadata = self
                 .notice
                 .then(|| r#"{"notice":"low_confidence"}"#.to_owned());
-            out.send(frontdesk::worker::Reply {
+            out.send(frontdesk::turn::Reply {
                 text: "First half of the answer.".into(),
                 metadata,
             })

@@ -181,7 +181,7 @@ macro_rules! both_backends {
 /// A running server for tests: the real `build`, on port 0.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub app: frontdesk::app::App,
+    pub app: frontdesk::context::App,
     handle: actix_web::dev::ServerHandle,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }

@@ -1,0 +1,115 @@
+//! What the answering core is given: the bot as it answers, the passages
+//! retrieval found, and the process's answering options. Plain types: the
+//! gateway fills them from its database and its settings.
+
+use std::time::Duration;
+
+/// What writes the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    /// Composes answers from the best passages, offline.
+    Extractive,
+    /// An OpenAI-compatible `/v1/chat/completions` server.
+    Model,
+}
+
+impl Generator {
+    /// The provider's configured name (`extractive` or `openai`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Generator::Extractive => "extractive",
+            Generator::Model => "openai",
+        }
+    }
+}
+
+/// What the bot does when it does not know enough to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnknown {
+    /// Send the bot's fallback message, then hand off.
+    FallbackMessage,
+    /// Answer anyway, flagged low-confidence.
+    AiGenerate,
+    /// Send nothing, hand off.
+    SilentHandoff,
+}
+
+/// A bot as it answers: its own settings with the process's defaults
+/// already filled in.
+#[derive(Debug, Clone)]
+pub struct BotProfile {
+    /// For logs.
+    pub name: String,
+    /// The business's instructions.
+    pub system_prompt: String,
+    /// Below this retrieval confidence the bot does not answer on its own.
+    pub min_confidence: f64,
+    /// What to do below it.
+    pub on_unknown: OnUnknown,
+    /// Said before a handoff for lack of knowledge (empty: the general
+    /// handoff message).
+    pub fallback_message: String,
+    /// Who writes answers.
+    pub generator: Generator,
+    /// The model's name, for [`Generator::Model`].
+    pub model: Option<String>,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Longest answer, in tokens.
+    pub max_tokens: u32,
+}
+
+/// A retrieved passage of the bot's knowledge.
+#[derive(Debug, Clone)]
+pub struct Passage {
+    /// The chunk's id.
+    pub chunk_id: String,
+    /// Its document (file name, or an FAQ entry's id).
+    pub doc_ref: String,
+    /// An FAQ entry (its `title` is the question).
+    pub faq: bool,
+    /// The FAQ question or the document's title.
+    pub title: Option<String>,
+    /// Section headings, joined with `›`.
+    pub heading_path: String,
+    /// The text.
+    pub body: String,
+    /// Search score.
+    pub score: f32,
+}
+
+impl Passage {
+    /// Where the passage comes from, for people: the FAQ question, else the
+    /// section headings, else the document.
+    pub fn label(&self) -> String {
+        match (&self.title, self.heading_path.trim()) {
+            (Some(question), _) if self.faq => question.clone(),
+            (_, headings) if !headings.is_empty() => headings.to_owned(),
+            _ => self.doc_ref.clone(),
+        }
+    }
+}
+
+/// What retrieval found for a question.
+#[derive(Debug, Clone, Default)]
+pub struct Retrieval {
+    /// Passages, best first.
+    pub passages: Vec<Passage>,
+    /// Confidence, 0 to 1.
+    pub confidence: f32,
+    /// `hybrid`, `bm25_only`, `none` or `failed`.
+    pub retriever: String,
+}
+
+/// The process's answering options (`[answer]`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Opens the first bot reply of a conversation (empty: none).
+    pub disclosure: String,
+    /// Tells the customer a person will follow.
+    pub handoff_message: String,
+    /// Longest paragraph sent as one message, in characters.
+    pub max_paragraph_chars: usize,
+    /// How long triage waits for the model before the rules decide.
+    pub triage_timeout: Duration,
+}

@@ -1,0 +1,554 @@
+//! One question, answered or handed off.
+//!
+//! [`Pipeline::answer`] runs the decision: the customer asked for a person?
+//! → retrieval confidence below the bot's `min_confidence`? → the bot's
+//! `on_unknown` policy → otherwise generation ([`extractive`] or a model
+//! through [`llm`](crate::llm)) → the model's output cleaned
+//! ([`MarkupFilter`]) and cut into paragraphs ([`ParagraphBuffer`]), each
+//! sent as soon as it is complete. The [`Answer`] says what happened:
+//! sources, confidence, draft, handoff. Retrieval itself is the caller's:
+//! it hands in the passages it found.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::extractive;
+use crate::handoff::{Reason, Request, Source};
+use crate::input::{BotProfile, Generator, OnUnknown, Options, Passage, Retrieval};
+use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError};
+use crate::phrases::HumanPhrases;
+use crate::prompt::{self, Past, Reference};
+use crate::stream::{self, InfoStatus, MarkupFilter, ParagraphBuffer};
+use crate::triage::{self, Triage};
+
+/// One message of an answer: a paragraph, with JSON metadata to store
+/// beside it (provider, confidence, sources; or the handoff notice).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paragraph {
+    /// Text.
+    pub text: String,
+    /// JSON metadata.
+    pub metadata: Option<String>,
+}
+
+/// One question to answer.
+#[derive(Debug, Clone)]
+pub struct Question<'a> {
+    /// The bot answering.
+    pub bot: &'a BotProfile,
+    /// The customer's new text (a burst of messages, joined).
+    pub text: String,
+    /// The conversation before it, oldest first, within the token budget.
+    pub history: Vec<Past>,
+    /// The bot's first reply in the conversation: opens with the disclosure.
+    pub first_reply: bool,
+}
+
+/// What answering did.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The question.
+    pub question: String,
+    /// Retrieved passages, best first (`cited`: used by the answer).
+    pub sources: Vec<Source>,
+    /// Retrieval confidence, 0 to 1.
+    pub confidence: f32,
+    /// `hybrid` or `bm25_only`.
+    pub retriever: String,
+    /// `extractive` or `openai`.
+    pub provider: &'static str,
+    /// The answer as generated, even when it was not sent.
+    pub draft: String,
+    /// Answer paragraphs went to the customer.
+    pub answered: bool,
+    /// Answered although retrieval confidence was low (`ai_generate`).
+    pub low_confidence: bool,
+    /// Hand the conversation to people.
+    pub handoff: Option<Request>,
+    /// From the start to the first paragraph sent.
+    pub first_paragraph: Option<Duration>,
+}
+
+/// The answering core of one process: the model client (when one is
+/// configured), the handoff phrases and the options.
+pub struct Pipeline {
+    llm: Option<LlmClient>,
+    llm_problem: Option<String>,
+    phrases: HumanPhrases,
+    options: Options,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("llm", &self.llm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// The core over `llm` (or why there is none: said in the handoff of
+    /// a bot that needs a model).
+    pub fn new(llm: Result<LlmClient, String>, phrases: HumanPhrases, options: Options) -> Self {
+        let (llm, llm_problem) = match llm {
+            Ok(client) => (Some(client), None),
+            Err(problem) => (None, Some(problem)),
+        };
+        Pipeline {
+            llm,
+            llm_problem,
+            phrases,
+            options,
+        }
+    }
+
+    /// Answers `question` from `found`, sending paragraphs into `out` as
+    /// they are ready. Failures of the model are not errors: the bot's
+    /// policy applies and the answer carries a handoff.
+    pub async fn answer(
+        &self,
+        question: Question<'_>,
+        found: Retrieval,
+        out: &mpsc::Sender<Paragraph>,
+    ) -> Answer {
+        let started = Instant::now();
+        let bot = question.bot;
+        let settings = &self.options;
+        let text = question.text.trim().to_owned();
+        let asked_for_person = self.phrases.find(&text);
+        let Retrieval {
+            passages,
+            confidence,
+            retriever,
+        } = found;
+        let mut sources: Vec<Source> = passages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Source {
+                n: i + 1,
+                chunk_id: p.chunk_id.clone(),
+                doc_ref: p.doc_ref.clone(),
+                label: p.label(),
+                score: p.score,
+                cited: false,
+            })
+            .collect();
+        let mut answer = Answer {
+            question: text.clone(),
+            sources: Vec::new(),
+            confidence,
+            retriever,
+            provider: bot.generator.as_str(),
+            draft: String::new(),
+            answered: false,
+            low_confidence: false,
+            handoff: None,
+            first_paragraph: None,
+        };
+        let metadata = json!({
+            "answer": {
+                "provider": answer.provider,
+                "confidence": confidence,
+                "sources": sources.iter().take(3).map(|s| json!({
+                    "doc_ref": s.doc_ref, "label": s.label, "score": s.score,
+                })).collect::<Vec<_>>(),
+            }
+        });
+        let mut emitter = Emitter {
+            out,
+            disclosure: (question.first_reply && !settings.disclosure.trim().is_empty())
+                .then(|| settings.disclosure.trim().to_owned()),
+            metadata: metadata.to_string(),
+            started,
+            first: None,
+            sent: 0,
+        };
+
+        let low = passages.is_empty() || f64::from(confidence) < bot.min_confidence;
+        let mut reason;
+        if let Some(phrase) = asked_for_person {
+            reason = Some((
+                Reason::CustomerAsked,
+                Some(format!("the customer wrote “{phrase}”")),
+            ));
+            answer.draft = self.extractive_draft(&text, &passages, &mut sources);
+        } else if low && bot.on_unknown != OnUnknown::AiGenerate {
+            reason = Some((
+                Reason::LowConfidence,
+                Some(format!(
+                    "retrieval confidence {confidence:.2} is below the bot's min_confidence {:.2}",
+                    bot.min_confidence
+                )),
+            ));
+            answer.draft = self.extractive_draft(&text, &passages, &mut sources);
+        } else {
+            answer.low_confidence = low;
+            if low {
+                emitter.tag_low_confidence();
+            }
+            let generated = match bot.generator {
+                Generator::Extractive => {
+                    self.generate_extractive(&text, &passages, &mut sources, &mut emitter)
+                        .await
+                }
+                Generator::Model => {
+                    self.generate_llm(&question, &text, &passages, &mut sources, &mut emitter)
+                        .await
+                }
+            };
+            answer.draft = generated.draft;
+            answer.answered = emitter.sent > 0;
+            reason = generated.problem;
+        }
+        if out.is_closed() {
+            // The worker stopped taking replies (an agent took over).
+            reason = None;
+        }
+        if let Some((reason, detail)) = reason {
+            if bot.on_unknown != OnUnknown::SilentHandoff {
+                let notice = match reason {
+                    Reason::CustomerAsked => settings.handoff_message.trim(),
+                    _ if bot.fallback_message.trim().is_empty() => settings.handoff_message.trim(),
+                    _ => bot.fallback_message.trim(),
+                };
+                emitter.metadata = json!({ "notice": reason.as_str() }).to_string();
+                emitter.emit(notice.to_owned()).await;
+            }
+            // The best passage's document section names the topic (an FAQ
+            // question does not).
+            let topic = passages
+                .first()
+                .and_then(|p| p.heading_path.split('›').next())
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            let triage = self
+                .triage(bot, &question.history, &text, topic.as_deref())
+                .await;
+            answer.handoff = Some(Request {
+                reason,
+                detail,
+                question: text.clone(),
+                draft: answer.draft.clone(),
+                sources: sources.clone(),
+                confidence,
+                triage,
+                requested_by: None,
+            });
+        }
+        answer.first_paragraph = emitter.first;
+        answer.sources = sources;
+        answer
+    }
+
+    /// What the extractive answerer would say, for an agent's draft.
+    fn extractive_draft(&self, text: &str, passages: &[Passage], sources: &mut [Source]) -> String {
+        let passages: Vec<extractive::Passage<'_>> = passages
+            .iter()
+            .map(|p| extractive::Passage {
+                faq: p.faq,
+                body: &p.body,
+            })
+            .collect();
+        match extractive::compose(text, &passages) {
+            Some(composed) => {
+                for i in composed.used {
+                    if let Some(s) = sources.get_mut(i) {
+                        s.cited = true;
+                    }
+                }
+                composed.text
+            }
+            None => String::new(),
+        }
+    }
+
+    async fn generate_extractive(
+        &self,
+        text: &str,
+        passages: &[Passage],
+        sources: &mut [Source],
+        emitter: &mut Emitter<'_>,
+    ) -> Generated {
+        let draft = self.extractive_draft(text, passages, sources);
+        if draft.is_empty() {
+            return Generated {
+                draft,
+                problem: Some((
+                    Reason::NoInformation,
+                    Some("no passage to answer from".into()),
+                )),
+            };
+        }
+        let max = self.options.max_paragraph_chars;
+        let mut paragraphs = stream::paragraphs_of(&draft, max);
+        if let Some(last) = paragraphs.last_mut() {
+            last.push_str(&citation_line(sources));
+        }
+        for paragraph in paragraphs {
+            if !emitter.emit(paragraph).await {
+                break;
+            }
+        }
+        Generated {
+            draft,
+            problem: None,
+        }
+    }
+
+    async fn generate_llm(
+        &self,
+        question: &Question<'_>,
+        text: &str,
+        passages: &[Passage],
+        sources: &mut [Source],
+        emitter: &mut Emitter<'_>,
+    ) -> Generated {
+        let failed = |detail: String| Generated {
+            draft: String::new(),
+            problem: Some((Reason::GenerationFailed, Some(detail))),
+        };
+        let Some(client) = self.llm.clone() else {
+            return failed(format!(
+                "the bot uses the openai provider but {}",
+                self.llm_problem
+                    .as_deref()
+                    .unwrap_or("no model server is configured")
+            ));
+        };
+        let bot = question.bot;
+        let Some(model) = bot.model.clone() else {
+            return failed("no model name: set llm.model or the bot's [llm] model".into());
+        };
+        let references: Vec<Reference> = passages
+            .iter()
+            .map(|p| Reference {
+                label: p.label(),
+                text: p.body.clone(),
+            })
+            .collect();
+        let system = prompt::system(&bot.system_prompt);
+        let request = ChatRequest {
+            model,
+            messages: prompt::messages(&bot.system_prompt, &question.history, &references, text),
+            temperature: Some(bot.temperature),
+            max_tokens: Some(bot.max_tokens),
+        };
+        let (tx, mut rx) = mpsc::channel::<String>(64);
+        let call = tokio::spawn(async move { client.stream(&request, tx).await });
+        let mut filter = MarkupFilter::new();
+        let mut buffer = ParagraphBuffer::new(self.options.max_paragraph_chars);
+        let mut draft = String::new();
+        let mut problem: Option<(Reason, Option<String>)> = None;
+        let check = |paragraph: &str, filter: &MarkupFilter| -> Option<(Reason, Option<String>)> {
+            if prompt::leaks(&system, paragraph) {
+                Some((
+                    Reason::UnsafeOutput,
+                    Some("the model's answer quoted its instructions; not sent".into()),
+                ))
+            } else if filter.status() == Some(InfoStatus::Lacking) {
+                Some((
+                    Reason::NoInformation,
+                    Some("the model said the documents do not hold the answer".into()),
+                ))
+            } else {
+                None
+            }
+        };
+        while let Some(token) = rx.recv().await {
+            let clean = filter.push(&token);
+            draft.push_str(&clean);
+            for paragraph in buffer.push(&clean) {
+                if problem.is_some() {
+                    continue;
+                }
+                problem = check(&paragraph, &filter);
+                if problem.is_none() && !emitter.emit(paragraph).await {
+                    // No one takes replies any more: stop the model.
+                    drop(rx);
+                    let _ = call.await;
+                    return Generated {
+                        draft,
+                        problem: None,
+                    };
+                }
+            }
+            if problem.is_some() {
+                // Stop reading: nothing more will be sent.
+                break;
+            }
+        }
+        drop(rx);
+        let ended = call
+            .await
+            .unwrap_or_else(|e| Err(LlmError::Connect(format!("the model call stopped: {e}"))));
+        let rest = filter.finish();
+        draft.push_str(&rest);
+        if problem.is_none() {
+            match ended {
+                Err(error) => {
+                    tracing::warn!(bot = %bot.name, %error, "the model failed; the handoff policy applies");
+                    problem = Some((Reason::GenerationFailed, Some(error.to_string())));
+                }
+                Ok(_) => {
+                    let mut tail: Vec<String> = buffer.push(&rest);
+                    tail.extend(buffer.finish());
+                    for s in sources.iter_mut() {
+                        s.cited = filter.citations().contains(&s.n);
+                    }
+                    if !sources.iter().any(|s| s.cited)
+                        && let Some(top) = sources.first_mut()
+                    {
+                        top.cited = true;
+                    }
+                    if !filter.saw_output() && filter.status() != Some(InfoStatus::Lacking) {
+                        problem =
+                            Some((Reason::GenerationFailed, Some(LlmError::Empty.to_string())));
+                    }
+                    let count = tail.len();
+                    for (i, mut paragraph) in tail.into_iter().enumerate() {
+                        if problem.is_some() {
+                            break;
+                        }
+                        problem = check(&paragraph, &filter);
+                        if problem.is_some() {
+                            break;
+                        }
+                        if i + 1 == count {
+                            paragraph.push_str(&citation_line(sources));
+                        }
+                        if !emitter.emit(paragraph).await {
+                            break;
+                        }
+                    }
+                    if count == 0 && problem.is_none() && emitter.sent > 0 {
+                        // The last paragraph went out before the stream
+                        // ended (a trailing blank line): the sources follow
+                        // on their own.
+                        let line = citation_line(sources);
+                        emitter.emit(line.trim().to_owned()).await;
+                    }
+                    if problem.is_none() && filter.status() == Some(InfoStatus::Lacking) {
+                        problem = check("", &filter);
+                    }
+                }
+            }
+        }
+        Generated {
+            draft: draft.trim().to_owned(),
+            problem,
+        }
+    }
+
+    /// Triage for a handoff: the model's when one is configured and up,
+    /// else the rules'.
+    async fn triage(
+        &self,
+        bot: &BotProfile,
+        history: &[Past],
+        text: &str,
+        topic: Option<&str>,
+    ) -> Triage {
+        let rules = || triage::by_rules(text, topic);
+        let (Generator::Model, Some(client)) = (bot.generator, &self.llm) else {
+            return rules();
+        };
+        if client.breaker_open() {
+            return rules();
+        }
+        let Some(model) = bot.model.clone() else {
+            return rules();
+        };
+        let mut conversation = String::new();
+        for past in history.iter().rev().take(6).rev() {
+            let who = if past.from_customer {
+                "Customer"
+            } else {
+                "Support"
+            };
+            conversation.push_str(&format!("{who}: {}\n", prompt::quote(&past.text)));
+        }
+        conversation.push_str(&format!("Customer: {}", prompt::quote(text)));
+        let request = ChatRequest {
+            model,
+            messages: vec![
+                ChatMessage::system(triage::PROMPT),
+                ChatMessage::user(format!("<conversation>\n{conversation}\n</conversation>")),
+            ],
+            temperature: Some(0.0),
+            max_tokens: Some(80),
+        };
+        match tokio::time::timeout(self.options.triage_timeout, client.complete(&request)).await {
+            Ok(Ok(reply)) => triage::parse_model(&reply).unwrap_or_else(rules),
+            _ => rules(),
+        }
+    }
+}
+
+/// What generation produced.
+struct Generated {
+    draft: String,
+    problem: Option<(Reason, Option<String>)>,
+}
+
+/// Sends paragraphs, opening the first with the disclosure.
+struct Emitter<'a> {
+    out: &'a mpsc::Sender<Paragraph>,
+    disclosure: Option<String>,
+    metadata: String,
+    started: Instant,
+    first: Option<Duration>,
+    sent: usize,
+}
+
+impl Emitter<'_> {
+    /// Sends one paragraph; `false` when no one takes replies any more.
+    async fn emit(&mut self, text: String) -> bool {
+        let text = text.trim();
+        if text.is_empty() {
+            return true;
+        }
+        let text = match self.disclosure.take() {
+            Some(disclosure) => format!("{disclosure}\n\n{text}"),
+            None => text.to_owned(),
+        };
+        let ok = self
+            .out
+            .send(Paragraph {
+                text,
+                metadata: Some(self.metadata.clone()),
+            })
+            .await
+            .is_ok();
+        if ok {
+            self.sent += 1;
+            self.first.get_or_insert_with(|| self.started.elapsed());
+        }
+        ok
+    }
+
+    fn tag_low_confidence(&mut self) {
+        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&self.metadata) {
+            value["answer"]["low_confidence"] = json!(true);
+            self.metadata = value.to_string();
+        }
+    }
+}
+
+/// `\n\nSource: …` naming the cited passages (at most two), or nothing.
+fn citation_line(sources: &[Source]) -> String {
+    let mut labels: Vec<&str> = Vec::new();
+    for s in sources.iter().filter(|s| s.cited) {
+        if !labels.contains(&s.label.as_str()) {
+            labels.push(&s.label);
+        }
+    }
+    labels.truncate(2);
+    match labels.len() {
+        0 => String::new(),
+        1 => format!("\n\nSource: {}", labels[0]),
+        _ => format!("\n\nSources: {}", labels.join("; ")),
+    }
+}

@@ -1,0 +1,333 @@
+//! `GET /ws/chat/{bot}`: the web chat widget's customer session.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, Message as WsMessage, Session};
+use channels::webchat;
+use channels::{ChannelKind, InboundEvent, RoutedEvent};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::close;
+use crate::auth;
+use crate::context::App;
+use crate::error::{ApiError, ErrorKind};
+use crate::http::AppState;
+use crate::hub::Feed;
+use store::models::bot::Bot;
+use store::models::channel_account::{AccountSpec, ChannelAccount};
+use store::models::conversation::Conversation;
+use store::models::customer::Customer;
+use store::models::message::Message;
+/// The bot's web chat account, created on first use.
+async fn webchat_account(app: &App, bot: &Bot) -> Result<ChannelAccount, ApiError> {
+    let public_id = format!("webchat-{}", bot.id);
+    let mut conn = app.db.get().await?;
+    if let Some(account) = ChannelAccount::find_by_public_id(&mut conn, &public_id).await? {
+        // Only this bot's own web chat account: an id taken by anything
+        // else must never route this bot's customers elsewhere.
+        if account.bot_id == bot.id && account.kind == ChannelKind::Webchat {
+            return Ok(account);
+        }
+        tracing::error!(bot = %bot.id, account = %account.id, "the web chat account id is taken by another account");
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "this bot's web chat is unavailable",
+        ));
+    }
+    let spec = AccountSpec {
+        public_id,
+        bot_id: bot.id.clone(),
+        kind: ChannelKind::Webchat,
+        external_id: None,
+        credentials: Default::default(),
+    };
+    ChannelAccount::upsert(&mut conn, &app.master_key, &spec)
+        .await
+        .map(|u| u.row().clone())
+        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))
+}
+
+/// `GET /ws/chat/{bot}?session=TOKEN&after=SEQ`.
+pub(super) async fn chat_socket(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    bot_id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.app.db.get().await?;
+    let bot = Bot::find_by_id(&mut conn, &bot_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no such bot"))?;
+    drop(conn);
+    let account = webchat_account(&state.app, &bot).await?;
+    if account.status != store::models::channel_account::AccountStatus::Active {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            "this bot's web chat is disabled",
+        ));
+    }
+    let query = req.query_string();
+    let token = webchat::session_token(auth::url_param(query, "session"))
+        .unwrap_or_else(|| auth::new_token(webchat::SESSION_PREFIX));
+    let after = auth::url_param(query, "after")
+        .and_then(|a| a.parse::<i64>().ok())
+        .unwrap_or(0);
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("not a websocket handshake: {e}"),
+        )
+    })?;
+    let stream = stream.max_frame_size(state.app.settings.realtime.max_frame_bytes);
+    let feed = state.hub.subscribe(&bot.workspace_id);
+    let app = state.app.clone();
+    state
+        .metrics
+        .ws_connections
+        .with_label_values(&["chat"])
+        .inc();
+    let metrics = state.metrics.clone();
+    actix_web::rt::spawn(async move {
+        let chat = Chat {
+            app,
+            bot,
+            account,
+            visitor: webchat::visitor_id(&token),
+            token,
+        };
+        let outcome = chat.run(after, session, stream, feed).await;
+        metrics.ws_connections.with_label_values(&["chat"]).dec();
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "chat socket ended");
+        }
+    });
+    Ok(response)
+}
+
+struct Chat {
+    app: App,
+    bot: Bot,
+    account: ChannelAccount,
+    token: String,
+    visitor: String,
+}
+
+/// A stored message as the widget shows it.
+fn chat_frame(message: &Message) -> Value {
+    webchat::message_frame(
+        message.seq,
+        message.author_kind.as_str(),
+        &message.body,
+        &json!(message.created_at),
+    )
+}
+
+impl Chat {
+    /// The visitor's open conversation, if any.
+    async fn conversation(&self) -> Result<Option<Conversation>, String> {
+        let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+        let Some(customer) = Customer::find(
+            &mut conn,
+            &self.bot.workspace_id,
+            ChannelKind::Webchat,
+            &self.visitor,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        Ok(
+            Conversation::open_of_customer(&mut conn, &self.account.id, &customer.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .next(),
+        )
+    }
+
+    /// Sends the conversation's messages after `last`; returns the new last seq.
+    async fn replay(
+        &self,
+        session: &mut Session,
+        conversation: &str,
+        mut last: i64,
+    ) -> Result<i64, String> {
+        let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+        let messages = Message::after(&mut conn, conversation, last, 500)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        for message in messages {
+            session
+                .text(chat_frame(&message).to_string())
+                .await
+                .map_err(|_| "closed".to_owned())?;
+            last = message.seq;
+        }
+        Ok(last)
+    }
+
+    async fn run(
+        self,
+        after: i64,
+        mut session: Session,
+        mut stream: actix_ws::MessageStream,
+        mut feed: broadcast::Receiver<Feed>,
+    ) -> Result<(), String> {
+        let mut conversation = self.conversation().await?.map(|c| c.id);
+        session
+            .text(
+                json!({ "type": "session", "session": self.token, "conversation_id": conversation })
+                    .to_string(),
+            )
+            .await
+            .map_err(|_| "closed")?;
+        // Seqs count per conversation: `after` belongs to the open one only.
+        let mut last = if conversation.is_some() { after } else { 0 };
+        if let Some(id) = &conversation {
+            last = self.replay(&mut session, id, last).await?;
+        }
+        let mut replayed = last;
+        let settings = &self.app.settings.realtime;
+        let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
+        let per_minute = settings.chat_messages_per_minute.max(1);
+        let mut ticker = tokio::time::interval(heartbeat);
+        let mut heard = Instant::now();
+        let mut sent: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if heard.elapsed() > heartbeat * 3 {
+                        let _ = session.close(close(CloseCode::Away, "no answer to pings")).await;
+                        return Ok(());
+                    }
+                    session.ping(b"").await.map_err(|_| "closed")?;
+                }
+                incoming = stream.recv() => {
+                    heard = Instant::now();
+                    let text = match incoming {
+                        None => return Ok(()),
+                        Some(Ok(WsMessage::Text(text))) => text,
+                        Some(Ok(WsMessage::Ping(bytes))) => {
+                            session.pong(&bytes).await.map_err(|_| "closed")?;
+                            continue;
+                        }
+                        Some(Ok(WsMessage::Close(_))) => {
+                            let _ = session.close(None).await;
+                            return Ok(());
+                        }
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            let _ = session.close(close(CloseCode::Unsupported, "send JSON text frames")).await;
+                            return Ok(());
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(error)) => {
+                            let _ = session.close(close(CloseCode::Size, &format!("bad frame: {error}"))).await;
+                            return Ok(());
+                        }
+                    };
+                    let now = Instant::now();
+                    while sent.front().is_some_and(|t| now - *t > Duration::from_secs(60)) {
+                        sent.pop_front();
+                    }
+                    if sent.len() >= per_minute as usize {
+                        let _ = session.close(close(CloseCode::Policy, "too many messages; wait a minute")).await;
+                        return Ok(());
+                    }
+                    sent.push_back(now);
+                    match self.receive(&text).await {
+                        Ok(Some(id)) => {
+                            if conversation.as_deref() != Some(id.as_str()) {
+                                // A new conversation: its messages from the start.
+                                last = self.replay(&mut session, &id, 0).await?;
+                                replayed = last;
+                            }
+                            conversation = Some(id);
+                        }
+                        Ok(None) => {}
+                        Err(problem) => {
+                            session
+                                .text(json!({ "type": "error", "code": "bad_message", "message": problem }).to_string())
+                                .await
+                                .map_err(|_| "closed")?;
+                        }
+                    }
+                }
+                fed = feed.recv() => match fed {
+                    Ok(Feed::Event(published)) => {
+                        let Some(id) = &conversation else { continue };
+                        if published.conversation_id.as_deref() != Some(id.as_str()) {
+                            continue;
+                        }
+                        let event = &published.value;
+                        match event["type"].as_str() {
+                            Some("message.created") => {
+                                let Ok(message) = serde_json::from_value::<MessageView>(event["message"].clone()) else { continue };
+                                if message.seq <= replayed { continue; }
+                                if message.direction == "outbound" || message.author_kind == "customer" {
+                                    last = last.max(message.seq);
+                                    let frame = webchat::message_frame(message.seq, &message.author_kind, &message.body, &message.created_at);
+                                    session.text(frame.to_string()).await.map_err(|_| "closed")?;
+                                }
+                            }
+                            Some("typing") => {
+                                session.text(json!({ "type": "typing" }).to_string()).await.map_err(|_| "closed")?;
+                            }
+                            Some("conversation.status") if event["status"] == "resolved" => {
+                                // The next message opens a new conversation:
+                                // the widget starts counting again.
+                                conversation = None;
+                                last = 0;
+                                replayed = 0;
+                                session
+                                    .text(json!({ "type": "session", "session": self.token, "conversation_id": null }).to_string())
+                                    .await
+                                    .map_err(|_| "closed")?;
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(Feed::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(id) = &conversation {
+                            last = self.replay(&mut session, id, last).await?;
+                            replayed = last;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let _ = session.close(close(CloseCode::Restart, "server restarting")).await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Stores a customer message from the widget; returns its conversation.
+    async fn receive(&self, frame: &str) -> Result<Option<String>, String> {
+        let message = webchat::parse_frame(&self.visitor, frame)?;
+        let event = RoutedEvent {
+            account: None,
+            event: InboundEvent::Message(message),
+        };
+        crate::ingest::ingest(&self.app, &self.account, vec![event])
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "web chat message not stored");
+                "the message could not be stored; send it again".to_owned()
+            })?;
+        Ok(self.conversation().await?.map(|c| c.id))
+    }
+}
+
+/// The fields of a `message.created` event the widget needs.
+#[derive(serde::Deserialize)]
+struct MessageView {
+    seq: i64,
+    direction: String,
+    author_kind: String,
+    body: String,
+    created_at: Value,
+}
