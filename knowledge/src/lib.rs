@@ -2,21 +2,37 @@
 //!
 //! # Layout
 //!
-//! - `lib.rs` — shared types: [`Language`], the analyzer language of a bot's
-//!   knowledge; as the crate fills up, the document and chunk types and the
-//!   search API.
-//! - beside it (as they land): extraction per format (PDF, DOCX, HTML,
-//!   Markdown, text, FAQ CSV/JSONL), structure-aware chunking, local
-//!   embeddings (fastembed), the tantivy full-text index, the vector index,
-//!   and hybrid search with fused scores and a confidence.
+//! - `lib.rs` — [`Language`], the analyzer language of a bot's knowledge
+//!   (ISO 639-1 codes).
+//! - [`extract`] — text extraction: one file (PDF, DOCX, HTML, Markdown,
+//!   text, FAQ CSV/JSONL) in, structured blocks or FAQ entries out; one
+//!   sub-module per format.
+//! - [`chunk`] — structure-aware chunking: blocks grouped into chunks along
+//!   their headings, sized in model tokens, with overlap and heading paths.
+//! - [`models`] — the embedding runtime and model on disk: where they live,
+//!   whether they are there, and how `frontdesk models install` fetches them.
+//! - [`embed`] — local sentence embeddings (all-MiniLM-L6-v2, int8, through
+//!   fastembed) and the token counter the chunker sizes with.
+//! - [`index`] — one bot's search index on disk: tantivy full-text index,
+//!   int8 vector index, hybrid search with fused scores and a confidence.
+//! - [`eval`] — retrieval quality: nDCG@k, Recall@k and MRR@k over
+//!   BEIR-style judgements.
 //!
 //! # Data flow
 //!
-//! Documents are extracted to text, chunked along their structure, embedded
-//! locally, and indexed. A query runs BM25 and vector search over one bot's
-//! chunks and fuses the two rankings. The caller stores documents and chunks
-//! in SQL (the source of truth); the indexes here are rebuildable caches. This
-//! crate knows nothing of the database or the channels.
+//! A file is extracted ([`extract::extract`]) to an [`extract::Extracted`]
+//! document, chunked along its structure ([`chunk::chunk`], sizes counted by
+//! [`embed::TokenCounter`]), and each chunk's text is embedded locally
+//! ([`embed::Embedder`]) to unit vectors. The caller stores documents and
+//! chunks in SQL (the source of truth) and hands them, as
+//! [`index::IndexedChunk`]s, to [`index::KnowledgeIndex::apply`]; the
+//! index is a rebuildable cache of them. A query runs BM25 and vector search
+//! over one bot's chunks side by side ([`index::KnowledgeIndex::search`]) and
+//! fuses the two: each hit's score is its cosine plus a small share of its
+//! normalized BM25 ([`index::FUSION_BM25_WEIGHT`]), and the results carry a
+//! confidence in the top hit ([`index::confidence`]). Without the model,
+//! search falls back to full text alone. This crate knows nothing of the
+//! database or the channels.
 
 pub mod chunk;
 pub mod embed;
