@@ -12,6 +12,8 @@
 //!   `retry_after`), shared by the HTTP platforms.
 //! - `form.rs` — `application/x-www-form-urlencoded` and `multipart/form-data`
 //!   bodies (Mailgun posts either).
+//! - `split.rs` — [`split_text`], and [`sentence_ends`]: where sentences end,
+//!   the one rule shared with the answer stream's paragraph cuts.
 //!
 //! # Data flow
 //!
@@ -31,7 +33,7 @@ mod split;
 pub mod telegram;
 
 pub use http::{HttpClient, RetryPolicy};
-pub use split::split_text;
+pub use split::{sentence_ends, split_text};
 
 use std::fmt;
 use std::str::FromStr;

@@ -20,7 +20,8 @@
 //!   that tell whether held-back text is markup.
 //! - `code_spans.rs`: Markdown code in the emitted text, left alone.
 //! - `spacing.rs`: spaces around removed markup.
-//! - `paragraphs.rs`: [`ParagraphBuffer`] and [`paragraphs_of`].
+//! - `paragraphs.rs`: [`ParagraphBuffer`] and [`paragraphs_of`]; a long
+//!   paragraph is cut at a sentence end ([`channels::sentence_ends`]).
 //! - `fence.rs`: Markdown code fences, read line by line.
 
 mod code_spans;

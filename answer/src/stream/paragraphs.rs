@@ -3,6 +3,8 @@
 use std::iter::repeat_n;
 use std::mem;
 
+use channels::sentence_ends;
+
 use super::fence::{Fence, next_fence, open_fence};
 
 /// Cuts clean text into paragraphs, one chat message each.
@@ -13,10 +15,10 @@ use super::fence::{Fence, next_fence, open_fence};
 /// with `:` is not sent alone but joined, with a newline, to the next one.
 ///
 /// No paragraph exceeds `max_chars` characters: a longer one is cut at the
-/// last sentence end or newline before the limit, else at the last
-/// whitespace, else at the limit. A code block cut this way is closed at the
-/// end of one part and reopened with its opening line at the start of the
-/// next.
+/// last sentence end ([`channels::sentence_ends`]) or newline before the
+/// limit, else at the last whitespace, else at the limit. A code block cut
+/// this way is closed at the end of one part and reopened with its opening
+/// line at the start of the next.
 #[derive(Debug)]
 pub struct ParagraphBuffer {
     max_chars: usize,
@@ -139,27 +141,30 @@ impl ParagraphBuffer {
         rest.clone_into(&mut self.text);
     }
 
-    /// The cut for prose: last sentence end or newline, else last
-    /// whitespace, else the limit.
+    /// The cut for prose: last sentence end ([`sentence_ends`]) or newline,
+    /// else last whitespace, else the limit.
     fn plain_cut(&self) -> (String, String) {
         let chars: Vec<(usize, char)> = self.text.char_indices().collect();
         let end = chars.len().min(self.max_chars.saturating_add(1));
-        let (mut sentence, mut space) = (None, None);
-        for pair in chars.get(..end).unwrap_or_default().windows(2) {
-            let &[(_, before), (at, c)] = pair else {
-                continue;
-            };
-            let ends_sentence = c == '\n'
-                || matches!(before, '。' | '！' | '？')
-                || (c.is_whitespace() && matches!(before, '.' | '!' | '?'));
-            if ends_sentence {
-                sentence = Some(at);
-            }
-            if c.is_whitespace() {
-                space = Some(at);
-            }
-        }
-        let at = sentence.or(space).unwrap_or_else(|| {
+        // A cut falls before one of these characters, so the part before it
+        // keeps at most `max_chars` characters and is never empty.
+        let before = chars.get(1..end).unwrap_or_default();
+        let last = before.last().map(|&(at, _)| at);
+        let sentence = last.and_then(|last| {
+            sentence_ends(&self.text)
+                .take_while(|&at| at <= last)
+                .last()
+        });
+        let before_last = |pick: fn(char) -> bool| {
+            before
+                .iter()
+                .rev()
+                .find(|&&(_, c)| pick(c))
+                .map(|&(at, _)| at)
+        };
+        let newline = before_last(|c| c == '\n');
+        let space = before_last(char::is_whitespace);
+        let at = sentence.max(newline).or(space).unwrap_or_else(|| {
             chars
                 .get(self.max_chars)
                 .map_or(self.text.len(), |&(at, _)| at)
