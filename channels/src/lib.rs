@@ -13,6 +13,8 @@
 //!   `retry_after`), shared by the HTTP platforms.
 //! - `form.rs` — `application/x-www-form-urlencoded` and `multipart/form-data`
 //!   bodies (Mailgun posts either).
+//! - `split.rs` — [`split_text`], and [`sentence_ends`]: where sentences end,
+//!   the one rule shared with the answer stream's paragraph cuts.
 //!
 //! # Data flow
 //!
@@ -33,7 +35,7 @@ pub mod telegram;
 pub mod webchat;
 
 pub use http::{HttpClient, RetryPolicy};
-pub use split::split_text;
+pub use split::{sentence_ends, split_text};
 
 use std::fmt;
 use std::str::FromStr;

@@ -65,21 +65,40 @@ fn fit(text: &str, max: usize, splitters: &[Splitter]) -> Vec<String> {
     out
 }
 
-/// Sentences: cut after `.`, `!`, `?`, `…` (and their CJK forms) followed by
-/// whitespace, or after a CJK full stop.
+/// Where the sentences of `text` end: the byte offset just after each
+/// sentence's closing mark, in increasing order.
+///
+/// A sentence ends after `.`, `!`, `?` or `…` followed by whitespace (a
+/// newline included) or by the end of the text, and right after a CJK `。`,
+/// `！` or `？` whatever follows. Nothing else ends one: a newline alone, a
+/// decimal point (`3.5`) or a mark followed by a quote or bracket (`"Hi."`)
+/// does not. Every offset is a character boundary of `text`, never 0.
+///
+/// One rule for the whole gateway: [`split_text`] cuts a long paragraph at
+/// these offsets, and the answer stream cuts a long streamed paragraph at
+/// the last of them that fits.
+pub fn sentence_ends(text: &str) -> impl Iterator<Item = usize> {
+    let mut chars = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while let Some((i, c)) = chars.next() {
+            let cjk = matches!(c, '。' | '！' | '？');
+            let terminal = cjk || matches!(c, '.' | '!' | '?' | '…');
+            if cjk || (terminal && chars.peek().is_none_or(|(_, n)| n.is_whitespace())) {
+                return Some(i + c.len_utf8());
+            }
+        }
+        None
+    })
+}
+
+/// Sentences: `text` cut at each of [`sentence_ends`], trimmed, empty ones
+/// dropped.
 fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let end = i + c.len_utf8();
-        let cjk = matches!(c, '。' | '！' | '？');
-        let terminal = matches!(c, '.' | '!' | '?' | '…') || cjk;
-        let next_is_space = chars.peek().is_some_and(|(_, n)| n.is_whitespace());
-        if terminal && (next_is_space || cjk) {
-            out.push(text[start..end].trim());
-            start = end;
-        }
+    for end in sentence_ends(text) {
+        out.push(text[start..end].trim());
+        start = end;
     }
     out.push(text[start..].trim());
     out.retain(|s| !s.is_empty());
