@@ -118,6 +118,21 @@ fn hard_cut(text: &str, max: usize) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sentences_end_after_marks_before_space_and_after_cjk_marks() {
+        let text = "Hi. Costs 3.5 euros! Really?\nYes… “Quoted.” 好。了";
+        let ends: Vec<usize> = sentence_ends(text).collect();
+        let cut: Vec<&str> = ends.iter().map(|&e| &text[..e]).collect();
+        assert!(cut[0].ends_with("Hi."));
+        assert!(cut[1].ends_with("euros!"));
+        assert!(cut[2].ends_with("Really?"));
+        assert!(cut[3].ends_with("Yes…"));
+        assert!(cut[4].ends_with("好。"));
+        assert_eq!(ends.len(), 5, "no cut in 3.5 nor inside the quote: {cut:?}");
+        assert_eq!(sentence_ends("").count(), 0);
+        assert_eq!(sentence_ends("end.").collect::<Vec<_>>(), vec![4]);
+    }
+
     fn check(parts: &[String], max: usize) {
         for p in parts {
             assert!(!p.is_empty());
