@@ -1,12 +1,22 @@
-//! Opening Frontdesk: everything a command needs, in a fixed order.
+//! Start-up, on top of everything: opening Frontdesk, and [`start`], the
+//! one start-up function `main`, the tests and the benchmarks share.
 //!
-//! Connect the database → apply migrations → load the master key and check it
-//! against the database → apply the bot files → connect Redis when
-//! configured. Each step fails with one line that says what and where.
+//! [`open`]: connect the database → apply migrations → load the master key
+//! and check it against the database → apply the bot files → connect Redis
+//! when configured. Each step fails with one line that says what and where.
+//! [`start`] then runs what the command needs: the knowledge sync of the
+//! bot files, the worker loops, the HTTP server.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use actix_web::dev::ServerHandle;
 use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::answerer::Answerer;
 
 use crate::botfiles::BotFiles;
 use crate::config::Settings;
@@ -155,4 +165,140 @@ pub async fn sync_bot_knowledge(app: App) {
         Err(e) => tracing::error!(error = %e, "knowledge sync: cannot list bots"),
     }
     app.knowledge_synced.store(true, Ordering::SeqCst);
+}
+
+/// What [`start`] runs besides opening the app.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// Serve HTTP on this listener (bound by the caller, so a taken port is
+    /// reported before any start-up work; port 0 in tests). `None`: no
+    /// HTTP, as `frontdesk worker`.
+    pub http: Option<TcpListener>,
+    /// Run `worker.concurrency` worker loops under this consumer name.
+    pub worker: Option<String>,
+    /// Ingest the bot files' knowledge paths in the background (`/readyz`
+    /// waits for it), as `frontdesk serve` does; [`KnowledgeSync::Await`] waits
+    /// for it before returning (benchmarks), [`KnowledgeSync::Skip`] leaves it.
+    pub knowledge: KnowledgeSync,
+}
+
+/// The start-up knowledge sync of [`Startup`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum KnowledgeSync {
+    /// In the background, while the server answers.
+    #[default]
+    Background,
+    /// Before [`start`] returns.
+    Await,
+    /// Not at all.
+    Skip,
+}
+
+/// A started gateway: what `main`, the tests and the benchmarks run.
+pub struct Running {
+    /// The opened app.
+    pub app: App,
+    /// Where HTTP listens, when it does.
+    pub addr: Option<SocketAddr>,
+    server: Option<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
+    workers: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The one start-up: opens the app ([`open`]), then as `startup` asks
+/// syncs the bot files' knowledge, starts the worker loops (with the answer
+/// pipeline watching for bot changes) and the HTTP server (with the hourly
+/// pruning of the event log).
+pub async fn start(
+    settings: Settings,
+    env: &[(String, String)],
+    startup: Startup,
+) -> anyhow::Result<Running> {
+    let app = open(settings, env).await?;
+    match startup.knowledge {
+        KnowledgeSync::Background => {
+            app.knowledge_synced.store(false, Ordering::SeqCst);
+            tokio::spawn(sync_bot_knowledge(app.clone()));
+        }
+        KnowledgeSync::Await => sync_bot_knowledge(app.clone()).await,
+        KnowledgeSync::Skip => {}
+    }
+    let (stop, stopped) = watch::channel(false);
+    let workers = match startup.worker {
+        Some(consumer) => {
+            let answerer = Arc::new(Answerer::new(app.clone(), env));
+            answerer.watch_bot_changes().await;
+            Some(tokio::spawn(crate::worker::run(
+                app.clone(),
+                answerer,
+                consumer,
+                stopped,
+            )))
+        }
+        None => None,
+    };
+    let (server, addr) = match startup.http {
+        Some(listener) => {
+            tokio::spawn(crate::events::prune_events(app.clone()));
+            let (server, addr) = crate::server::build(app.clone(), listener)?;
+            (Some((server.handle(), tokio::spawn(server))), Some(addr))
+        }
+        None => (None, None),
+    };
+    Ok(Running {
+        app,
+        addr,
+        server,
+        workers,
+        stop,
+    })
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("worker", &self.workers.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Runs until SIGTERM or SIGINT (see [`crate::server::stop_on_signals`]),
+    /// then lets in-flight requests and turns finish.
+    pub async fn until_signalled(mut self) -> anyhow::Result<()> {
+        let handle = self.server.as_ref().map(|(handle, _)| handle.clone());
+        crate::server::stop_on_signals(handle, self.stop.clone());
+        if let Some((_, serving)) = self.server.take() {
+            serving
+                .await
+                .context("HTTP server stopped")?
+                .context("HTTP server failed")?;
+        }
+        if let Some(workers) = self.workers.take() {
+            let _ = workers.await;
+        }
+        Ok(())
+    }
+
+    /// Stops now, gracefully: the server finishes its requests, the workers
+    /// their current turn.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some((handle, serving)) = self.server.take() {
+            handle.stop(true).await;
+            let _ = serving.await;
+        }
+        if let Some(workers) = self.workers.take() {
+            let _ = workers.await;
+        }
+    }
+
+    /// `http://ADDR/PATH` (empty address without HTTP).
+    pub fn url(&self, path: &str) -> String {
+        match self.addr {
+            Some(addr) => format!("http://{addr}{path}"),
+            None => String::new(),
+        }
+    }
 }

@@ -11,9 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use std::sync::Arc;
-
-use crate::answerer::Answerer;
+use crate::app::{KnowledgeSync, Startup};
 use crate::config::{LogFormat, Settings};
 
 pub mod ask;
@@ -178,48 +176,31 @@ async fn serve(
     // The port first: a taken port is reported before any start-up work.
     let listener = TcpListener::bind(bind)
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
-    let app = crate::app::open(settings, env).await?;
-    app.knowledge_synced
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    tokio::spawn(crate::app::sync_bot_knowledge(app.clone()));
-    tokio::spawn(crate::events::prune_events(app.clone()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = if with_worker {
-        let answerer = answerer(&app, env).await;
-        Some(tokio::spawn(crate::worker::run(
-            app.clone(),
-            answerer,
-            consumer_name(),
-            stopped,
-        )))
-    } else {
-        None
+    let startup = Startup {
+        http: Some(listener),
+        worker: with_worker.then(consumer_name),
+        knowledge: KnowledgeSync::Background,
     };
-    let (server, _addr) = crate::server::build(app, listener)?;
-    crate::server::stop_on_signals(Some(&server), stop);
-    server.await.context("HTTP server failed")?;
-    if let Some(workers) = workers {
-        let _ = workers.await;
-    }
+    crate::app::start(settings, env, startup)
+        .await?
+        .until_signalled()
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn worker(settings: Settings, env: &[(String, String)]) -> anyhow::Result<()> {
-    let app = crate::app::open(settings, env).await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    crate::server::stop_on_signals(None, stop);
-    let answerer = answerer(&app, env).await;
-    crate::worker::run(app, answerer, consumer_name(), stopped).await;
+    let startup = Startup {
+        http: None,
+        worker: Some(consumer_name()),
+        knowledge: KnowledgeSync::Skip,
+    };
+    crate::app::start(settings, env, startup)
+        .await?
+        .until_signalled()
+        .await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The answer pipeline, watching for bot changes.
-async fn answerer(app: &crate::context::App, env: &[(String, String)]) -> Arc<Answerer> {
-    let answerer = Arc::new(Answerer::new(app.clone(), env));
-    answerer.watch_bot_changes().await;
-    answerer
 }
 
 /// A consumer name unique to this process: host and pid.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App as ActixApp, HttpMessage, HttpResponse, HttpServer, web};
@@ -77,8 +77,7 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
 /// current turn) and stops `server` gracefully (no new connections,
 /// in-flight requests finish, up to `server.shutdown_timeout_secs`). A
 /// second signal exits at once.
-pub fn stop_on_signals(server: Option<&Server>, stop: tokio::sync::watch::Sender<bool>) {
-    let handle = server.map(Server::handle);
+pub fn stop_on_signals(handle: Option<ServerHandle>, stop: tokio::sync::watch::Sender<bool>) {
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
         // Stop first, log after: logging must never stand between a signal

@@ -2,7 +2,6 @@
 //! workspace, the audit log, the agent websocket across two server
 //! instances on one Redis, and the web chat widget's socket.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::both_backends;
 use crate::common::fakes::FakePlatform;
-use crate::common::{Backend, TestDb, TestServer, missing_service, redis_url};
+use crate::common::{Backend, TestDb, TestServer, missing_service, redis_url, until_turns_done};
 use store::models::user::{Role, User};
 use store::models::workspace::Workspace;
 
@@ -655,8 +654,6 @@ struct Pair {
     one: TestServer,
     two: TestServer,
     telegram: FakePlatform,
-    stop: tokio::sync::watch::Sender<bool>,
-    worker: tokio::task::JoinHandle<()>,
     _db: TestDb,
 }
 
@@ -678,31 +675,19 @@ async fn pair() -> Option<Pair> {
     settings.redis.url = Some(url.try_into().expect("url"));
     settings.redis.key_prefix = format!("fdtest:{}", uuid::Uuid::new_v4().simple());
     settings.realtime.chat_messages_per_minute = 5;
-    let one = TestServer::start(settings.clone(), &[]).await;
+    let one = TestServer::with_worker(settings.clone(), &[], "w1").await;
     let two = TestServer::start(settings, &[]).await;
-    let answerer = Arc::new(frontdesk::answerer::Answerer::new(one.app.clone(), &[]));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(frontdesk::worker::run(
-        one.app.clone(),
-        answerer,
-        "w1".into(),
-        stopped,
-    ));
     Some(Pair {
         one,
         two,
         telegram,
-        stop,
-        worker,
         _db: db,
     })
 }
 
 impl Pair {
     async fn finish(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.worker).await;
-        self.one.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.one.stop()).await;
         self.two.stop().await;
         self.telegram.stop().await;
     }
@@ -788,7 +773,7 @@ async fn an_escalation_reaches_an_agent_on_another_instance_who_takes_over() {
     )
     .await;
     until(&mut socket, "message.created").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_turns_done(&p.one.app).await;
     assert_eq!(
         p.telegram.calls("/sendMessage").len(),
         before,
@@ -878,7 +863,7 @@ async fn an_escalation_reaches_an_agent_on_another_instance_who_takes_over() {
         .0,
         409
     );
-    p.finish().await;
+    Box::pin(p.finish()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1033,5 +1018,5 @@ async fn the_chat_widget_streams_replies_resumes_and_refuses_floods() {
         closed = code;
     }
     assert_eq!(closed, Some(1008), "policy violation close");
-    p.finish().await;
+    Box::pin(p.finish()).await;
 }

@@ -7,13 +7,12 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestDb, TestServer, missing_service};
+use crate::common::{Backend, TestDb, TestServer, missing_service, until_turns_done};
 use store::models::user::{Role, User};
 use store::models::workspace::Workspace;
 
@@ -122,16 +121,8 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
     db.write_bot("shop.toml", BOT_FILE);
     let mut settings = db.settings();
     settings.worker.debounce_ms = 0;
-    let server = TestServer::start(settings, &[]).await;
+    let server = TestServer::with_worker(settings, &[], "w").await;
     let app = server.app.clone();
-    let answerer = Arc::new(frontdesk::answerer::Answerer::new(app.clone(), &[]));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(frontdesk::worker::run(
-        app.clone(),
-        answerer,
-        "w".into(),
-        stopped,
-    ));
     let mut conn = app.db.get().await.expect("conn");
     let workspace = Workspace::ensure(&mut conn, "shop")
         .await
@@ -272,13 +263,11 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
         "return [...document.querySelectorAll('#messages li')].some(li => li.textContent.includes('thank you!'));",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_turns_done(&app).await;
     let after = customer.execute(bot_replies, vec![]).await.expect("count");
     assert_eq!(before, after, "the bot stays silent after the takeover");
 
     customer.close().await.expect("close");
     console.close().await.expect("close");
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
-    server.stop().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
 }

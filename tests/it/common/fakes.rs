@@ -13,6 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// A request the fake received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When it arrived (the pipeline benchmark times replies by it).
+    #[allow(dead_code)]
+    pub at: std::time::Instant,
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
@@ -83,6 +86,7 @@ impl FakePlatform {
 async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.requests.lock().expect("lock").push(Recorded {
+        at: std::time::Instant::now(),
         path: req.path().to_owned(),
         query: req.query_string().to_owned(),
         authorization: req
@@ -213,6 +217,10 @@ struct LlmShared {
     script: Mutex<VecDeque<LlmBehaviour>>,
     /// Authorization header and body of each request, in order.
     requests: Mutex<Vec<(Option<String>, Value)>>,
+    /// When each request arrived.
+    received: Mutex<Vec<std::time::Instant>>,
+    /// Pause before each streamed frame.
+    gap: std::time::Duration,
 }
 
 /// A fake OpenAI-compatible server: `POST /v1/chat/completions`, streaming
@@ -227,12 +235,21 @@ pub struct FakeLlm {
 
 #[allow(dead_code)]
 impl FakeLlm {
-    /// Serves on a free local port; `default` answers every unscripted request.
+    /// Serves on a free local port; `default` answers every unscripted
+    /// request, streamed frames 5 ms apart.
     pub async fn start(default: LlmBehaviour) -> FakeLlm {
+        Self::start_with_gap(default, std::time::Duration::from_millis(5)).await
+    }
+
+    /// Like [`FakeLlm::start`], with `gap` before each streamed frame (zero:
+    /// an instant model, for benchmarks).
+    pub async fn start_with_gap(default: LlmBehaviour, gap: std::time::Duration) -> FakeLlm {
         let shared = Arc::new(LlmShared {
             default,
             script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
+            received: Mutex::new(Vec::new()),
+            gap,
         });
         let state = shared.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -269,6 +286,11 @@ impl FakeLlm {
             .collect()
     }
 
+    /// When each request arrived, in order.
+    pub fn received(&self) -> Vec<std::time::Instant> {
+        self.shared.received.lock().expect("lock").clone()
+    }
+
     /// Authorization header and body of each request, in order.
     pub fn requests_with_auth(&self) -> Vec<(Option<String>, Value)> {
         self.shared.requests.lock().expect("lock").clone()
@@ -285,6 +307,11 @@ async fn llm_answer(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    state
+        .received
+        .lock()
+        .expect("lock")
+        .push(std::time::Instant::now());
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let authorization = req
         .headers()
@@ -400,9 +427,12 @@ async fn llm_answer(
     } else {
         frames.push_back(Err(std::io::Error::other("fake LLM drops the connection")));
     }
-    let body = futures_util::stream::unfold(frames, |mut frames| async move {
+    let gap = state.gap;
+    let body = futures_util::stream::unfold(frames, move |mut frames| async move {
         let frame = frames.pop_front()?;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         Some((frame, frames))
     });
     HttpResponse::Ok()

@@ -178,27 +178,48 @@ macro_rules! both_backends {
     };
 }
 
-/// A running server for tests: the real `build`, on port 0.
+/// A running gateway for tests: the real start-up ([`frontdesk::app::start`]),
+/// HTTP on port 0, no worker loops (tests drain the queue themselves) unless
+/// [`TestServer::with_worker`] starts them.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub app: frontdesk::context::App,
-    handle: actix_web::dev::ServerHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    running: frontdesk::app::Running,
 }
 
 impl TestServer {
     /// Opens the app on `settings` (migrations, bot files) and serves it.
     pub async fn start(settings: Settings, env: &[(String, String)]) -> TestServer {
-        let app = frontdesk::app::open(settings, env).await.expect("open app");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let (server, addr) = frontdesk::server::build(app.clone(), listener).expect("build server");
-        let handle = server.handle();
-        let task = tokio::spawn(server);
+        Self::launch(settings, env, None).await
+    }
+
+    /// Like [`TestServer::start`], with the worker loops and the answer
+    /// pipeline, as `frontdesk serve` runs them.
+    pub async fn with_worker(
+        settings: Settings,
+        env: &[(String, String)],
+        consumer: &str,
+    ) -> TestServer {
+        Self::launch(settings, env, Some(consumer.to_owned())).await
+    }
+
+    async fn launch(
+        settings: Settings,
+        env: &[(String, String)],
+        worker: Option<String>,
+    ) -> TestServer {
+        let startup = frontdesk::app::Startup {
+            http: Some(TcpListener::bind("127.0.0.1:0").expect("bind port 0")),
+            worker,
+            knowledge: frontdesk::app::KnowledgeSync::Skip,
+        };
+        let running = Box::pin(frontdesk::app::start(settings, env, startup))
+            .await
+            .expect("start the gateway");
         TestServer {
-            addr,
-            app,
-            handle,
-            task,
+            addr: running.addr.expect("serves HTTP"),
+            app: running.app.clone(),
+            running,
         }
     }
 
@@ -207,10 +228,9 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Graceful stop, waiting for the server to finish.
+    /// Graceful stop: requests and the workers' current turns finish.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
-        let _ = self.task.await;
+        Box::pin(self.running.stop()).await;
     }
 }
 
@@ -294,5 +314,28 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits until every stored customer message was handled by a turn:
+/// answered, or seen in silence while people have the conversation. What
+/// a test asserts about a turn's effects holds from then on.
+pub async fn until_turns_done(app: &frontdesk::context::App) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut conn = app.db.get().await.expect("conn");
+        let cutoff = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
+        let waiting = store::models::conversation::Conversation::with_unanswered(&mut conn, cutoff)
+            .await
+            .expect("conversations with unanswered messages");
+        drop(conn);
+        if waiting.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no turn handled the messages of {waiting:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
