@@ -23,14 +23,13 @@ use broker::{AnyBroker, Broker};
 use frontdesk::turn::{BoxFuture, Replies, Responder, TurnInput, Verdict};
 use frontdesk::worker::Worker;
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+#[allow(dead_code)]
+#[path = "../tests/it/common/mod.rs"]
+mod common;
 
-fn pg_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+use common::fakes::FakePlatform;
+
+use common::{pg_admin_url as pg_url, redis_url};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -170,7 +169,6 @@ async fn whole_turns(redis: bool, workers: usize, conversations: usize) -> f64 {
 }
 
 async fn multi_process(messages_per_conversation: usize, conversations: usize) -> Option<f64> {
-    use actix_web::{App, HttpResponse, HttpServer, web};
     let admin = pg_url();
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
@@ -184,34 +182,10 @@ async fn multi_process(messages_per_conversation: usize, conversations: usize) -
     let mut db_url = url::Url::parse(&admin).ok()?;
     db_url.set_path(&name);
 
-    // The fake Bot API counts replies.
-    let replies = Arc::new(AtomicUsize::new(0));
-    let counter = replies.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let fake = format!("http://{}", listener.local_addr().unwrap());
-    let server = HttpServer::new(move || {
-        let counter = counter.clone();
-        App::new().default_service(web::to(
-            move |req: actix_web::HttpRequest, body: web::Json<serde_json::Value>| {
-                let counter = counter.clone();
-                async move {
-                    if req.path().ends_with("/sendMessage") {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                    }
-                    HttpResponse::Ok().json(serde_json::json!({
-                        "ok": true, "result": { "message_id": 1, "chat": { "id": body["chat_id"] } }
-                    }))
-                }
-            },
-        ))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
+    // The tests' fake Bot API: replies are its sendMessage calls.
+    let telegram = FakePlatform::start().await;
+    let fake = telegram.url.clone();
+    let replies = || telegram.calls("/sendMessage").len();
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config/bots")).unwrap();
@@ -282,7 +256,7 @@ async fn multi_process(messages_per_conversation: usize, conversations: usize) -
     let accepted = started.elapsed();
     // Every conversation answered at least once (bursts coalesce).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while replies.load(Ordering::SeqCst) < conversations && Instant::now() < deadline {
+    while replies() < conversations && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all = started.elapsed();
@@ -292,13 +266,13 @@ async fn multi_process(messages_per_conversation: usize, conversations: usize) -
         accepted.as_secs_f64(),
         (messages_per_conversation * conversations) as f64 / accepted.as_secs_f64(),
         all.as_secs_f64(),
-        replies.load(Ordering::SeqCst)
+        replies()
     );
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
     }
-    handle.stop(false).await;
+    telegram.stop().await;
     let _ = client
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await;
