@@ -6,7 +6,7 @@
 //! [`BOT_CHANGES_TOPIC`]), the passages of a hybrid search over the bot's
 //! knowledge — runs [`answer::Pipeline::answer`], and counts the outcome.
 //! The same function serves the worker ([`Answerer`] is its
-//! [`Responder`](crate::turn::Responder)) and `frontdesk ask`.
+//! [`Responder`]) and `frontdesk ask`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,27 +1,56 @@
-//! Frontdesk: a multi-channel customer-support gateway.
+//! Frontdesk: a multi-channel customer-support gateway. This crate is the
+//! top of the house: HTTP and websockets, ingest, the worker loop, delivery,
+//! the API, the console pages, the CLI and the one start-up. Below it sit
+//! `answer` (the decision and generation), `store` (SQL), `broker` (queue,
+//! locks, pub/sub), `channels` (platform adapters) and `knowledge`
+//! (extraction, embeddings, hybrid search).
 //!
 //! # Layout
 //!
+//! Modules from the bottom up; each uses only modules above it in this list.
+//!
 //! - [`config`] — typed, layered settings (defaults, `config/frontdesk.toml`,
-//!   `--config`, `FRONTDESK__*` variables).
-//! - [`db`] and [`schema`] — one connection pool over PostgreSQL or SQLite,
-//!   the [`db_run!`] dispatch point, embedded migrations.
-//! - [`models`] — one file per model: its struct and its queries.
-//! - [`crypto`] — AES-256-GCM sealing of channel credentials.
-//! - [`botfiles`] — `config/bots/*.toml`, upserted whenever the database opens.
-//! - [`app`] — opening everything a command needs, in order.
-//! - [`server`] — the actix-web application: health, readiness, metrics,
-//!   request ids, body limits, graceful shutdown.
-//! - [`cli`] — the `frontdesk` command.
+//!   `--config`, `FRONTDESK__*` variables); [`telemetry`] — logging;
+//!   [`error`] — the one table from errors to HTTP statuses and codes.
+//! - [`metrics`] — Prometheus metrics of the process; [`kb`] — knowledge
+//!   bases: ingesting documents into SQL, this node's search indexes;
+//!   [`botfiles`] — `config/bots/*.toml`, upserted whenever the database
+//!   opens.
+//! - [`context`] — [`context::App`], the context every service takes
+//!   (settings, database, broker, channel adapters, knowledge, metrics).
+//! - [`events`] — realtime events: logged, then published per workspace;
+//!   [`hub`] — this node's subscriptions, shared by its websockets.
+//! - [`ingest`] — verified inbound events → stored messages → queued turns;
+//!   [`handoff`] — who answers a conversation (bot, people);
+//!   [`delivery`] — a stored reply → the customer's channel.
+//! - [`turn`] — the responder contract between the worker and what answers;
+//!   [`answerer`] — the `answer` crate's pipeline over this process's bots
+//!   and knowledge (the production responder); [`worker`] — one turn at a
+//!   time under the conversation's lock, and the loops around it.
+//! - [`auth`] — users, sessions, tokens, roles; [`http`] — what handlers
+//!   share: state, request id, 405 routes, the same-origin check.
+//! - Handlers: [`webhooks`] (one route family per channel), [`api`] (REST
+//!   `/api/v1`), [`realtime`] (`/ws/agent`, `/ws/chat/{bot}`), [`console`]
+//!   (the pages).
+//! - [`server`] — the actix-web server: mounts the handlers, request ids,
+//!   metrics, body limits, health and readiness, graceful shutdown.
+//! - [`app`] — opening everything in order, and [`app::start`], the one
+//!   start-up that `main`, the tests and the benchmarks share; [`cli`] —
+//!   the `frontdesk` command.
 //!
 //! # Data flow
 //!
-//! `main` parses the command line and loads the settings; [`app::open`]
-//! connects the database, applies migrations, checks the master key and
-//! upserts the bot files; `serve` then builds the HTTP server with
-//! [`server::build`] (the same function the tests call). Channel webhooks,
-//! the queue and worker, the knowledge base and the answer pipeline plug in
-//! behind these in later modules and in the `channels` and `knowledge` crates.
+//! A platform posts a webhook → [`webhooks`] finds the channel account,
+//! has its `channels` adapter verify the signature over the raw bytes and
+//! parse the body → [`ingest`] stores each message once (deduped on its
+//! external id) and enqueues the conversation on the broker → the
+//! [`worker`] claims the turn, locks the conversation, reads the unanswered
+//! messages and, while the bot has the conversation, asks its
+//! [`turn::Responder`] → the [`answerer`] loads the bot, searches its
+//! knowledge and runs `answer::Pipeline`, which streams paragraphs back →
+//! the worker stores, publishes ([`events`]) and sends ([`delivery`]) each
+//! paragraph → a handoff in the verdict goes through [`handoff`] to the
+//! agents, who follow on [`realtime`] and act through [`api`].
 
 pub mod answerer;
 pub mod api;

@@ -1,6 +1,6 @@
-//! The HTTP server: one [`build`] used by `main` and by the tests.
+//! The HTTP server: one [`build`], called by [`crate::app::start`].
 //!
-//! Every request passes through [`observe`]: it gets a request id (the
+//! Every request passes through `observe`: it gets a request id (the
 //! client's `X-Request-Id` when sane, else a new one, echoed in the response),
 //! a tracing span carrying that id, and a place in the Prometheus metrics
 //! (count and latency by route pattern and status). Bodies are limited to

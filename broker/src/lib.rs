@@ -1,15 +1,27 @@
 //! The broker: carries conversation turns to workers, serializes each
-//! conversation with a lock, and fans out realtime events.
+//! conversation with a lock, and fans out realtime events. It knows nothing
+//! of the rest of Frontdesk: a turn is a conversation id, an event a string.
 //!
-//! Two implementations behind one [`Broker`] trait, held to one conformance
-//! suite (`broker/tests/conformance.rs`):
-//! - [`redis::RedisBroker`] — a stream with a consumer group for turns
-//!   (`XAUTOCLAIM` takes over turns of dead workers), a sorted set of delayed
-//!   turns, per-conversation locks with expiry, a fencing token, renewal and
-//!   compare-and-delete release, a dead-letter list, pub/sub. Every key is
-//!   under `redis.key_prefix`.
-//! - [`memory::MemoryBroker`] — the same semantics in process, the embedded
-//!   default (no `redis.url`).
+//! # Layout
+//!
+//! - `lib.rs` — the [`Broker`] trait, its types ([`TurnJob`], [`Claimed`],
+//!   [`Lock`], [`Subscription`]) and [`AnyBroker`], the one the app holds.
+//! - [`redis`] — [`redis::RedisBroker`]: a stream with a consumer group for
+//!   turns (`XAUTOCLAIM` takes over turns of dead workers), a sorted set of
+//!   delayed turns, per-conversation locks with expiry, a fencing token,
+//!   renewal and compare-and-delete release, a dead-letter list, pub/sub.
+//!   Every key is under `redis.key_prefix`.
+//! - [`memory`] — [`memory::MemoryBroker`]: the same semantics in process,
+//!   the embedded default (no `redis.url`).
+//! - `tests/conformance.rs` — the one suite both must pass.
+//!
+//! # Data flow
+//!
+//! Ingest enqueues a conversation → a worker claims the turn, takes the
+//! conversation's lock (its fencing token guards the database writes),
+//! acks the turn and releases the lock; a turn deferred for debounce or a
+//! busy lock is scheduled for later; events published on a workspace's topic
+//! reach every node's subscribers.
 //!
 //! Semantics both keep:
 //! - **Coalescing.** A conversation has at most one pending turn (queued or

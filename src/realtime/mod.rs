@@ -8,8 +8,8 @@
 //! broker reconnect) or reconnects with `?after=SEQ` replays what it missed
 //! from there; the widget replays its conversation's messages by seq.
 //!
-//! - [`agent`] — the agent console's socket.
-//! - [`chat`] — the widget's socket; the widget's frames and tokens are the
+//! - `agent` — the agent console's socket.
+//! - `chat` — the widget's socket; the widget's frames and tokens are the
 //!   `channels::webchat` adapter's.
 
 mod agent;
