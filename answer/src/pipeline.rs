@@ -552,3 +552,162 @@ fn citation_line(sources: &[Source]) -> String {
         _ => format!("\n\nSources: {}", labels.join("; ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phrases::DEFAULT_HUMAN_PHRASES;
+
+    fn bot(on_unknown: OnUnknown, generator: Generator) -> BotProfile {
+        BotProfile {
+            name: "shop".into(),
+            system_prompt: "You are the shop's assistant.".into(),
+            min_confidence: 0.35,
+            on_unknown,
+            fallback_message: "Let me get a colleague.".into(),
+            generator,
+            model: Some("m".into()),
+            temperature: 0.2,
+            max_tokens: 200,
+        }
+    }
+
+    fn pipeline(llm: Result<LlmClient, String>) -> Pipeline {
+        Pipeline::new(
+            llm,
+            HumanPhrases::new(DEFAULT_HUMAN_PHRASES),
+            Options {
+                disclosure: "I am a bot.".into(),
+                handoff_message: "A person will reply here.".into(),
+                max_paragraph_chars: 600,
+                triage_timeout: Duration::from_secs(1),
+            },
+        )
+    }
+
+    fn returns(confidence: f32) -> Retrieval {
+        Retrieval {
+            passages: vec![Passage {
+                chunk_id: "c1".into(),
+                doc_ref: "policies.md".into(),
+                faq: false,
+                title: None,
+                heading_path: "Returns › Bikes".into(),
+                body: "You can return a bike within 30 days of delivery. Refunds take five days."
+                    .into(),
+                score: 0.8,
+            }],
+            confidence,
+            retriever: "hybrid".into(),
+        }
+    }
+
+    async fn ask(
+        pipeline: &Pipeline,
+        bot: &BotProfile,
+        text: &str,
+        found: Retrieval,
+    ) -> (Answer, Vec<Paragraph>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let question = Question {
+            bot,
+            text: text.into(),
+            history: Vec::new(),
+            first_reply: true,
+        };
+        let answer = pipeline.answer(question, found, &tx).await;
+        drop(tx);
+        let mut sent = Vec::new();
+        while let Some(p) = rx.recv().await {
+            sent.push(p);
+        }
+        (answer, sent)
+    }
+
+    #[tokio::test]
+    async fn a_confident_extractive_answer_opens_with_the_disclosure_and_cites() {
+        let p = pipeline(Err("no model".into()));
+        let bot = bot(OnUnknown::FallbackMessage, Generator::Extractive);
+        let (answer, sent) = ask(
+            &p,
+            &bot,
+            "How long do I have to return a bike?",
+            returns(0.8),
+        )
+        .await;
+        assert!(answer.answered && answer.handoff.is_none(), "{answer:?}");
+        assert!(sent[0].text.starts_with("I am a bot.\n\n"), "{sent:?}");
+        assert!(sent[0].text.contains("30 days"));
+        assert!(
+            sent.last()
+                .is_some_and(|p| p.text.ends_with("Source: Returns › Bikes"))
+        );
+        assert!(answer.sources[0].cited);
+    }
+
+    #[tokio::test]
+    async fn low_confidence_follows_the_bots_policy() {
+        let p = pipeline(Err("no model".into()));
+        let fallback = bot(OnUnknown::FallbackMessage, Generator::Extractive);
+        let (answer, sent) = ask(&p, &fallback, "Do you sell pizza?", returns(0.1)).await;
+        let handoff = answer.handoff.expect("a handoff");
+        assert_eq!(handoff.reason, Reason::LowConfidence);
+        assert_eq!(handoff.triage.source, "rules");
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].text.ends_with("Let me get a colleague."),
+            "{sent:?}"
+        );
+
+        let silent = bot(OnUnknown::SilentHandoff, Generator::Extractive);
+        let (answer, sent) = ask(&p, &silent, "Do you sell pizza?", returns(0.1)).await;
+        assert!(answer.handoff.is_some() && sent.is_empty());
+
+        let anyway = bot(OnUnknown::AiGenerate, Generator::Extractive);
+        let (answer, sent) = ask(
+            &p,
+            &anyway,
+            "How long do I have to return a bike?",
+            returns(0.1),
+        )
+        .await;
+        assert!(answer.low_confidence && answer.handoff.is_none() && !sent.is_empty());
+    }
+
+    #[tokio::test]
+    async fn asking_for_a_person_hands_off_with_a_draft() {
+        let p = pipeline(Err("no model".into()));
+        let bot = bot(OnUnknown::FallbackMessage, Generator::Extractive);
+        let (answer, sent) = ask(
+            &p,
+            &bot,
+            "returns? I want to talk to a person",
+            returns(0.8),
+        )
+        .await;
+        let handoff = answer.handoff.expect("a handoff");
+        assert_eq!(handoff.reason, Reason::CustomerAsked);
+        assert!(handoff.draft.contains("30 days"), "the agent gets a draft");
+        assert!(
+            sent[0].text.ends_with("A person will reply here."),
+            "{sent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bot_on_a_model_without_one_hands_off_and_says_why() {
+        let p = pipeline(Err("llm.base_url is not set".into()));
+        let bot = bot(OnUnknown::FallbackMessage, Generator::Model);
+        let (answer, _) = ask(
+            &p,
+            &bot,
+            "How long do I have to return a bike?",
+            returns(0.8),
+        )
+        .await;
+        let handoff = answer.handoff.expect("a handoff");
+        assert_eq!(handoff.reason, Reason::GenerationFailed);
+        assert!(handoff.detail.is_some_and(|d| d.contains("llm.base_url")));
+        assert_eq!(answer.provider, "openai");
+    }
+}

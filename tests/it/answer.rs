@@ -13,6 +13,7 @@ use store::models::workspace::Workspace;
 
 use crate::cli::{Served, fresh_install, serve_with};
 use crate::common::fakes::{FakeLlm, FakePlatform, FakeSmtp, LlmBehaviour};
+use crate::common::until_turns_done;
 use crate::webhooks::{hmac_hex, mailgun_form};
 
 const FB_SECRET: &str = "fb-app-secret";
@@ -409,7 +410,7 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
     // While it waits, the bot stays silent.
     let before = shop.telegram.calls("/sendMessage").len();
     shop.telegram_says(502, "hello? anyone?").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until_turns_done(&app).await;
     assert_eq!(shop.telegram.calls("/sendMessage").len(), before);
 
     // Asking for a person, in French, on Messenger.
@@ -458,7 +459,7 @@ async fn an_agent_takeover_silences_queued_turns_and_hand_back_answers_again() {
     // Turns queued while the agent holds it: answered by no bot.
     shop.telegram_says(601, IN_SCOPE).await;
     shop.telegram_says(601, "and the warranty?").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_turns_done(&app).await;
     assert_eq!(
         shop.telegram.calls("/sendMessage").len(),
         sent,
