@@ -13,7 +13,7 @@ use store::models::workspace::Workspace;
 
 use crate::cli::{Served, fresh_install, serve_with};
 use crate::common::fakes::{FakeLlm, FakePlatform, FakeSmtp, LlmBehaviour};
-use crate::common::until_turns_done;
+use crate::common::{eventually, until_turns_done};
 use crate::webhooks::{hmac_hex, mailgun_form};
 
 const FB_SECRET: &str = "fb-app-secret";
@@ -268,15 +268,6 @@ impl Shop {
         if let Some(llm) = self.llm {
             llm.stop().await;
         }
-    }
-}
-
-/// Waits up to 30 s for `check` to hold.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -339,3 +339,15 @@ pub async fn until_turns_done(app: &frontdesk::context::App) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits up to 30 s for `check` to hold, looking every 100 ms.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
