@@ -318,10 +318,18 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
     // Telegram: the answer with its source, the disclosure first, typing shown.
     shop.telegram_says(501, IN_SCOPE).await;
     // The last paragraph carries the sources: wait for it.
-    eventually("the Telegram answer", || {
-        shop.telegram_texts(501).join("\n").contains("Source:")
-    })
-    .await;
+    shop.telegram
+        .call(
+            "/sendMessage",
+            |c| {
+                c.body["chat_id"] == 501
+                    && c.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Source:"))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
     let texts = shop.telegram_texts(501);
     assert!(
         texts[0].starts_with("Hi! I'm an automated assistant"),

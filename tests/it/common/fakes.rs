@@ -25,6 +25,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
+    /// Woken at each request.
+    arrived: tokio::sync::Notify,
     script: Mutex<VecDeque<(u16, Value)>>,
     next_id: Mutex<i64>,
 }
@@ -70,6 +72,28 @@ impl FakePlatform {
         self.shared.requests.lock().expect("lock").clone()
     }
 
+    /// The first request whose path ends with `method` and that `pred`
+    /// accepts, waiting for it up to `within`.
+    pub async fn call(
+        &self,
+        method: &str,
+        pred: impl Fn(&Recorded) -> bool,
+        within: std::time::Duration,
+    ) -> Recorded {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(found) = self.calls(method).into_iter().find(|r| pred(r)) {
+                return found;
+            }
+            tokio::time::timeout_at(deadline, arrived)
+                .await
+                .unwrap_or_else(|_| panic!("no {method} call within {within:?}"));
+        }
+    }
+
     /// Requests whose path ends with `method`.
     pub fn calls(&self, method: &str) -> Vec<Recorded> {
         self.requests()
@@ -96,6 +120,7 @@ async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Byte
             .map(str::to_owned),
         body: body.clone(),
     });
+    state.arrived.notify_waiters();
     if let Some((status, json)) = state.script.lock().expect("lock").pop_front() {
         return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
             .json(json);
