@@ -91,7 +91,10 @@ async fn run(provider: &str, rounds: usize) -> (Vec<Duration>, Vec<Duration>, St
         Some(reason) => format!("bm25 only: {reason}"),
     };
     let http = reqwest::Client::new();
-    let url = running.url("/webhooks/telegram/bench-tg");
+    let url = format!(
+        "http://{}/webhooks/telegram/bench-tg",
+        running.addr.expect("serves HTTP")
+    );
     let mut latencies = Vec::new();
     let mut to_model = Vec::new();
     // Two warm-up rounds (model load, connection pools), not counted.

@@ -238,7 +238,7 @@ impl Answerer {
             .await
         {
             Ok(found) => Retrieval {
-                passages: found.hits.iter().map(passage).collect(),
+                passages: found.hits.into_iter().map(passage).collect(),
                 confidence: found.confidence,
                 retriever: found.retriever.as_str().to_owned(),
             },
@@ -253,16 +253,16 @@ impl Answerer {
     }
 }
 
-/// A search hit as the core takes it.
-fn passage(hit: &Found) -> Passage {
-    let chunk = &hit.chunk;
+/// A search hit as the core takes it (moved, not copied: bodies can be long).
+fn passage(hit: Found) -> Passage {
+    let chunk = hit.chunk;
     Passage {
-        chunk_id: chunk.id.clone(),
-        doc_ref: chunk.doc_ref.clone(),
         faq: chunk.kind == "faq",
-        title: chunk.title.clone(),
-        heading_path: chunk.heading_path.clone(),
-        body: chunk.body.clone(),
+        chunk_id: chunk.id,
+        doc_ref: chunk.doc_ref,
+        title: chunk.title,
+        heading_path: chunk.heading_path,
+        body: chunk.body,
         score: hit.score,
     }
 }

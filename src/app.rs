@@ -266,16 +266,16 @@ impl std::fmt::Debug for Running {
 impl Running {
     /// Runs until SIGTERM or SIGINT (see [`crate::server::stop_on_signals`]),
     /// then lets in-flight requests and turns finish.
-    pub async fn until_signalled(mut self) -> anyhow::Result<()> {
+    pub async fn until_signalled(self) -> anyhow::Result<()> {
         let handle = self.server.as_ref().map(|(handle, _)| handle.clone());
         crate::server::stop_on_signals(handle, self.stop.clone());
-        if let Some((_, serving)) = self.server.take() {
+        if let Some((_, serving)) = self.server {
             serving
                 .await
                 .context("HTTP server stopped")?
                 .context("HTTP server failed")?;
         }
-        if let Some(workers) = self.workers.take() {
+        if let Some(workers) = self.workers {
             let _ = workers.await;
         }
         Ok(())
@@ -283,22 +283,14 @@ impl Running {
 
     /// Stops now, gracefully: the server finishes its requests, the workers
     /// their current turn.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         let _ = self.stop.send(true);
-        if let Some((handle, serving)) = self.server.take() {
+        if let Some((handle, serving)) = self.server {
             handle.stop(true).await;
             let _ = serving.await;
         }
-        if let Some(workers) = self.workers.take() {
+        if let Some(workers) = self.workers {
             let _ = workers.await;
-        }
-    }
-
-    /// `http://ADDR/PATH` (empty address without HTTP).
-    pub fn url(&self, path: &str) -> String {
-        match self.addr {
-            Some(addr) => format!("http://{addr}{path}"),
-            None => String::new(),
         }
     }
 }
