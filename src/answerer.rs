@@ -16,10 +16,13 @@ use answer::llm::{ClientOptions, LlmClient};
 use answer::phrases::HumanPhrases;
 use answer::prompt::Past;
 pub use answer::{Answer, Paragraph};
-use answer::{BotProfile, Generator, OnUnknown, Options, Passage, Pipeline, Retrieval};
+use answer::{BotProfile, Choice, Generator, OnUnknown, Options, Passage, Pipeline, Retrieval};
 use broker::Broker;
+use channels::choices::{self, Offer};
 use knowledge::index::Retriever;
+use serde_json::{Value, json};
 use store::models::bot::{Bot, HandoffPolicy, LlmProvider};
+use store::models::knowledge::ChunkRow;
 use store::models::message::{AuthorKind, Direction, Message};
 
 use crate::context::{ALL_BOTS, App, BOT_CHANGES_TOPIC};
@@ -99,6 +102,8 @@ impl Answerer {
             handoff_message: app.settings.answer.handoff_message.clone(),
             max_paragraph_chars: app.settings.answer.max_paragraph_chars,
             triage_timeout: Duration::from_secs(s.first_token_timeout_secs.clamp(1, 15)),
+            choices_message: app.settings.answer.choices_message.clone(),
+            none_of_these: app.settings.answer.none_of_these.clone(),
         };
         let pipeline = Pipeline::new(llm, phrases, options);
         Answerer {
@@ -182,8 +187,13 @@ impl Answerer {
     /// Failures of the model or the index are not errors: the bot's policy
     /// applies and the answer carries a handoff.
     pub async fn answer(&self, question: Question<'_>, out: &Replies) -> Answer {
-        let profile = self.profile(question.bot);
         let found = self.retrieve(question.bot, question.text.trim()).await;
+        self.answer_from(question, found, out).await
+    }
+
+    /// Answers `question` from passages already chosen.
+    async fn answer_from(&self, question: Question<'_>, found: Retrieval, out: &Replies) -> Answer {
+        let profile = self.profile(question.bot);
         let answer = self
             .pipeline
             .answer(
@@ -202,6 +212,8 @@ impl Answerer {
             "interrupted"
         } else if answer.handoff.is_some() {
             "handoff"
+        } else if answer.offer.is_some() {
+            "choices"
         } else if answer.low_confidence {
             "low_confidence"
         } else {
@@ -241,6 +253,7 @@ impl Answerer {
                 passages: found.hits.into_iter().map(passage).collect(),
                 confidence: found.confidence,
                 retriever: found.retriever.as_str().to_owned(),
+                choice: Choice::Asked,
             },
             Err(error) => {
                 tracing::error!(bot = %bot.name, %error, "knowledge search failed; the bot cannot answer");
@@ -250,6 +263,118 @@ impl Answerer {
                 }
             }
         }
+    }
+}
+
+/// What a customer's button press or typed number picks.
+enum Pick {
+    /// An option of an offer made in this conversation.
+    Made {
+        /// The question the offer answered.
+        question: String,
+        /// Picked one, or none fits.
+        choice: Choice,
+        /// The picked passage, or every offered one when none fits.
+        passages: Vec<Passage>,
+    },
+    /// Not an option this conversation was offered: an old offer whose
+    /// knowledge changed, a number out of range, or a forged payload.
+    Stale,
+}
+
+impl Answerer {
+    /// Whether the turn's newest message picks from an offer: a button of
+    /// ours (payload `fd:…`), or a bare number right after an offer.
+    async fn pick(&self, bot: &Bot, turn: &TurnInput) -> Result<Option<Pick>, String> {
+        let Some(last) = turn.messages.last() else {
+            return Ok(None);
+        };
+        let origin: Value = last
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<Value>(m).ok())
+            .map(|m| m["origin"].clone())
+            .unwrap_or_default();
+        let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
+        let earlier = Message::before(&mut conn, &turn.conversation.id, last.seq, 40)
+            .await
+            .map_err(|e| e.to_string())?;
+        let offers = earlier.iter().rev().filter_map(|m| {
+            (m.direction == Direction::Outbound)
+                .then(|| Offer::from_metadata(m.metadata.as_deref()))
+                .flatten()
+        });
+        let picked = match origin["payload"].as_str() {
+            Some(payload) => match choices::parse_payload(payload) {
+                Some((token, n)) => offers
+                    .into_iter()
+                    .find(|o| o.token == token)
+                    .and_then(|offer| offer.by_number(n).cloned().map(|o| (offer.clone(), o))),
+                // A button we never made: only Telegram's keyboard buttons
+                // are surely ours; other payloads may be a page's own menu.
+                None if origin["type"] == "callback" => None,
+                None => return Ok(None),
+            },
+            None => {
+                let Some(position) = choices::parse_number(&last.body) else {
+                    return Ok(None);
+                };
+                // A number answers only the bot's latest message, and only
+                // when that message was an offer.
+                let latest_bot = earlier
+                    .iter()
+                    .rev()
+                    .find(|m| m.direction == Direction::Outbound);
+                match latest_bot.and_then(|m| Offer::from_metadata(m.metadata.as_deref())) {
+                    Some(offer) => offer
+                        .at_position(position)
+                        .cloned()
+                        .map(|o| (offer.clone(), o)),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let Some((offer, option)) = picked else {
+            return Ok(Some(Pick::Stale));
+        };
+        let wanted: Vec<String> = match &option.chunk_id {
+            Some(id) => vec![id.clone()],
+            None => offer
+                .options
+                .iter()
+                .filter_map(|o| o.chunk_id.clone())
+                .collect(),
+        };
+        let rows = ChunkRow::by_ids(&mut conn, &bot.id, &wanted)
+            .await
+            .map_err(|e| e.to_string())?;
+        let passages: Vec<Passage> = wanted
+            .iter()
+            .filter_map(|id| rows.iter().find(|r| &r.id == id))
+            .map(|row| {
+                passage(Found {
+                    chunk: row.clone(),
+                    score: 1.0,
+                    bm25: None,
+                    cosine: None,
+                    rerank: None,
+                    probability: 1.0,
+                })
+            })
+            .collect();
+        if option.chunk_id.is_some() && passages.is_empty() {
+            // The knowledge changed since the offer.
+            return Ok(Some(Pick::Stale));
+        }
+        Ok(Some(Pick::Made {
+            question: offer.question,
+            choice: if option.chunk_id.is_some() {
+                Choice::Picked
+            } else {
+                Choice::NoneFit
+            },
+            passages,
+        }))
     }
 }
 
@@ -264,6 +389,7 @@ fn passage(hit: Found) -> Passage {
         heading_path: chunk.heading_path,
         body: chunk.body,
         score: hit.score,
+        probability: hit.probability,
     }
 }
 
@@ -324,17 +450,37 @@ impl Responder for Answerer {
                 .filter(|b| !b.is_empty())
                 .collect::<Vec<_>>()
                 .join("\n");
-            let answer = self
-                .answer(
-                    Question {
-                        bot: &bot,
-                        text,
-                        history,
-                        first_reply: turn.first_reply,
-                    },
-                    &out,
-                )
-                .await;
+            let question = |text: String| Question {
+                bot: &bot,
+                text,
+                history: history.clone(),
+                first_reply: turn.first_reply,
+            };
+            let answer = match self.pick(&bot, turn).await? {
+                None => self.answer(question(text), &out).await,
+                Some(Pick::Stale) => {
+                    let notice = json!({ "notice": "stale_choice" }).to_string();
+                    out.send(Paragraph {
+                        text: self.app.settings.answer.stale_choice_message.clone(),
+                        metadata: Some(notice),
+                    })
+                    .await;
+                    return Ok(Verdict::default());
+                }
+                Some(Pick::Made {
+                    question: asked,
+                    choice,
+                    passages,
+                }) => {
+                    let found = Retrieval {
+                        confidence: passages.first().map_or(0.0, |p| p.probability),
+                        passages,
+                        retriever: "choice".into(),
+                        choice,
+                    };
+                    self.answer_from(question(asked), found, &out).await
+                }
+            };
             Ok(Verdict {
                 handoff: answer.handoff,
             })

@@ -87,10 +87,14 @@ async fn open_with(
     }
     Ok(App {
         channels: Channels::new(&settings.channels),
-        knowledge: Arc::new(Knowledge::new(
-            &settings.data_dir,
-            &settings.embedding.model_dir,
-        )),
+        knowledge: Arc::new({
+            let knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir);
+            if settings.embedding.rerank {
+                knowledge.with_reranker()
+            } else {
+                knowledge
+            }
+        }),
         knowledge_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         settings: Arc::new(settings),
         db,
@@ -114,10 +118,12 @@ pub async fn sync_bot_knowledge(app: App) {
     use std::sync::atomic::Ordering;
     app.knowledge_synced.store(false, Ordering::SeqCst);
     let paths = knowledge::models::ModelPaths::new(&app.settings.embedding.model_dir);
-    if app.settings.embedding.auto_install && !paths.missing().is_empty() {
+    let rerank = app.settings.embedding.rerank;
+    let missing = !paths.missing().is_empty() || (rerank && !paths.missing_reranker().is_empty());
+    if app.settings.embedding.auto_install && missing {
         tracing::warn!(dir = %paths.dir.display(), "embedding model missing: fetching it (embedding.auto_install)");
         let fetched = tokio::task::spawn_blocking(move || {
-            knowledge::models::install(&paths, &mut |line| tracing::info!("{line}"))
+            knowledge::models::install(&paths, rerank, &mut |line| tracing::info!("{line}"))
         })
         .await;
         match fetched {
@@ -131,6 +137,7 @@ pub async fn sync_bot_knowledge(app: App) {
     // Load the model now (and say loudly if it is missing), not on the
     // first customer question.
     let _ = app.knowledge.embedder().await;
+    let _ = app.knowledge.reranker().await;
     let bots = match app.db.get().await {
         Ok(mut conn) => store::models::bot::Bot::file_managed(&mut conn).await,
         Err(e) => Err(e),

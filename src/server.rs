@@ -285,6 +285,16 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
         None => knowledge["search"] = json!("loading"),
     }
+    // A missing reranker is a warning, not unreadiness: search still works.
+    match state.app.knowledge.reranker_status() {
+        Some(Ok(())) => knowledge["reranker"] = json!(knowledge::models::RERANKER_ID),
+        Some(Err(why)) => {
+            knowledge["reranker"] = json!("off");
+            knowledge["warnings"] = json!([why]);
+        }
+        None if state.app.settings.embedding.rerank => knowledge["reranker"] = json!("loading"),
+        None => knowledge["reranker"] = json!("off"),
+    }
     checks.insert("knowledge".into(), knowledge);
     let ready = checks.values().all(|c| c["ok"] == json!(true));
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });

@@ -1,7 +1,7 @@
 /* Frontdesk chat widget. Embed with:
  *   <script src="https://frontdesk.example.com/widget.js" data-bot="BOT_ID" defer></script>
  * Optional: data-open="true" opens the panel at load.
- * Test hooks: window.FrontdeskChat = { open(), close(), send(text), messages(), session() }.
+ * Test hooks: window.FrontdeskChat = { open(), close(), send(text), messages(), choose(label), session() }.
  */
 (function () {
   "use strict";
@@ -63,6 +63,10 @@
     ".fd-msg-bot{align-self:flex-start;background:#fff;border:1px solid #e3e6ea;border-bottom-left-radius:4px}",
     ".fd-msg-agent{align-self:flex-start;background:#ecfdf5;border:1px solid #a7f3d0;border-bottom-left-radius:4px}",
     ".fd-msg-pending{opacity:.6}",
+    ".fd-choices{display:flex;flex-direction:column;gap:4px;margin-top:6px}",
+    ".fd-choice{font:inherit;text-align:left;padding:5px 9px;border:1px solid #2563eb;border-radius:8px;background:#fff;color:#2563eb;cursor:pointer}",
+    ".fd-choice:hover{background:#eff6ff}",
+    ".fd-choice[disabled]{opacity:.5;cursor:default}",
     ".fd-msg-label{display:block;font-size:11px;font-weight:600;color:#047857;margin-bottom:1px}",
     "#fd-chat-typing{align-self:flex-start;color:#6b7280;font-size:13px;padding:0 12px 6px;background:#f7f8fa}",
     "#fd-chat-typing[hidden],#fd-chat-error[hidden]{display:none}",
@@ -160,6 +164,19 @@
     if (m.seq != null) node.setAttribute("data-seq", String(m.seq));
     if (author === "agent") node.appendChild(el("span", { "class": "fd-msg-label" }, "Agent"));
     node.appendChild(el("span", { "class": "fd-msg-text" }, m.text));
+    if (author === "bot" && m.choices && m.choices.length) {
+      // "Did you mean…": one button an option; a tap sends its label with its payload.
+      var box = el("div", { "class": "fd-choices", role: "group" });
+      m.choices.forEach(function (c) {
+        var b = el("button", { "class": "fd-choice", type: "button" }, String(c.label));
+        b.addEventListener("click", function () {
+          Array.prototype.forEach.call(box.querySelectorAll("button"), function (x) { x.disabled = true; });
+          send(String(c.label), String(c.payload));
+        });
+        box.appendChild(b);
+      });
+      node.appendChild(box);
+    }
     m.el = node;
     if (ui.emptyNote.parentNode) ui.emptyNote.remove();
     ui.list.appendChild(node);
@@ -219,6 +236,7 @@
       outbox = outbox.filter(function (o) { return o.m !== m; }); // never resend what the server has
     } else {
       m = { author: author, text: text };
+      if (author === "bot" && Array.isArray(f.choices)) m.choices = f.choices;
       state.messages.push(m);
       renderMessage(m);
     }
@@ -320,12 +338,14 @@
     ui.panel.hidden = true;
     ui.open.setAttribute("aria-expanded", "false");
   }
-  function send(text) {
+  function send(text, choice) {
     text = String(text == null ? "" : text).trim();
     if (!text) return false;
-    if (!started) { early.push(function () { send(text); }); return true; }
+    if (!started) { early.push(function () { send(text, choice); }); return true; }
     if (text.length > MAX_CHARS) { showError("Messages are limited to " + MAX_CHARS + " characters."); return false; }
-    var frame = JSON.stringify({ type: "message", text: text });
+    var body = { type: "message", text: text };
+    if (choice) body.choice = choice;
+    var frame = JSON.stringify(body);
     var bytes = window.TextEncoder ? new TextEncoder().encode(frame).length : frame.length * 3;
     if (bytes > MAX_FRAME_BYTES) { showError("This message is too long, please shorten it."); return false; }
     if (ui.panel.hidden) open();
@@ -361,7 +381,16 @@
     close: function () { close(); },
     send: function (text) { return send(text); },
     messages: function () {
-      return state.messages.map(function (m) { return { author: m.author, text: m.text, seq: m.seq == null ? null : m.seq }; });
+      return state.messages.map(function (m) {
+        return { author: m.author, text: m.text, seq: m.seq == null ? null : m.seq, choices: m.choices || [] };
+      });
+    },
+    choose: function (label) {
+      var buttons = ui.list.querySelectorAll(".fd-choice");
+      for (var i = buttons.length - 1; i >= 0; i--) {
+        if (buttons[i].textContent === label && !buttons[i].disabled) { buttons[i].click(); return true; }
+      }
+      return false;
     },
     session: function () { return state.session; },
   };

@@ -64,6 +64,8 @@ pub struct Source {
     pub label: String,
     /// Search score.
     pub score: f32,
+    /// How likely it answers the question, 0–1 (calibrated).
+    pub probability: f32,
     /// Whether the answer used it.
     pub cited: bool,
 }

@@ -60,7 +60,7 @@ pub struct BotProfile {
 }
 
 /// A retrieved passage of the bot's knowledge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Passage {
     /// The chunk's id.
     pub chunk_id: String,
@@ -76,6 +76,9 @@ pub struct Passage {
     pub body: String,
     /// Search score.
     pub score: f32,
+    /// How likely this passage is the one that answers the question, 0–1
+    /// (calibrated; see [`decision`](crate::decision)).
+    pub probability: f32,
 }
 
 impl Passage {
@@ -83,10 +86,44 @@ impl Passage {
     /// section headings, else the document.
     pub fn label(&self) -> String {
         match (&self.title, self.heading_path.trim()) {
-            (Some(question), _) if self.faq => question.clone(),
+            (Some(question), _) if self.faq && !question.trim().is_empty() => question.clone(),
             (_, headings) if !headings.is_empty() => headings.to_owned(),
             _ => self.doc_ref.clone(),
         }
+    }
+
+    /// What a "did you mean…" option says: the FAQ question, else the
+    /// section headings, else the passage's first words (a file name says
+    /// nothing to a customer).
+    pub fn choice_label(&self) -> String {
+        match (&self.title, self.heading_path.trim()) {
+            (Some(question), _) if self.faq && !question.trim().is_empty() => question.clone(),
+            (_, headings) if !headings.is_empty() => headings
+                .rsplit('›')
+                .next()
+                .map_or(headings, str::trim)
+                .to_owned(),
+            _ => first_words(&self.body, 12),
+        }
+    }
+}
+
+/// The first `n` words of `text` (its first sentence if shorter), with an
+/// ellipsis when cut.
+fn first_words(text: &str, n: usize) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out = Vec::new();
+    for w in words.iter().take(n) {
+        out.push(*w);
+        if out.len() >= 4 && w.ends_with(['.', '?', '!']) {
+            return out.join(" ");
+        }
+    }
+    let joined = out.join(" ");
+    if words.len() > n {
+        format!("{}…", joined.trim_end_matches([',', ';', ':', '.']))
+    } else {
+        joined
     }
 }
 
@@ -95,10 +132,26 @@ impl Passage {
 pub struct Retrieval {
     /// Passages, best first.
     pub passages: Vec<Passage>,
-    /// Confidence, 0 to 1.
+    /// Confidence, 0 to 1: the best passage's probability.
     pub confidence: f32,
     /// `hybrid`, `bm25_only`, `none` or `failed`.
     pub retriever: String,
+    /// Whether the customer asked, or picked from offered choices.
+    pub choice: Choice,
+}
+
+/// How the question came: asked, or answered from an offer of choices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Choice {
+    /// A question: the decision is retrieval's.
+    #[default]
+    Asked,
+    /// The customer picked the first passage from offered choices: answer
+    /// from it, whatever its score.
+    Picked,
+    /// The customer said none of the offered answers fits: hand off (the
+    /// passages are the offered ones, for the agent's draft).
+    NoneFit,
 }
 
 /// The process's answering options (`[answer]`).
@@ -112,4 +165,8 @@ pub struct Options {
     pub max_paragraph_chars: usize,
     /// How long triage waits for the model before the rules decide.
     pub triage_timeout: Duration,
+    /// Asks which of the offered answers the customer means.
+    pub choices_message: String,
+    /// The option that hands off when none of the others fits.
+    pub none_of_these: String,
 }

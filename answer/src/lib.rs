@@ -7,8 +7,10 @@
 //!
 //! - [`input`] — what the core is given: the bot as it answers, passages,
 //!   options.
-//! - [`pipeline`] — the decision (answer, or hand off by the bot's policy)
-//!   and generation, paragraph by paragraph.
+//! - [`decision`] — answer, offer "did you mean…" choices, or hand off,
+//!   from the candidates' calibrated probabilities.
+//! - [`pipeline`] — the turn: the decision, the bot's policy when it does
+//!   not know, and generation, paragraph by paragraph.
 //! - [`phrases`] — a customer asking for a person, in sixteen languages.
 //! - [`extractive`] — the offline answerer: the best sentences of the best
 //!   passages.
@@ -33,6 +35,7 @@
 //! returned [`Answer`] carries the sources, the draft and any handoff
 //! [`handoff::Request`] (with its [`triage::Triage`]).
 
+pub mod decision;
 pub mod extractive;
 pub mod handoff;
 pub mod input;
@@ -43,5 +46,5 @@ pub mod prompt;
 pub mod stream;
 pub mod triage;
 
-pub use input::{BotProfile, Generator, OnUnknown, Options, Passage, Retrieval};
+pub use input::{BotProfile, Choice, Generator, OnUnknown, Options, Passage, Retrieval};
 pub use pipeline::{Answer, Paragraph, Pipeline, Question};

@@ -11,12 +11,14 @@
 
 use std::time::{Duration, Instant};
 
+use channels::choices::{Offer, Offered};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::decision::{self, Decision};
 use crate::extractive;
 use crate::handoff::{Reason, Request, Source};
-use crate::input::{BotProfile, Generator, OnUnknown, Options, Passage, Retrieval};
+use crate::input::{BotProfile, Choice, Generator, OnUnknown, Options, Passage, Retrieval};
 use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError};
 use crate::phrases::HumanPhrases;
 use crate::prompt::{self, Past, Reference};
@@ -65,6 +67,8 @@ pub struct Answer {
     pub answered: bool,
     /// Answered although retrieval confidence was low (`ai_generate`).
     pub low_confidence: bool,
+    /// The "did you mean…" options sent instead of an answer.
+    pub offer: Option<Offer>,
     /// Hand the conversation to people.
     pub handoff: Option<Request>,
     /// From the start to the first paragraph sent.
@@ -122,6 +126,7 @@ impl Pipeline {
             passages,
             confidence,
             retriever,
+            choice,
         } = found;
         let mut sources: Vec<Source> = passages
             .iter()
@@ -132,6 +137,7 @@ impl Pipeline {
                 doc_ref: p.doc_ref.clone(),
                 label: p.label(),
                 score: p.score,
+                probability: p.probability,
                 cited: false,
             })
             .collect();
@@ -144,6 +150,7 @@ impl Pipeline {
             draft: String::new(),
             answered: false,
             low_confidence: false,
+            offer: None,
             handoff: None,
             first_paragraph: None,
         };
@@ -166,12 +173,35 @@ impl Pipeline {
             sent: 0,
         };
 
-        let low = passages.is_empty() || f64::from(confidence) < bot.min_confidence;
+        let probabilities: Vec<f32> = passages.iter().map(|p| p.probability).collect();
+        let decided = match choice {
+            Choice::Picked if !passages.is_empty() => Decision::Answer,
+            Choice::NoneFit => Decision::HandOff,
+            _ => decision::decide(&probabilities, bot.min_confidence),
+        };
+        let low = passages.is_empty() || decided == Decision::HandOff;
         let mut reason;
         if let Some(phrase) = asked_for_person {
             reason = Some((
                 Reason::CustomerAsked,
                 Some(format!("the customer wrote “{phrase}”")),
+            ));
+            answer.draft = self.extractive_draft(&text, &passages, &mut sources);
+        } else if let Decision::Choose(picks) = &decided {
+            reason = None;
+            answer.draft = self.extractive_draft(&text, &passages, &mut sources);
+            let offer = self.offer(&text, &passages, picks);
+            emitter.metadata = json!({
+                "answer": { "provider": answer.provider, "confidence": confidence, "decision": "choices" },
+                "choices": offer,
+            })
+            .to_string();
+            answer.answered = emitter.emit(settings.choices_message.clone()).await;
+            answer.offer = Some(offer);
+        } else if choice == Choice::NoneFit {
+            reason = Some((
+                Reason::LowConfidence,
+                Some("the customer said none of the offered answers fits".into()),
             ));
             answer.draft = self.extractive_draft(&text, &passages, &mut sources);
         } else if low && bot.on_unknown != OnUnknown::AiGenerate {
@@ -241,6 +271,37 @@ impl Pipeline {
         answer.first_paragraph = emitter.first;
         answer.sources = sources;
         answer
+    }
+
+    /// The "did you mean…" offer of `picks` (indexes into `passages`),
+    /// with "none of these" last. Options with the same label are offered
+    /// once.
+    fn offer(&self, question: &str, passages: &[Passage], picks: &[usize]) -> Offer {
+        let mut options: Vec<Offered> = Vec::new();
+        for &i in picks {
+            let Some(p) = passages.get(i) else { continue };
+            let label = p.choice_label();
+            if options.iter().any(|o| o.label == label) {
+                continue;
+            }
+            options.push(Offered {
+                n: options.len() + 1,
+                label,
+                chunk_id: Some(p.chunk_id.clone()),
+                doc_ref: Some(p.doc_ref.clone()),
+            });
+        }
+        options.push(Offered {
+            n: 0,
+            label: self.options.none_of_these.clone(),
+            chunk_id: None,
+            doc_ref: None,
+        });
+        Offer {
+            token: offer_token(question),
+            question: question.to_owned(),
+            options,
+        }
     }
 
     /// What the extractive answerer would say, for an agent's draft.
@@ -537,6 +598,18 @@ impl Emitter<'_> {
     }
 }
 
+/// A fresh token for an offer: 16 hex digits, unique enough to tell the
+/// offers of one conversation apart (a tap is only ever matched against its
+/// own conversation's offers).
+fn offer_token(question: &str) -> String {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let hash = std::collections::hash_map::RandomState::new().hash_one((question, nanos));
+    format!("{hash:016x}")
+}
+
 /// `\n\nSource: …` naming the cited passages (at most two), or nothing.
 fn citation_line(sources: &[Source]) -> String {
     let mut labels: Vec<&str> = Vec::new();
@@ -581,6 +654,8 @@ mod tests {
                 handoff_message: "A person will reply here.".into(),
                 max_paragraph_chars: 600,
                 triage_timeout: Duration::from_secs(1),
+                choices_message: "Which of these do you mean?".into(),
+                none_of_these: "None of these".into(),
             },
         )
     }
@@ -596,10 +671,83 @@ mod tests {
                 body: "You can return a bike within 30 days of delivery. Refunds take five days."
                     .into(),
                 score: 0.8,
+                probability: confidence,
             }],
             confidence,
             retriever: "hybrid".into(),
+            choice: Choice::Asked,
         }
+    }
+
+    #[tokio::test]
+    async fn close_candidates_are_offered_as_choices_and_a_pick_is_answered() {
+        let p = pipeline(Err("no model".into()));
+        let bot = bot(OnUnknown::FallbackMessage, Generator::Extractive);
+        let mut found = returns(0.4);
+        found.passages.push(Passage {
+            chunk_id: "c2".into(),
+            doc_ref: "faq.csv#7".into(),
+            faq: true,
+            title: Some("Can I exchange a bike for another size?".into()),
+            body: "Yes, exchanges are free within 30 days.".into(),
+            score: 0.78,
+            probability: 0.35,
+            ..Passage::default()
+        });
+        let (answer, sent) = ask(&p, &bot, "Can I bring my bike back?", found.clone()).await;
+        assert!(answer.handoff.is_none(), "{answer:?}");
+        let offer = answer.offer.expect("an offer");
+        let labels: Vec<&str> = offer.options.iter().map(|o| o.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "Bikes",
+                "Can I exchange a bike for another size?",
+                "None of these"
+            ]
+        );
+        assert_eq!(offer.question, "Can I bring my bike back?");
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].text.ends_with("Which of these do you mean?"),
+            "{sent:?}"
+        );
+        let stored = Offer::from_metadata(sent[0].metadata.as_deref()).expect("stored offer");
+        assert_eq!(stored, offer);
+
+        // The customer picks the second: answered from it alone.
+        let picked = Retrieval {
+            passages: vec![found.passages[1].clone()],
+            choice: Choice::Picked,
+            ..found.clone()
+        };
+        let (answer, sent) = ask(&p, &bot, &offer.question, picked).await;
+        assert!(answer.answered && answer.offer.is_none() && answer.handoff.is_none());
+        let text = &sent.last().expect("answer").text;
+        assert!(text.contains("exchanges are free"), "{text}");
+        assert!(
+            text.ends_with("Source: Can I exchange a bike for another size?"),
+            "{text}"
+        );
+
+        // "None of these": handed off with the offered answers as the draft.
+        let declined = Retrieval {
+            choice: Choice::NoneFit,
+            ..found
+        };
+        let (answer, sent) = ask(&p, &bot, &offer.question, declined).await;
+        let handoff = answer.handoff.expect("a handoff");
+        assert_eq!(handoff.reason, Reason::LowConfidence);
+        assert!(
+            handoff
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("none of the offered"))
+        );
+        assert!(
+            sent[0].text.ends_with("Let me get a colleague."),
+            "{sent:?}"
+        );
     }
 
     async fn ask(

@@ -172,7 +172,15 @@ impl Channel for Email {
         }
         let email = builder
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(message.text.clone())
+            .body(if message.choices.is_empty() {
+                message.text.clone()
+            } else {
+                crate::choices::numbered(
+                    &message.text,
+                    &message.choices,
+                    Some("Reply with the number of the one you mean."),
+                )
+            })
             .map_err(|e| SendError::Permanent(format!("cannot build the email: {e}")))?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| SendError::NotConfigured(format!("channels.email.smtp_url: {e}")))?

@@ -26,6 +26,7 @@
 //! crate knows nothing of the database or the queue: it is tested alone
 //! against recorded payloads and local servers.
 
+pub mod choices;
 pub mod email;
 mod form;
 mod http;
@@ -173,10 +174,26 @@ pub enum Origin {
         /// The developer payload.
         payload: String,
     },
-    /// A Telegram inline-keyboard button; `text` is its data.
-    Callback,
+    /// A Telegram inline-keyboard button; `text` is the button's text when
+    /// the update shows the keyboard, else its data.
+    Callback {
+        /// The button's `callback_data`.
+        payload: String,
+    },
     /// An email.
     Email,
+}
+
+impl Origin {
+    /// The developer payload of a button the customer pressed.
+    pub fn payload(&self) -> Option<&str> {
+        match self {
+            Origin::QuickReply { payload }
+            | Origin::Postback { payload }
+            | Origin::Callback { payload } => Some(payload),
+            _ => None,
+        }
+    }
 }
 
 /// A file or media item, kept as metadata (never downloaded here).
@@ -348,6 +365,19 @@ pub struct EmailReply {
 pub struct OutboundMessage {
     /// Plain text; split within the platform's limit.
     pub text: String,
+    /// Options to pick from, shown with the last part: native buttons where
+    /// the platform has them, else a numbered list ([`choices`]).
+    pub choices: Vec<choices::Choice>,
+}
+
+impl OutboundMessage {
+    /// Plain text, no options.
+    pub fn text(text: impl Into<String>) -> Self {
+        OutboundMessage {
+            text: text.into(),
+            choices: Vec::new(),
+        }
+    }
 }
 
 /// What the platform said about one sent part.

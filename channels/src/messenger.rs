@@ -17,6 +17,7 @@
 
 use serde_json::{Value, json};
 
+use crate::choices::{self, Choice};
 use crate::http::{Attempt, default_verdict};
 use crate::{
     Attachment, Channel, ChannelKind, Handover, HttpClient, InboundEvent, InboundMessage, Limits,
@@ -29,6 +30,12 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 /// Messenger's limit for one message's text.
 pub const MAX_TEXT_CHARS: usize = 2000;
+/// Messenger shows at most this many quick replies.
+pub const MAX_QUICK_REPLIES: usize = 13;
+/// A quick reply's title is cut by Messenger after this many characters.
+pub const MAX_QUICK_REPLY_TITLE: usize = 20;
+/// A quick reply's payload, in characters.
+pub const MAX_QUICK_REPLY_PAYLOAD: usize = 1000;
 
 /// The Messenger adapter.
 #[derive(Debug, Clone)]
@@ -178,12 +185,24 @@ impl Channel for Messenger {
     ) -> Result<Vec<Sent>, SendError> {
         let token = page_token(secrets)?;
         let mut sent = Vec::new();
-        for part in split_text(&message.text, MAX_TEXT_CHARS) {
-            let body = json!({
+        // Quick-reply titles are short: the options are numbered in the text
+        // too, and each title starts with its number.
+        let text = if message.choices.is_empty() {
+            message.text.clone()
+        } else {
+            choices::numbered(&message.text, &message.choices, None)
+        };
+        let parts = split_text(&text, MAX_TEXT_CHARS);
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut body = json!({
                 "recipient": { "id": to.external_id },
                 "messaging_type": "RESPONSE",
                 "message": { "text": part },
             });
+            if i == last && !message.choices.is_empty() {
+                body["message"]["quick_replies"] = quick_replies(&message.choices);
+            }
             let answer = self.post("messenger send", token, &body).await?;
             let id = answer["message_id"].as_str().ok_or_else(|| {
                 SendError::Permanent("Send API answered without message_id".into())
@@ -206,6 +225,26 @@ impl Channel for Messenger {
             .await
             .map(|_| ())
     }
+}
+
+/// Options as quick replies, titled "1. …" within Messenger's limits.
+fn quick_replies(options: &[Choice]) -> Value {
+    let replies: Vec<Value> = options
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.payload.chars().count() <= MAX_QUICK_REPLY_PAYLOAD)
+        .take(MAX_QUICK_REPLIES)
+        .map(|(i, c)| {
+            let number = format!("{}. ", i + 1);
+            let room = MAX_QUICK_REPLY_TITLE - number.chars().count();
+            json!({
+                "content_type": "text",
+                "title": format!("{number}{}", choices::fit(&c.label, room)),
+                "payload": c.payload,
+            })
+        })
+        .collect();
+    Value::Array(replies)
 }
 
 fn page_token(secrets: &(dyn Secrets + Sync)) -> Result<&str, SendError> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::choices::Choice;
 use crate::http::{Attempt, default_verdict};
 use crate::{
     Attachment, Channel, ChannelKind, HttpClient, InboundEvent, InboundMessage, Limits, Origin,
@@ -29,6 +30,11 @@ pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 
 /// Telegram's limit for one message's text.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// Telegram's limit for a button's `callback_data`, in bytes.
+pub const MAX_CALLBACK_DATA: usize = 64;
+/// Button texts longer than this are cut (Telegram shows about this much on
+/// a phone).
+pub const MAX_BUTTON_CHARS: usize = 60;
 
 /// The Telegram adapter.
 #[derive(Debug, Clone)]
@@ -93,8 +99,13 @@ impl Channel for Telegram {
         let token = bot_token(secrets)?;
         let url = self.method_url(token, "sendMessage");
         let mut sent = Vec::new();
-        for part in split_text(&message.text, MAX_TEXT_CHARS) {
-            let body = json!({ "chat_id": chat_id(&to.external_id), "text": part });
+        let parts = split_text(&message.text, MAX_TEXT_CHARS);
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut body = json!({ "chat_id": chat_id(&to.external_id), "text": part });
+            if i == last && !message.choices.is_empty() {
+                body["reply_markup"] = inline_keyboard(&message.choices);
+            }
             let id = self
                 .http
                 .post_json(
@@ -164,12 +175,30 @@ impl Telegram {
     }
 }
 
+/// Options as an inline keyboard, one button a row. Button texts are fitted
+/// to [`MAX_BUTTON_CHARS`]; `callback_data` is limited to 64 bytes, and a
+/// payload over it is left out rather than cut (a cut payload would not
+/// come back as ours).
+fn inline_keyboard(choices: &[Choice]) -> Value {
+    let rows: Vec<Value> = choices
+        .iter()
+        .filter(|c| c.payload.len() <= MAX_CALLBACK_DATA)
+        .map(|c| {
+            json!([{
+                "text": crate::choices::fit(&c.label, MAX_BUTTON_CHARS),
+                "callback_data": c.payload,
+            }])
+        })
+        .collect();
+    json!({ "inline_keyboard": rows })
+}
+
 /// The callback query ids among `events` (to acknowledge after storing).
 pub fn callback_ids(events: &[RoutedEvent]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match &e.event {
-            InboundEvent::Message(m) if m.origin == Origin::Callback => {
+            InboundEvent::Message(m) if matches!(m.origin, Origin::Callback { .. }) => {
                 m.external_id.strip_prefix("callback:").map(str::to_owned)
             }
             _ => None,
@@ -394,11 +423,25 @@ fn callback_event(query: &Value) -> RoutedEvent {
     else {
         return RoutedEvent::skipped("callback query without sender, id or data");
     };
+    // The pressed button's own text, from the keyboard the update carries:
+    // what the customer saw and chose.
+    let label = query["message"]["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .find(|b| b["callback_data"].as_str() == Some(data))
+        .and_then(|b| b["text"].as_str())
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     RoutedEvent::unrouted(InboundEvent::Message(InboundMessage {
         external_id: format!("callback:{id}"),
         sender,
-        text: data.to_owned(),
-        origin: Origin::Callback,
+        text: label.unwrap_or(data).to_owned(),
+        origin: Origin::Callback {
+            payload: data.to_owned(),
+        },
         attachments: Vec::new(),
         sent_at: None,
         reply_to: query["message"]["message_id"]
@@ -484,8 +527,43 @@ mod tests {
     fn callbacks_are_the_customers_words() {
         let m = message("official-bot-docs-webhooks/13_callback_query.json");
         assert_eq!(m.text, "Data from button callback");
-        assert_eq!(m.origin, Origin::Callback);
+        assert_eq!(
+            m.origin,
+            Origin::Callback {
+                payload: "Data from button callback".into()
+            }
+        );
         assert_eq!(m.external_id, "callback:4382bfdwdsb323b2d9");
+    }
+
+    #[test]
+    fn a_pressed_button_shows_as_its_text() {
+        let update = json!({
+            "update_id": 1,
+            "callback_query": {
+                "id": "77",
+                "from": { "id": 5, "is_bot": false, "first_name": "Ann" },
+                "data": "fd:abc:2",
+                "message": {
+                    "message_id": 9,
+                    "chat": { "id": 5, "type": "private" },
+                    "reply_markup": { "inline_keyboard": [
+                        [{ "text": "Delivery times", "callback_data": "fd:abc:1" }],
+                        [{ "text": "Returns", "callback_data": "fd:abc:2" }]
+                    ]}
+                }
+            }
+        });
+        let RoutedEvent {
+            event: InboundEvent::Message(m),
+            ..
+        } = parse_update(update.to_string().as_bytes()).expect("parse")
+        else {
+            panic!("a message");
+        };
+        assert_eq!(m.text, "Returns");
+        assert_eq!(m.origin.payload(), Some("fd:abc:2"));
+        assert_eq!(m.reply_to.as_deref(), Some("5:9"));
     }
 
     #[test]

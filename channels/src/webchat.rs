@@ -54,6 +54,13 @@ pub fn parse_frame(visitor: &str, frame: &str) -> Result<InboundMessage, String>
             "the message is longer than {MAX_MESSAGE_CHARS} characters"
         ));
     }
+    // A tapped option comes back as its label with the option's payload.
+    let origin = match value["choice"].as_str() {
+        Some(payload) if !payload.is_empty() && payload.len() <= 128 => Origin::QuickReply {
+            payload: payload.to_owned(),
+        },
+        _ => Origin::Text,
+    };
     let client_id = value["id"]
         .as_str()
         .filter(|id| !id.is_empty() && id.len() <= 64)
@@ -66,7 +73,7 @@ pub fn parse_frame(visitor: &str, frame: &str) -> Result<InboundMessage, String>
             display_name: Some(format!("Web visitor {short}")),
         },
         text: text.to_owned(),
-        origin: Origin::Text,
+        origin,
         attachments: Vec::new(),
         sent_at: None,
         reply_to: None,
@@ -76,19 +83,38 @@ pub fn parse_frame(visitor: &str, frame: &str) -> Result<InboundMessage, String>
 
 /// A message as the widget shows it; `author_kind` is the stored author
 /// (`customer`, `agent`, anything else shows as the bot).
-pub fn message_frame(seq: i64, author_kind: &str, text: &str, created_at: &Value) -> Value {
+/// A bot message that offers options carries them as `choices`
+/// (`[{"label","payload"}]`); the widget shows them as buttons and sends a
+/// pick back as `{"type":"message","text":label,"choice":payload}`.
+pub fn message_frame(
+    seq: i64,
+    author_kind: &str,
+    text: &str,
+    created_at: &Value,
+    metadata: Option<&str>,
+) -> Value {
     let author = match author_kind {
         "customer" => "customer",
         "agent" => "agent",
         _ => "bot",
     };
-    json!({
+    let mut frame = json!({
         "type": "message",
         "seq": seq,
         "author": author,
         "text": text,
         "created_at": created_at,
-    })
+    });
+    if author == "bot"
+        && let Some(offer) = crate::choices::Offer::from_metadata(metadata)
+    {
+        frame["choices"] = offer
+            .choices()
+            .into_iter()
+            .map(|c| json!({ "label": c.label, "payload": c.payload }))
+            .collect();
+    }
+    frame
 }
 
 #[cfg(test)]
@@ -129,9 +155,12 @@ mod tests {
     #[test]
     fn authors_show_as_customer_agent_or_bot() {
         let at = json!("2026-01-01T00:00:00");
-        assert_eq!(message_frame(3, "customer", "a", &at)["author"], "customer");
-        assert_eq!(message_frame(3, "agent", "a", &at)["author"], "agent");
-        assert_eq!(message_frame(3, "bot", "a", &at)["author"], "bot");
-        assert_eq!(message_frame(3, "system", "a", &at)["seq"], 3);
+        assert_eq!(
+            message_frame(3, "customer", "a", &at, None)["author"],
+            "customer"
+        );
+        assert_eq!(message_frame(3, "agent", "a", &at, None)["author"], "agent");
+        assert_eq!(message_frame(3, "bot", "a", &at, None)["author"], "bot");
+        assert_eq!(message_frame(3, "system", "a", &at, None)["seq"], 3);
     }
 }

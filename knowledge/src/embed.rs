@@ -52,7 +52,7 @@ impl std::fmt::Debug for Embedder {
 /// ONNX Runtime can be loaded once per process; remember how that went.
 static RUNTIME: OnceLock<Result<(), String>> = OnceLock::new();
 
-fn load_runtime(paths: &ModelPaths) -> Result<(), EmbedError> {
+pub(crate) fn load_runtime(paths: &ModelPaths) -> Result<(), EmbedError> {
     let path = paths.runtime();
     RUNTIME
         .get_or_init(|| ort::init_from(&path).map(|_| ()).map_err(|e| e.to_string()))

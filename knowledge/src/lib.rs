@@ -15,6 +15,10 @@
 //!   fastembed) and the token counter the chunker sizes with.
 //! - [`index`] — one bot's search index on disk: tantivy full-text index,
 //!   int8 vector index, hybrid search with fused scores and a confidence.
+//! - [`rerank`] — the cross-encoder that rescores the best candidates of a
+//!   search, reading question and passage together.
+//! - [`calibrate`] — how likely each candidate is to answer the question:
+//!   a logistic model over what retrieval measured about it.
 //! - [`eval`] — retrieval quality: nDCG@k, Recall@k and MRR@k over
 //!   BEIR-style judgements.
 //!
@@ -34,12 +38,14 @@
 //! search falls back to full text alone. This crate knows nothing of the
 //! database or the channels.
 
+pub mod calibrate;
 pub mod chunk;
 pub mod embed;
 pub mod eval;
 pub mod extract;
 pub mod index;
 pub mod models;
+pub mod rerank;
 
 use std::fmt;
 use std::str::FromStr;

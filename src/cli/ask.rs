@@ -87,10 +87,11 @@ pub async fn run(app: App, env: &[(String, String)], args: AskArgs) -> anyhow::R
 }
 
 fn decision(answer: &Answer) -> &'static str {
-    match (&answer.handoff, answer.low_confidence) {
-        (Some(_), _) => "handoff",
-        (None, true) => "answered_low_confidence",
-        (None, false) => "answered",
+    match (&answer.handoff, answer.low_confidence, &answer.offer) {
+        (Some(_), _, _) => "handoff",
+        (None, _, Some(_)) => "choices",
+        (None, true, None) => "answered_low_confidence",
+        (None, false, None) => "answered",
     }
 }
 
@@ -108,6 +109,7 @@ fn report(answer: &Answer, paragraphs: &[String]) -> serde_json::Value {
             "triage": h.triage,
         })),
         "draft": answer.draft,
+        "choices": answer.offer.as_ref().map(|o| o.options.iter().map(|c| c.label.clone()).collect::<Vec<_>>()),
         "sources": answer.sources,
         "first_paragraph_ms": answer.first_paragraph.map(|d| d.as_millis() as u64),
     })
@@ -128,8 +130,9 @@ fn print_text(out: &mut impl Write, answer: &Answer, paragraphs: &[String]) -> s
     for s in &answer.sources {
         writeln!(
             out,
-            "{:>3}. {:.3}  {}  {}{}",
+            "{:>3}. p {:.2}  score {:.3}  {}  {}{}",
             s.n,
+            s.probability,
             s.score,
             s.doc_ref,
             s.label,
@@ -141,7 +144,15 @@ fn print_text(out: &mut impl Write, answer: &Answer, paragraphs: &[String]) -> s
             out,
             "decision: answered, flagged low-confidence (on_unknown = ai_generate)"
         )?,
-        None => writeln!(out, "decision: answered")?,
+        None => match &answer.offer {
+            Some(offer) => {
+                writeln!(out, "decision: offer choices (did you mean…)")?;
+                for (i, o) in offer.options.iter().enumerate() {
+                    writeln!(out, "  {}. {}", i + 1, o.label)?;
+                }
+            }
+            None => writeln!(out, "decision: answered")?,
+        },
         Some(h) => {
             writeln!(
                 out,

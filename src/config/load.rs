@@ -56,6 +56,7 @@ impl Settings {
             embedding: EmbeddingSettings {
                 model_dir: cache.join("frontdesk").join("models"),
                 auto_install: true,
+                rerank: false,
             },
             llm: LlmSettings {
                 provider: LlmProvider::Extractive,
@@ -85,6 +86,12 @@ impl Settings {
                 history_tokens: 1200,
                 passages: 4,
                 max_paragraph_chars: 1200,
+                choices_message: "I found a few answers that might fit. Which one do you mean?"
+                    .into(),
+                none_of_these: "None of these".into(),
+                stale_choice_message: "Sorry, that option is no longer available. Could you \
+                    ask your question again in your own words?"
+                    .into(),
             },
             auth: AuthSettings {
                 session_ttl_hours: 12,

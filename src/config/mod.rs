@@ -198,6 +198,11 @@ pub struct EmbeddingSettings {
     /// models install` does) before the knowledge sync; search runs on BM25
     /// alone until it is there, or for good if fetching fails.
     pub auto_install: bool,
+    /// Rescore the best candidates of each search with the cross-encoder
+    /// reranker (installed by `frontdesk models install`). Without it, or
+    /// when it is missing, the embedding model and BM25 rank alone (and
+    /// `/readyz` says so).
+    pub rerank: bool,
 }
 
 /// `[llm]`
@@ -247,6 +252,14 @@ pub struct AnswerSettings {
     /// Longest paragraph sent as one message (characters); longer ones are
     /// cut at a sentence end.
     pub max_paragraph_chars: usize,
+    /// Asks which of the offered answers the customer means ("did you
+    /// mean…"); the options follow as buttons or a numbered list.
+    pub choices_message: String,
+    /// The last option of every offer: none fits, hand off to a person.
+    pub none_of_these: String,
+    /// Said when a customer picks an option that is no longer offered (an
+    /// old offer, or the knowledge changed).
+    pub stale_choice_message: String,
 }
 
 /// `[auth]`

@@ -121,6 +121,7 @@ fn chat_frame(message: &Message) -> Value {
         message.author_kind.as_str(),
         &message.body,
         &json!(message.created_at),
+        message.metadata.as_deref(),
     )
 }
 
@@ -269,7 +270,7 @@ impl Chat {
                                 if message.seq <= replayed { continue; }
                                 if message.direction == "outbound" || message.author_kind == "customer" {
                                     last = last.max(message.seq);
-                                    let frame = webchat::message_frame(message.seq, &message.author_kind, &message.body, &message.created_at);
+                                    let frame = webchat::message_frame(message.seq, &message.author_kind, &message.body, &message.created_at, message.metadata.as_deref());
                                     session.text(frame.to_string()).await.map_err(|_| "closed")?;
                                 }
                             }
@@ -330,4 +331,6 @@ struct MessageView {
     author_kind: String,
     body: String,
     created_at: Value,
+    #[serde(default)]
+    metadata: Option<String>,
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use store::models::conversation::{Conversation, ConversationStatus};
 use store::models::handoff::Handoff;
+use store::models::message::Message;
 use store::models::workspace::Workspace;
 
 use crate::cli::{Served, fresh_install, serve_with};
@@ -70,6 +71,15 @@ struct Shop {
 
 impl Shop {
     async fn start(llm: Option<LlmBehaviour>, extra_env: &[(&str, &str)]) -> Option<Shop> {
+        Self::start_with(llm, extra_env, &[]).await
+    }
+
+    /// With `knowledge` files `(name, content)` added to the shop's.
+    async fn start_with(
+        llm: Option<LlmBehaviour>,
+        extra_env: &[(&str, &str)],
+        knowledge: &[(&str, &str)],
+    ) -> Option<Shop> {
         let models = crate::knowledge::model_dir()?;
         let telegram = FakePlatform::start().await;
         let graph = FakePlatform::start().await;
@@ -91,6 +101,13 @@ impl Shop {
             BOT.replace("{llm}", llm_table),
         )
         .expect("bot file");
+        for (name, content) in knowledge {
+            std::fs::write(
+                dir.path().join("config/knowledge/northwind").join(name),
+                content,
+            )
+            .expect("knowledge file");
+        }
         let models = models.to_string_lossy().into_owned();
         let llm_url = llm.as_ref().map(|l| l.url.clone()).unwrap_or_default();
         let mut env = vec![
@@ -269,6 +286,279 @@ impl Shop {
             llm.stop().await;
         }
     }
+}
+
+/// Two entries that answer "how long does delivery take?" equally well.
+const DELIVERY_FAQ: &str = "question,answer\n\
+How long does delivery to Sweden take?,\"Parcels to Sweden arrive within two to three working days after dispatch.\"\n\
+How long does delivery to Norway take?,\"Parcels to Norway arrive within four to five working days after dispatch, customs included.\"\n";
+
+const AMBIGUOUS: &str = "How long does delivery take?";
+
+/// A Telegram button press: `data` on the keyboard of message `message_id`.
+async fn telegram_taps(shop: &Shop, chat: i64, message: &Value, data: &str) -> reqwest::StatusCode {
+    let n = shop.next();
+    let body = json!({
+        "update_id": n,
+        "callback_query": {
+            "id": format!("cb-{n}"),
+            "from": { "id": chat, "is_bot": false, "first_name": "Tess" },
+            "data": data,
+            "message": {
+                "message_id": 900 + n, "date": 1,
+                "chat": { "id": chat, "type": "private" },
+                "text": message["text"],
+                "reply_markup": message["reply_markup"],
+            }
+        }
+    });
+    shop.http
+        .post(shop.url("/webhooks/telegram/nw-tg"))
+        .header("x-telegram-bot-api-secret-token", "tg-secret")
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .status()
+}
+
+/// Close candidates are offered as the channel's buttons; a tap answers from
+/// the chosen entry in a new message, "none of these" hands off, and a tap
+/// on an offer this conversation never had gets a polite re-ask. By email
+/// the options are numbered and a reply of "2" picks the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn did_you_mean_choices_are_buttons_and_a_tap_answers_from_the_chosen_entry() {
+    let Some(shop) = Shop::start_with(None, &[], &[("delivery.csv", DELIVERY_FAQ)]).await else {
+        return;
+    };
+    let app = shop.app().await;
+    let offered = |chat: i64| {
+        move |c: &crate::common::fakes::Recorded| {
+            c.body["chat_id"] == chat && c.body["reply_markup"]["inline_keyboard"].is_array()
+        }
+    };
+
+    // Telegram: an inline keyboard, one button a row, "None of these" last.
+    shop.telegram_says(601, AMBIGUOUS).await;
+    let offer = shop
+        .telegram
+        .call("/sendMessage", offered(601), Duration::from_secs(30))
+        .await;
+    let keyboard = offer.body["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .expect("keyboard")
+        .clone();
+    let buttons: Vec<(String, String)> = keyboard
+        .iter()
+        .map(|row| {
+            (
+                row[0]["text"].as_str().expect("text").to_owned(),
+                row[0]["callback_data"].as_str().expect("data").to_owned(),
+            )
+        })
+        .collect();
+    assert!(buttons.len() >= 3, "{buttons:?}");
+    assert!(
+        buttons
+            .iter()
+            .all(|(_, d)| d.len() <= 64 && d.starts_with("fd:"))
+    );
+    assert_eq!(buttons.last().map(|b| b.0.as_str()), Some("None of these"));
+    let norway = buttons
+        .iter()
+        .find(|(t, _)| t.contains("Norway"))
+        .unwrap_or_else(|| panic!("Norway is offered: {buttons:?}"));
+    assert!(
+        buttons.iter().any(|(t, _)| t.contains("Sweden")),
+        "{buttons:?}"
+    );
+    let offered_text = offer.body["text"].as_str().unwrap_or_default();
+    assert!(
+        offered_text.contains("Which one do you mean?"),
+        "{offered_text}"
+    );
+
+    // The tap: acknowledged, answered from Norway's entry in a new message.
+    let before = shop.telegram.calls("/sendMessage").len();
+    assert_eq!(telegram_taps(&shop, 601, &offer.body, &norway.1).await, 200);
+    let answer = shop
+        .telegram
+        .call(
+            "/sendMessage",
+            |c| {
+                c.body["chat_id"] == 601
+                    && c.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Source:"))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let text = answer.body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("four to five working days"), "{text}");
+    assert!(
+        text.contains("Source: How long does delivery to Norway take?"),
+        "{text}"
+    );
+    assert!(shop.telegram.calls("/sendMessage").len() > before);
+    assert!(
+        shop.telegram
+            .calls("/answerCallbackQuery")
+            .iter()
+            .any(|c| c.body["callback_query_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("cb-"))),
+        "the press is acknowledged"
+    );
+    assert!(shop.telegram.calls("/editMessageText").is_empty());
+
+    // A forged or stale payload: a polite re-ask, no answer, no error.
+    assert_eq!(
+        telegram_taps(&shop, 601, &offer.body, "fd:0123456789abcdef:1").await,
+        200
+    );
+    shop.telegram
+        .call(
+            "/sendMessage",
+            |c| {
+                c.body["chat_id"] == 601
+                    && c.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("no longer available"))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // An offer shown in another conversation does not work here.
+    shop.telegram_says(602, "Do you sell gift cards?").await;
+    until_turns_done(&app).await;
+    let before = shop.telegram_texts(602).len();
+    assert_eq!(telegram_taps(&shop, 602, &offer.body, &norway.1).await, 200);
+    shop.telegram
+        .call(
+            "/sendMessage",
+            |c| {
+                c.body["chat_id"] == 602
+                    && c.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("no longer available"))
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(shop.telegram_texts(602).len() > before);
+
+    // "None of these" hands off with the bot's fallback message.
+    shop.telegram_says(603, AMBIGUOUS).await;
+    let offer = shop
+        .telegram
+        .call("/sendMessage", offered(603), Duration::from_secs(30))
+        .await;
+    let none = offer.body["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .and_then(|rows| rows.last())
+        .and_then(|row| row[0]["callback_data"].as_str())
+        .expect("none of these")
+        .to_owned();
+    assert_eq!(telegram_taps(&shop, 603, &offer.body, &none).await, 200);
+    let (handoff, _) = handoff_for(&app, AMBIGUOUS).await;
+    assert!(
+        handoff
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("none of the offered")),
+        "{handoff:?}"
+    );
+    until_turns_done(&app).await;
+    assert!(
+        shop.telegram_texts(603)
+            .iter()
+            .any(|t| t.contains("Let me get a colleague")),
+        "{:?}",
+        shop.telegram_texts(603)
+    );
+
+    // Messenger: quick replies numbered within 20 characters, the list in the text.
+    shop.messenger_says("psid-7", AMBIGUOUS).await;
+    let sent = shop
+        .graph
+        .call(
+            "/messages",
+            |c| c.body["message"]["quick_replies"].is_array(),
+            Duration::from_secs(30),
+        )
+        .await;
+    let replies = sent.body["message"]["quick_replies"]
+        .as_array()
+        .expect("replies")
+        .clone();
+    assert!(replies.len() >= 3, "{replies:?}");
+    for r in &replies {
+        let title = r["title"].as_str().expect("title");
+        assert!(title.chars().count() <= 20, "{title}");
+        assert!(r["payload"].as_str().is_some_and(|p| p.starts_with("fd:")));
+    }
+    let listed = sent.body["message"]["text"].as_str().unwrap_or_default();
+    assert!(
+        listed.contains("1. ") && listed.contains("None of these"),
+        "{listed}"
+    );
+
+    // Email: a numbered list; "2" picks the second.
+    shop.email_says("ann@customer.example", "Delivery", AMBIGUOUS)
+        .await;
+    eventually("the offer by email", || {
+        shop.mails()
+            .iter()
+            .any(|m| m.contains("Reply with the number"))
+    })
+    .await;
+    let mail = shop
+        .mails()
+        .into_iter()
+        .find(|m| m.contains("Reply with the number"))
+        .expect("offer");
+    let second = mail
+        .lines()
+        .find(|l| l.starts_with("2. "))
+        .map(|l| l.trim_start_matches("2. ").trim().to_owned())
+        .unwrap_or_else(|| panic!("no second option in {mail}"));
+    shop.email_says("ann@customer.example", "Re: Delivery", "2")
+        .await;
+    let country = if second.contains("Norway") {
+        "Norway"
+    } else {
+        "Sweden"
+    };
+    let source = format!("Source: How long does delivery to {country} take?");
+    eventually("the answer by email", || {
+        shop.mails()
+            .iter()
+            .any(|m| m.contains(&source) && m.contains("working days"))
+    })
+    .await;
+
+    // The record shows agents what was offered and what was picked.
+    let (_, conversation) = handoff_for(&app, AMBIGUOUS).await;
+    let mut conn = app.db.get().await.expect("conn");
+    let messages = Message::before(&mut conn, &conversation.id, i64::MAX, 20)
+        .await
+        .expect("messages");
+    assert!(
+        messages.iter().any(|m| m
+            .metadata
+            .as_deref()
+            .is_some_and(|d| d.contains("\"choices\""))),
+        "the offer is stored with its options"
+    );
+    assert!(
+        messages.iter().any(|m| m.body == "None of these"),
+        "the tap is stored as the button's text: {:?}",
+        messages.iter().map(|m| &m.body).collect::<Vec<_>>()
+    );
+    drop(conn);
+    shop.stop().await;
 }
 
 /// The workspace's handoffs, oldest first, with their conversation.

@@ -74,7 +74,7 @@ impl KnowledgeIndex {
     }
 
     /// How many of `terms` occur in the chunk `chunk_id` (title or text).
-    pub(super) fn terms_in_chunk(&self, chunk_id: &str, terms: &[String]) -> usize {
+    pub fn terms_in_chunk(&self, chunk_id: &str, terms: &[String]) -> usize {
         let key = Term::from_field_u64(self.fields.key, chunk_key(chunk_id));
         let Ok(searcher) = self.reader.read().map(|r| r.searcher()) else {
             return 0;
