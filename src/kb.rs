@@ -249,8 +249,6 @@ pub fn features(
             knowledge::calibrate::Features {
                 cosine: h.cosine.unwrap_or(0.0),
                 bm25: h.bm25.map_or(0.0, |b| b / best_bm25.max(f32::EPSILON)),
-                rerank: h.rerank,
-                rerank_lead: lead(|h| h.rerank, i),
                 cosine_lead: lead(|h| h.cosine, i),
                 agree,
                 coverage,

@@ -383,9 +383,14 @@ impl Pipeline {
         let Some(model) = bot.model.clone() else {
             return failed("no model name: set llm.model or the bot's [llm] model".into());
         };
+        // The model sees the plausible candidates only: the best, and those
+        // after it until the first the calibration rules out (a prefix, so
+        // its citation numbers stay the sources' numbers).
         let references: Vec<Reference> = passages
             .iter()
-            .map(|p| Reference {
+            .enumerate()
+            .take_while(|(i, p)| *i == 0 || p.probability >= decision::FLOOR)
+            .map(|(_, p)| Reference {
                 label: p.label(),
                 text: p.body.clone(),
             })

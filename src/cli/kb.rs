@@ -656,8 +656,8 @@ async fn eval(app: &App, bot: &Bot, files: &EvalFiles, k: usize) -> anyhow::Resu
                     serde_json::json!({
                         "doc_id": h.chunk.doc_ref,
                         "relevant": relevant.contains(&h.chunk.doc_ref),
-                        "cosine": f.cosine, "bm25": f.bm25, "rerank": f.rerank,
-                        "rerank_lead": f.rerank_lead, "cosine_lead": f.cosine_lead,
+                        "cosine": f.cosine, "bm25": f.bm25, "rerank": h.rerank,
+                        "cosine_lead": f.cosine_lead,
                         "agree": f.agree, "coverage": f.coverage,
                         "probability": h.probability,
                     })

@@ -78,7 +78,7 @@ pub use error::IndexError;
 pub use handle::KnowledgeIndex;
 pub use results::{Retriever, SearchHit, SearchResults};
 pub use schema::analyzer;
-pub use search::FUSION_BM25_WEIGHT;
+pub use search::{FUSION_BM25_WEIGHT, FUSION_BM25_WEIGHT_OTHER_LANGUAGES, fusion_bm25_weight};
 pub use write::IndexedChunk;
 
 #[cfg(test)]

@@ -18,6 +18,20 @@ use super::vectors::{chunk_cosine, dense_scores};
 /// its optimum is flat between 0.1 and 0.2 — BM25 mostly breaks ties among
 /// close vector matches.
 pub const FUSION_BM25_WEIGHT: f32 = 0.15;
+/// The same weight for knowledge in another language than English. The
+/// embedding model is English-only, so words carry more of the meaning:
+/// on SweFAQ (Swedish agency FAQs, answers only) nDCG@10 rises from 0.57 at
+/// 0.15 to 0.63 at 0.7, the optimum of 0.3–3; on SQuAD-sv from 0.70 to 0.80.
+pub const FUSION_BM25_WEIGHT_OTHER_LANGUAGES: f32 = 0.7;
+
+/// The BM25 weight of hybrid search for knowledge in `language`.
+pub fn fusion_bm25_weight(language: crate::Language) -> f32 {
+    if language == crate::Language::English {
+        FUSION_BM25_WEIGHT
+    } else {
+        FUSION_BM25_WEIGHT_OTHER_LANGUAGES
+    }
+}
 /// In hybrid search, a chunk without vectors (ingested while the model was
 /// missing) scores this share of its normalized BM25 in place of a cosine.
 const NO_VECTOR_WEIGHT: f32 = 0.6;
@@ -81,6 +95,7 @@ impl KnowledgeIndex {
                 let mut candidates: HashSet<u32> = dense.keys().copied().collect();
                 candidates.extend(bm25_of.keys());
                 let q = query_vector.unwrap_or_default();
+                let weight = fusion_bm25_weight(self.language);
                 candidates
                     .into_iter()
                     .map(|slot| {
@@ -91,13 +106,13 @@ impl KnowledgeIndex {
                         if !has_vectors {
                             // Stored while the model was missing: its words
                             // stand in for its meaning, so it still ranks.
-                            let score = NO_VECTOR_WEIGHT * b_norm + FUSION_BM25_WEIGHT * b_norm;
+                            let score = NO_VECTOR_WEIGHT * b_norm + weight * b_norm;
                             return hit(&state, slot, score, b, None);
                         }
                         let cosine = dense.get(&slot).copied().unwrap_or_else(|| {
                             chunk_cosine(&state.vectors, range.unwrap_or((0, 0)), q)
                         });
-                        let score = cosine + FUSION_BM25_WEIGHT * b_norm;
+                        let score = cosine + weight * b_norm;
                         hit(&state, slot, score, b, Some(cosine))
                     })
                     .collect()
