@@ -246,6 +246,20 @@ impl Shop {
             + 1
     }
 
+    /// Waits for a Telegram message to `chat` whose text contains `needle`.
+    async fn telegram_sent(&self, chat: i64, needle: &str) -> crate::common::fakes::Recorded {
+        self.telegram
+            .call(
+                "/sendMessage",
+                |c| {
+                    c.body["chat_id"] == chat
+                        && c.body["text"].as_str().is_some_and(|t| t.contains(needle))
+                },
+                Duration::from_secs(30),
+            )
+            .await
+    }
+
     /// Texts Telegram was asked to send to `chat`.
     fn telegram_texts(&self, chat: i64) -> Vec<String> {
         self.telegram
@@ -431,36 +445,14 @@ async fn did_you_mean_choices_are_buttons_and_a_tap_answers_from_the_chosen_entr
         telegram_taps(&shop, 601, &offer.body, "fd:0123456789abcdef:1").await,
         200
     );
-    shop.telegram
-        .call(
-            "/sendMessage",
-            |c| {
-                c.body["chat_id"] == 601
-                    && c.body["text"]
-                        .as_str()
-                        .is_some_and(|t| t.contains("no longer available"))
-            },
-            Duration::from_secs(30),
-        )
-        .await;
+    shop.telegram_sent(601, "no longer available").await;
 
     // An offer shown in another conversation does not work here.
     shop.telegram_says(602, "Do you sell gift cards?").await;
     until_turns_done(&app).await;
     let before = shop.telegram_texts(602).len();
     assert_eq!(telegram_taps(&shop, 602, &offer.body, &norway.1).await, 200);
-    shop.telegram
-        .call(
-            "/sendMessage",
-            |c| {
-                c.body["chat_id"] == 602
-                    && c.body["text"]
-                        .as_str()
-                        .is_some_and(|t| t.contains("no longer available"))
-            },
-            Duration::from_secs(30),
-        )
-        .await;
+    shop.telegram_sent(602, "no longer available").await;
     assert!(shop.telegram_texts(602).len() > before);
 
     // "None of these" hands off with the bot's fallback message.
@@ -634,18 +626,7 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
     // Telegram: the answer with its source, the disclosure first, typing shown.
     shop.telegram_says(501, IN_SCOPE).await;
     // The last paragraph carries the sources: wait for it.
-    shop.telegram
-        .call(
-            "/sendMessage",
-            |c| {
-                c.body["chat_id"] == 501
-                    && c.body["text"]
-                        .as_str()
-                        .is_some_and(|t| t.contains("Source:"))
-            },
-            Duration::from_secs(30),
-        )
-        .await;
+    shop.telegram_sent(501, "Source:").await;
     let texts = shop.telegram_texts(501);
     assert!(
         texts[0].starts_with("Hi! I'm an automated assistant"),
