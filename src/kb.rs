@@ -178,6 +178,10 @@ pub fn normalize_query(query: &str) -> String {
         }
         out.push_str(word);
     }
+    if out.is_empty() {
+        // One word longer than the limit: its start.
+        out = query.trim().chars().take(MAX_QUERY_CHARS).collect();
+    }
     out
 }
 
@@ -959,5 +963,26 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut dyn FnMut(&Pa
         } else {
             skipped(&path, "unsupported file type");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_collapsed_and_cut_at_a_word() {
+        assert_eq!(
+            normalize_query("  how\n\tlong   is delivery? "),
+            "how long is delivery?"
+        );
+        assert_eq!(normalize_query(" \n "), "");
+        assert_eq!(normalize_query("🙂🙂"), "🙂🙂");
+        let long = "refund ".repeat(1000);
+        let cut = normalize_query(&long);
+        assert!(cut.chars().count() <= MAX_QUERY_CHARS, "{}", cut.len());
+        assert!(cut.ends_with("refund"), "cut at a word");
+        let one_huge_word = "x".repeat(5000);
+        assert_eq!(normalize_query(&one_huge_word).len(), MAX_QUERY_CHARS);
     }
 }
