@@ -158,6 +158,10 @@ impl Found {
     }
 }
 
+/// On full text alone, a hit containing every word of the query is this
+/// likely to answer it (matching words is weaker evidence than meaning).
+const FULL_TEXT_CONFIDENCE: f32 = 0.8;
+
 /// How many hybrid candidates the reranker rescores.
 pub const RERANK_POOL: usize = 20;
 /// Weight of the cosine beside the reranker's logit when ranking.
@@ -875,12 +879,23 @@ impl Knowledge {
             }
         }
         let terms = index.query_terms(&query);
-        calibrate(&mut hits, &terms, &index);
+        if results.retriever == Retriever::FullText {
+            // No vectors (the model is missing, or BM25 was asked for): the
+            // calibration does not apply; each hit's share of the query's
+            // words stands in, as the full-text confidence does.
+            for hit in &mut hits {
+                let covered = if terms.is_empty() {
+                    0.0
+                } else {
+                    index.terms_in_chunk(&hit.chunk.id, &terms) as f32 / terms.len() as f32
+                };
+                hit.probability = FULL_TEXT_CONFIDENCE * covered;
+            }
+        } else {
+            calibrate(&mut hits, &terms, &index);
+        }
         hits.truncate(limit);
-        let confidence = match results.retriever {
-            Retriever::FullText => results.confidence,
-            _ => hits.first().map_or(0.0, |h| h.probability),
-        };
+        let confidence = hits.first().map_or(0.0, |h| h.probability);
         Ok(SearchOutcome {
             hits,
             confidence,

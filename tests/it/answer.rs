@@ -317,11 +317,11 @@ impl Shop {
 }
 
 /// Two entries that answer "how long does delivery take?" equally well.
-const DELIVERY_FAQ: &str = "question,answer\n\
+pub(crate) const DELIVERY_FAQ: &str = "question,answer\n\
 How long does delivery to Sweden take?,\"Parcels to Sweden arrive within two to three working days after dispatch.\"\n\
 How long does delivery to Norway take?,\"Parcels to Norway arrive within four to five working days after dispatch, customs included.\"\n";
 
-const AMBIGUOUS: &str = "How long does delivery take?";
+pub(crate) const AMBIGUOUS: &str = "How long does delivery take?";
 
 /// A Telegram button press: `data` on the keyboard of message `message_id`.
 async fn telegram_taps(shop: &Shop, chat: i64, message: &Value, data: &str) -> reqwest::StatusCode {

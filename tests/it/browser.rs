@@ -271,3 +271,109 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
     console.close().await.expect("close");
     let _ = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
 }
+
+/// "Did you mean…" in the widget: the options show as buttons under the
+/// bot's message, and a click answers from the chosen entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_shows_choices_as_buttons_and_a_click_answers_from_the_entry() {
+    let Some(driver) = start_driver() else { return };
+    if crate::knowledge::model_dir().is_none() {
+        return;
+    }
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    db.write_bot("shop.toml", BOT_FILE);
+    let mut settings = db.settings();
+    settings.worker.debounce_ms = 0;
+    let server = TestServer::with_worker(settings, &[], "w").await;
+    let app = server.app.clone();
+    let mut conn = app.db.get().await.expect("conn");
+    let workspace = Workspace::ensure(&mut conn, "shop")
+        .await
+        .expect("workspace");
+    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+        .await
+        .expect("q")
+        .expect("bot");
+    drop(conn);
+    app.knowledge
+        .ingest_bytes(
+            &app.db,
+            &bot,
+            "delivery.csv",
+            "delivery.csv",
+            crate::answer::DELIVERY_FAQ.as_bytes().to_vec(),
+            &frontdesk::kb::Quiet,
+        )
+        .await
+        .expect("ingest");
+
+    let customer = browser(&driver).await;
+    customer
+        .goto(&server.url(&format!("/demo?bot={}", bot.id)))
+        .await
+        .expect("demo page");
+    wait_for(&customer, "the widget", "return !!window.FrontdeskChat").await;
+    customer
+        .execute(
+            "window.FrontdeskChat.open(); return window.FrontdeskChat.send(arguments[0]);",
+            vec![json!(crate::answer::AMBIGUOUS)],
+        )
+        .await
+        .expect("send");
+    // The bot's reply: the offer, with its options as buttons.
+    wait_for(
+        &customer,
+        "the bot's reply",
+        "return window.FrontdeskChat.messages().some(m => m.author === 'bot');",
+    )
+    .await;
+    until_turns_done(&app).await;
+    let labels = customer
+        .execute(
+            "const m = window.FrontdeskChat.messages().find(m => m.author === 'bot' && m.choices.length);\
+             return m ? m.choices.map(c => c.label) : window.FrontdeskChat.messages();",
+            vec![],
+        )
+        .await
+        .expect("labels");
+    let Ok(labels) = serde_json::from_value::<Vec<String>>(labels.clone()) else {
+        let mut conn = app.db.get().await.expect("conn");
+        let why: Vec<_> = store::models::handoff::Handoff::open_in(&mut conn, &workspace.id)
+            .await
+            .expect("handoffs")
+            .into_iter()
+            .map(|h| (h.reason, h.detail))
+            .collect();
+        panic!("no offer; the widget shows {labels}; handoffs {why:?}");
+    };
+    assert_eq!(
+        labels.last().map(String::as_str),
+        Some("None of these"),
+        "{labels:?}"
+    );
+    let norway = labels
+        .iter()
+        .find(|l| l.contains("Norway"))
+        .unwrap_or_else(|| panic!("Norway offered: {labels:?}"))
+        .clone();
+    // The widget lives in a shadow root; the test hook clicks the button.
+    let clicked = customer
+        .execute(
+            "return window.FrontdeskChat.choose(arguments[0]);",
+            vec![json!(norway)],
+        )
+        .await
+        .expect("choose");
+    assert_eq!(clicked, json!(true));
+    let answer = wait_for(
+        &customer,
+        "the answer from the chosen entry",
+        "const m = window.FrontdeskChat.messages().find(m => m.author === 'bot' && m.text.includes('Source:'));\
+         return m ? m.text : null;",
+    )
+    .await;
+    let answer = answer.as_str().unwrap_or_default();
+    assert!(answer.contains("four to five working days"), "{answer}");
+    customer.close().await.expect("close");
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+}
