@@ -13,7 +13,7 @@
 //! difference between the chunk ids in SQL and in the index. A deleted index
 //! directory is the same case with an empty index. The search itself — the
 //! optional reranker and each hit's calibrated probability — is in
-//! [`search`].
+//! `search.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
