@@ -295,41 +295,46 @@ impl Answerer {
             .and_then(|m| serde_json::from_str::<Value>(m).ok())
             .map(|m| m["origin"].clone())
             .unwrap_or_default();
+        // What the message would pick, decided from the message alone: most
+        // turns are questions and never read the conversation for this.
+        enum Wanted<'a> {
+            Token(&'a str, usize),
+            Position(usize),
+        }
+        let wanted = match origin["payload"].as_str() {
+            Some(payload) => match choices::parse_payload(payload) {
+                Some((token, n)) => Wanted::Token(token, n),
+                // A button we never made: only Telegram's keyboard buttons
+                // are surely ours; other payloads may be a page's own menu.
+                None if origin["type"] == "callback" => return Ok(Some(Pick::Stale)),
+                None => return Ok(None),
+            },
+            None => match choices::parse_number(&last.body) {
+                Some(position) => Wanted::Position(position),
+                None => return Ok(None),
+            },
+        };
         let mut conn = self.app.db.get().await.map_err(|e| e.to_string())?;
         let earlier = Message::before(&mut conn, &turn.conversation.id, last.seq, 40)
             .await
             .map_err(|e| e.to_string())?;
-        let offers = earlier.iter().rev().filter_map(|m| {
-            (m.direction == Direction::Outbound)
-                .then(|| Offer::from_metadata(m.metadata.as_deref()))
-                .flatten()
-        });
-        let picked = match origin["payload"].as_str() {
-            Some(payload) => match choices::parse_payload(payload) {
-                Some((token, n)) => offers
-                    .into_iter()
-                    .find(|o| o.token == token)
-                    .and_then(|offer| offer.by_number(n).cloned().map(|o| (offer.clone(), o))),
-                // A button we never made: only Telegram's keyboard buttons
-                // are surely ours; other payloads may be a page's own menu.
-                None if origin["type"] == "callback" => None,
-                None => return Ok(None),
-            },
-            None => {
-                let Some(position) = choices::parse_number(&last.body) else {
-                    return Ok(None);
-                };
-                // A number answers only the bot's latest message, and only
-                // when that message was an offer.
-                let latest_bot = earlier
-                    .iter()
-                    .rev()
-                    .find(|m| m.direction == Direction::Outbound);
-                match latest_bot.and_then(|m| Offer::from_metadata(m.metadata.as_deref())) {
-                    Some(offer) => offer
-                        .at_position(position)
-                        .cloned()
-                        .map(|o| (offer.clone(), o)),
+        let mut bot_messages = earlier
+            .iter()
+            .rev()
+            .filter(|m| m.direction == Direction::Outbound);
+        let picked = match wanted {
+            Wanted::Token(token, n) => bot_messages
+                .filter_map(|m| Offer::from_metadata(m.metadata.as_deref()))
+                .find(|o| o.token == token)
+                .and_then(|offer| offer.by_number(n).cloned().map(|o| (offer, o))),
+            // A number answers only the bot's latest message, and only when
+            // that message was an offer.
+            Wanted::Position(position) => {
+                match bot_messages
+                    .next()
+                    .and_then(|m| Offer::from_metadata(m.metadata.as_deref()))
+                {
+                    Some(offer) => offer.at_position(position).cloned().map(|o| (offer, o)),
                     None => return Ok(None),
                 }
             }

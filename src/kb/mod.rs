@@ -163,6 +163,20 @@ impl std::fmt::Debug for Knowledge {
     }
 }
 
+/// Loads a model off the async threads and says how that went, once.
+async fn load_model<T: Send + 'static>(
+    paths: &ModelPaths,
+    load: fn(&ModelPaths, Option<usize>) -> Result<T, EmbedError>,
+    report: impl FnOnce(&Result<T, EmbedError>),
+) -> Result<Arc<T>, EmbedError> {
+    let paths = paths.clone();
+    let loaded = tokio::task::spawn_blocking(move || load(&paths, None))
+        .await
+        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+    report(&loaded);
+    loaded.map(Arc::new)
+}
+
 fn join_err(e: &tokio::task::JoinError) -> KbError {
     KbError::Join(e.to_string())
 }
@@ -193,18 +207,13 @@ impl Knowledge {
     /// missing, says so once, loudly, with the command that fetches it.
     pub async fn embedder(&self) -> Result<Arc<Embedder>, EmbedError> {
         self.embedder
-            .get_or_init(|| async {
-                let paths = self.model_paths.clone();
-                let loaded = tokio::task::spawn_blocking(move || Embedder::load(&paths, None))
-                    .await
-                    .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
-                match &loaded {
+            .get_or_init(|| {
+                load_model(&self.model_paths, Embedder::load, |loaded| match loaded {
                     Ok(_) => tracing::info!(model = MODEL_ID, "embedding model loaded"),
                     Err(e) => {
                         tracing::error!(error = %e, "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY")
                     }
-                }
-                loaded.map(Arc::new)
+                })
             })
             .await
             .clone()
@@ -226,19 +235,14 @@ impl Knowledge {
             });
         }
         self.reranker
-            .get_or_init(|| async {
-                let paths = self.model_paths.clone();
-                let loaded = tokio::task::spawn_blocking(move || Reranker::load(&paths, None))
-                    .await
-                    .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
-                match &loaded {
+            .get_or_init(|| {
+                load_model(&self.model_paths, Reranker::load, |loaded| match loaded {
                     Ok(_) => tracing::info!(model = RERANKER_ID, "reranker loaded"),
                     Err(e) => tracing::warn!(
                         error = %e,
                         "RERANKING IS OFF: answers rank by the embedding model and BM25 alone"
                     ),
-                }
-                loaded.map(Arc::new)
+                })
             })
             .await
             .clone()

@@ -83,6 +83,15 @@ fn calibrate(hits: &mut [Found], terms: &[String], index: &KnowledgeIndex) {
     }
 }
 
+/// The share of the query's analyzed `terms` found in a chunk, 0–1.
+fn coverage(index: &KnowledgeIndex, chunk_id: &str, terms: &[String]) -> f32 {
+    if terms.is_empty() {
+        0.0
+    } else {
+        index.terms_in_chunk(chunk_id, terms) as f32 / terms.len() as f32
+    }
+}
+
 /// What retrieval measured about each hit, for calibration.
 pub fn features(
     hits: &[Found],
@@ -115,11 +124,7 @@ pub fn features(
         .enumerate()
         .take(5)
         .map(|(i, h)| {
-            let coverage = if terms.is_empty() {
-                0.0
-            } else {
-                index.terms_in_chunk(&h.chunk.id, terms) as f32 / terms.len() as f32
-            };
+            let coverage = coverage(index, &h.chunk.id, terms);
             let agree = h.bm25.is_some()
                 && h.cosine.is_some()
                 && rank_of(|h| h.bm25, h) < 3
@@ -226,12 +231,7 @@ impl Knowledge {
             // calibration does not apply; each hit's share of the query's
             // words stands in, as the full-text confidence does.
             for hit in &mut hits {
-                let covered = if terms.is_empty() {
-                    0.0
-                } else {
-                    index.terms_in_chunk(&hit.chunk.id, &terms) as f32 / terms.len() as f32
-                };
-                hit.probability = FULL_TEXT_CONFIDENCE * covered;
+                hit.probability = FULL_TEXT_CONFIDENCE * coverage(&index, &hit.chunk.id, &terms);
             }
         } else {
             calibrate(&mut hits, &terms, &index);

@@ -96,6 +96,26 @@ async fn browser(driver: &Driver) -> Client {
 }
 
 /// Evaluates `script` until it returns something truthy (or 30 s pass).
+/// The shop's bot file served with a worker (no debounce): its database,
+/// the server, the workspace and the bot.
+async fn shop() -> (TestDb, TestServer, Workspace, store::models::bot::Bot) {
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    db.write_bot("shop.toml", BOT_FILE);
+    let mut settings = db.settings();
+    settings.worker.debounce_ms = 0;
+    let server = TestServer::with_worker(settings, &[], "w").await;
+    let mut conn = server.app.db.get().await.expect("conn");
+    let workspace = Workspace::ensure(&mut conn, "shop")
+        .await
+        .expect("workspace");
+    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+        .await
+        .expect("q")
+        .expect("bot");
+    drop(conn);
+    (db, server, workspace, bot)
+}
+
 async fn wait_for(client: &Client, what: &str, script: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -117,16 +137,9 @@ async fn wait_for(client: &Client, what: &str, script: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_console() {
     let Some(driver) = start_driver() else { return };
-    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
-    db.write_bot("shop.toml", BOT_FILE);
-    let mut settings = db.settings();
-    settings.worker.debounce_ms = 0;
-    let server = TestServer::with_worker(settings, &[], "w").await;
+    let (_db, server, workspace, bot) = shop().await;
     let app = server.app.clone();
     let mut conn = app.db.get().await.expect("conn");
-    let workspace = Workspace::ensure(&mut conn, "shop")
-        .await
-        .expect("workspace");
     let hash = frontdesk::auth::hash_password("agent password 1").expect("hash");
     let agent = User::create(&mut conn, "sam@shop.test", "Sam", Some(&hash))
         .await
@@ -134,10 +147,6 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
     User::set_role(&mut conn, &agent.id, &workspace.id, Role::Agent)
         .await
         .expect("role");
-    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
-        .await
-        .expect("q")
-        .expect("bot");
     drop(conn);
 
     // The customer, on the business's page with the widget.
@@ -277,24 +286,8 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_widget_shows_choices_as_buttons_and_a_click_answers_from_the_entry() {
     let Some(driver) = start_driver() else { return };
-    if crate::knowledge::model_dir().is_none() {
-        return;
-    }
-    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
-    db.write_bot("shop.toml", BOT_FILE);
-    let mut settings = db.settings();
-    settings.worker.debounce_ms = 0;
-    let server = TestServer::with_worker(settings, &[], "w").await;
+    let (_db, server, workspace, bot) = shop().await;
     let app = server.app.clone();
-    let mut conn = app.db.get().await.expect("conn");
-    let workspace = Workspace::ensure(&mut conn, "shop")
-        .await
-        .expect("workspace");
-    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
-        .await
-        .expect("q")
-        .expect("bot");
-    drop(conn);
     app.knowledge
         .ingest_bytes(
             &app.db,
