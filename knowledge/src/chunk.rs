@@ -92,12 +92,15 @@ impl Chunk {
         }
     }
 
-    /// A stable hash of everything that determines the chunk's vectors:
-    /// unchanged chunks are never embedded twice.
+    /// A stable hash of everything in the chunk that determines its vectors:
+    /// unchanged chunks are never embedded twice. Stored vectors are looked
+    /// up by this hash and their model.
     pub fn content_hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(crate::models::MODEL_ID.as_bytes());
+        // A fixed salt (the first model's name), kept so that the hashes
+        // stored before there were several models stay valid.
+        h.update(b"all-MiniLM-L6-v2-int8");
         h.update([0]);
         h.update(self.kind.as_str().as_bytes());
         h.update([0]);

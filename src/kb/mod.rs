@@ -23,7 +23,10 @@ use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
 use knowledge::embed::{EmbedError, Embedder, TokenCounter};
 use knowledge::extract::{ExtractError, Limits};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
-use knowledge::models::{DIMENSIONS, MODEL_ID, ModelPaths, RERANKER_ID};
+use knowledge::models::{
+    DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, default_embedding_model,
+    embedding_model,
+};
 use knowledge::rerank::Reranker;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -137,13 +140,22 @@ pub struct IngestReport {
 
 mod search;
 
+mod vectors;
+
 pub use search::{Found, MAX_QUERY_CHARS, RERANK_POOL, SearchOutcome, features, normalize_query};
+pub use vectors::{ModelChange, keep_vectors_current};
+
+/// One embedding model, loaded on first use.
+type EmbedderCell = Arc<OnceCell<Result<Arc<Embedder>, EmbedError>>>;
 
 /// The knowledge service of one process.
 pub struct Knowledge {
     index_root: PathBuf,
     model_paths: ModelPaths,
-    embedder: OnceCell<Result<Arc<Embedder>, EmbedError>>,
+    /// `embedding.model`: one model for every bot; `None`: by the bot's
+    /// language ([`default_embedding_model`]).
+    model: Option<&'static EmbeddingModel>,
+    embedders: Mutex<HashMap<&'static str, EmbedderCell>>,
     reranker: OnceCell<Result<Arc<Reranker>, EmbedError>>,
     /// Rerank the best candidates of each search (`embedding.rerank`).
     rerank: bool,
@@ -163,20 +175,6 @@ impl std::fmt::Debug for Knowledge {
     }
 }
 
-/// Loads a model off the async threads and says how that went, once.
-async fn load_model<T: Send + 'static>(
-    paths: &ModelPaths,
-    load: fn(&ModelPaths, Option<usize>) -> Result<T, EmbedError>,
-    report: impl FnOnce(&Result<T, EmbedError>),
-) -> Result<Arc<T>, EmbedError> {
-    let paths = paths.clone();
-    let loaded = tokio::task::spawn_blocking(move || load(&paths, None))
-        .await
-        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
-    report(&loaded);
-    loaded.map(Arc::new)
-}
-
 fn join_err(e: &tokio::task::JoinError) -> KbError {
     KbError::Join(e.to_string())
 }
@@ -193,7 +191,8 @@ impl Knowledge {
         Knowledge {
             index_root: data_dir.join("knowledge"),
             model_paths: ModelPaths::new(model_dir),
-            embedder: OnceCell::new(),
+            model: None,
+            embedders: Mutex::new(HashMap::new()),
             reranker: OnceCell::new(),
             rerank: false,
             counter: OnceCell::new(),
@@ -203,20 +202,53 @@ impl Knowledge {
         }
     }
 
-    /// The embedding model, loaded once (about half a second). When it is
+    /// Uses `model` for every bot (`embedding.model`), whatever its
+    /// language.
+    pub fn with_model(mut self, model: &'static EmbeddingModel) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The embedding model `bot` should use. When its stored vectors are of
+    /// another model, [`Knowledge::change_model`] re-embeds them.
+    pub fn model_for(&self, bot: &Bot) -> &'static EmbeddingModel {
+        self.model
+            .unwrap_or_else(|| default_embedding_model(bot.language))
+    }
+
+    /// An embedding model, loaded once (about half a second). When it is
     /// missing, says so once, loudly, with the command that fetches it.
-    pub async fn embedder(&self) -> Result<Arc<Embedder>, EmbedError> {
-        self.embedder
-            .get_or_init(|| {
-                load_model(&self.model_paths, Embedder::load, |loaded| match loaded {
-                    Ok(_) => tracing::info!(model = MODEL_ID, "embedding model loaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY")
-                    }
-                })
-            })
-            .await
-            .clone()
+    pub async fn embedder(
+        &self,
+        model: &'static EmbeddingModel,
+    ) -> Result<Arc<Embedder>, EmbedError> {
+        let cell = {
+            let mut cells = self
+                .embedders
+                .lock()
+                .map_err(|_| EmbedError::Model("model table lock poisoned".into()))?;
+            cells.entry(model.id).or_default().clone()
+        };
+        cell.get_or_init(|| {
+            let paths = self.model_paths.clone();
+            async move {
+                let loaded =
+                    tokio::task::spawn_blocking(move || Embedder::load(&paths, model, None))
+                        .await
+                        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+                match &loaded {
+                    Ok(_) => tracing::info!(model = model.id, "embedding model loaded"),
+                    Err(e) => tracing::error!(
+                        model = model.id,
+                        error = %e,
+                        "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY for bots of this model"
+                    ),
+                }
+                loaded.map(Arc::new)
+            }
+        })
+        .await
+        .clone()
     }
 
     /// Turns reranking on (`embedding.rerank = true`): the best candidates
@@ -236,13 +268,20 @@ impl Knowledge {
         }
         self.reranker
             .get_or_init(|| {
-                load_model(&self.model_paths, Reranker::load, |loaded| match loaded {
-                    Ok(_) => tracing::info!(model = RERANKER_ID, "reranker loaded"),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "RERANKING IS OFF: answers rank by the embedding model and BM25 alone"
-                    ),
-                })
+                let paths = self.model_paths.clone();
+                async move {
+                    let loaded = tokio::task::spawn_blocking(move || Reranker::load(&paths, None))
+                        .await
+                        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+                    match &loaded {
+                        Ok(_) => tracing::info!(model = RERANKER_ID, "reranker loaded"),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "RERANKING IS OFF: answers rank by the embedding model and BM25 alone"
+                        ),
+                    }
+                    loaded.map(Arc::new)
+                }
             })
             .await
             .clone()
@@ -258,16 +297,27 @@ impl Knowledge {
             .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
     }
 
-    /// Whether the model loaded (`None`: not tried yet), without waiting.
+    /// Whether the embedding models tried so far loaded (`None`: none
+    /// tried yet), without waiting: the first failure, if any.
     pub fn embedder_status(&self) -> Option<Result<(), String>> {
-        self.embedder
-            .get()
+        let cells: Vec<EmbedderCell> = self.embedders.lock().ok()?.values().cloned().collect();
+        let tried: Vec<Result<(), String>> = cells
+            .iter()
+            .filter_map(|c| c.get())
             .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
+            .collect();
+        if tried.is_empty() {
+            return None;
+        }
+        Some(tried.into_iter().collect())
     }
 
-    /// `None` when vectors work; otherwise why not (for `/readyz`).
-    pub async fn degraded(&self) -> Option<String> {
-        self.embedder().await.err().map(|e| e.to_string())
+    /// `None` when `bot`'s vectors work; otherwise why not.
+    pub async fn degraded(&self, bot: &Bot) -> Option<String> {
+        self.embedder(self.model_for(bot))
+            .await
+            .err()
+            .map(|e| e.to_string())
     }
 
     async fn counter(&self) -> Arc<TokenCounter> {
@@ -403,7 +453,13 @@ impl Knowledge {
         sync_index: bool,
     ) -> Result<FileOutcome, FileError> {
         let content_hash = sha256_hex(&bytes);
-        let embedder = self.embedder().await.ok();
+        // Embed with the model search uses now; a change of model is
+        // carried out for all chunks at once by `change_model`.
+        let model = match self.serving_model(db, bot).await? {
+            Some(id) => embedding_model(&id).unwrap_or(self.model_for(bot)),
+            None => self.model_for(bot),
+        };
+        let embedder = self.embedder(model).await.ok();
         {
             let mut conn = db.get().await.map_err(KbError::from)?;
             if let Some(existing) = Document::find(&mut conn, &bot.id, source)
@@ -413,7 +469,7 @@ impl Knowledge {
             {
                 // Unchanged, unless it was stored without vectors that can now be made.
                 let complete = embedder.is_none()
-                    || ChunkRow::ids_of_document(&mut conn, &existing.id, MODEL_ID)
+                    || ChunkRow::ids_of_document(&mut conn, &existing.id, model.id)
                         .await
                         .map_err(KbError::from)?
                         .iter()
@@ -441,7 +497,7 @@ impl Knowledge {
         let hashes: Vec<String> = chunks.iter().map(Chunk::content_hash).collect();
         let reusable = {
             let mut conn = db.get().await.map_err(KbError::from)?;
-            ChunkRow::embeddings_by_hash(&mut conn, &bot.id, &hashes, MODEL_ID)
+            ChunkRow::embeddings_by_hash(&mut conn, &bot.id, &hashes, model.id)
                 .await
                 .map_err(KbError::from)?
         };
@@ -452,17 +508,14 @@ impl Knowledge {
         } else {
             Vec::new()
         };
-        // Texts: a passage has one vector; an FAQ entry with a question two
-        // (question with answer, then the question alone).
-        let mut texts: Vec<(usize, String)> = Vec::new();
-        for &i in &to_embed {
-            texts.push((i, chunks[i].embedding_text()));
-            if chunks[i].kind == ChunkKind::Faq
-                && let Some(q) = &chunks[i].title
-            {
-                texts.push((i, q.clone()));
-            }
-        }
+        let texts: Vec<(usize, String)> = to_embed
+            .iter()
+            .flat_map(|&i| {
+                model_inputs(model, &chunks[i])
+                    .into_iter()
+                    .map(move |t| (i, t))
+            })
+            .collect();
         progress.chunked(source, chunks.len(), texts.len());
         let mut fresh: HashMap<usize, Vec<Vec<f32>>> = HashMap::new();
         let mut embedded = 0;
@@ -502,7 +555,7 @@ impl Knowledge {
                     line: c.location.line.and_then(|l| i32::try_from(l).ok()),
                     tokens: i32::try_from(c.tokens).unwrap_or(i32::MAX),
                     content_hash: hashes[i].clone(),
-                    embedding_model: vectors.as_ref().map(|_| MODEL_ID.to_owned()),
+                    embedding_model: vectors.as_ref().map(|_| model.id.to_owned()),
                     embeddings: vectors,
                 }
             })
@@ -546,13 +599,22 @@ impl Knowledge {
     /// The bot's index, brought up to the database's generation first.
     pub async fn index(&self, db: &Db, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
         let generation = self.sql_generation(db, bot).await?;
-        let index = self.open_index(bot).await?;
-        if index.generation() == generation {
+        if let Some(index) = self.cached_index(bot)
+            && index.generation() == generation
+        {
             return Ok(index);
         }
         let _one_at_a_time = self.sync.lock().await;
         // Another task may have caught up while this one waited.
         let generation = self.sql_generation(db, bot).await?;
+        // The vectors' model changes only with the generation: when the
+        // stored vectors are of another model than the index's, the index
+        // is rebuilt for theirs.
+        let model = match self.serving_model(db, bot).await? {
+            Some(id) => id,
+            None => self.model_for(bot).id.to_owned(),
+        };
+        let index = self.open_index(bot, &model).await?;
         for _ in 0..5 {
             let (base, in_index) = {
                 let index = index.clone();
@@ -581,18 +643,34 @@ impl Knowledge {
         Ok(u64::try_from(ChunkRow::generation(&mut conn, &bot.id).await?).unwrap_or(0))
     }
 
-    async fn open_index(&self, bot: &Bot) -> Result<Arc<KnowledgeIndex>, KbError> {
-        if let Ok(map) = self.indexes.lock()
-            && let Some(index) = map.get(&bot.id)
-            && index.language() == bot.language
+    /// The model of most of the bot's stored vectors, if it has any.
+    async fn serving_model(&self, db: &Db, bot: &Bot) -> Result<Option<String>, KbError> {
+        let mut conn = db.get().await?;
+        Ok(ChunkRow::serving_model(&mut conn, &bot.id).await?)
+    }
+
+    /// The index this process has open for `bot`, if it is for the bot's
+    /// language.
+    fn cached_index(&self, bot: &Bot) -> Option<Arc<KnowledgeIndex>> {
+        let map = self.indexes.lock().ok()?;
+        map.get(&bot.id)
+            .filter(|index| index.language() == bot.language)
+            .cloned()
+    }
+
+    async fn open_index(&self, bot: &Bot, model: &str) -> Result<Arc<KnowledgeIndex>, KbError> {
+        if let Some(index) = self.cached_index(bot)
+            && index.model() == model
         {
-            return Ok(index.clone());
+            return Ok(index);
         }
         let dir = self.index_root.join(&bot.id);
         let language = bot.language;
-        let index = tokio::task::spawn_blocking(move || KnowledgeIndex::open(&dir, language))
-            .await
-            .map_err(|e| join_err(&e))??;
+        let model = model.to_owned();
+        let index =
+            tokio::task::spawn_blocking(move || KnowledgeIndex::open(&dir, language, &model))
+                .await
+                .map_err(|e| join_err(&e))??;
         let index = Arc::new(index);
         if let Ok(mut map) = self.indexes.lock() {
             map.insert(bot.id.clone(), index.clone());
@@ -614,7 +692,7 @@ impl Knowledge {
         let started = std::time::Instant::now();
         let in_sql: HashMap<String, bool> = {
             let mut conn = db.get().await?;
-            ChunkRow::ids(&mut conn, &bot.id, MODEL_ID)
+            ChunkRow::ids(&mut conn, &bot.id, index.model())
                 .await?
                 .into_iter()
                 .collect()
@@ -647,7 +725,10 @@ impl Knowledge {
                 let mut conn = db.get().await?;
                 ChunkRow::by_ids(&mut conn, &bot.id, ids).await?
             };
-            let chunks: Vec<IndexedChunk> = rows.into_iter().map(indexed).collect();
+            let chunks: Vec<IndexedChunk> = rows
+                .into_iter()
+                .map(|row| indexed(row, index.model()))
+                .collect();
             let gone = removed.take().unwrap_or_default();
             // Until the last batch the index is marked incomplete
             // (generation 0): a crash half-way leaves it stale, not wrong.
@@ -673,14 +754,32 @@ impl Knowledge {
     }
 }
 
-fn indexed(row: ChunkRow) -> IndexedChunk {
+/// The texts embedded for a chunk, as `model` reads them: a passage has one
+/// vector; an FAQ entry with a question two (question with answer, then the
+/// question alone, read as a query: customers' questions are matched
+/// against it).
+fn model_inputs(model: &EmbeddingModel, chunk: &Chunk) -> Vec<String> {
+    let mut texts = vec![model.input(Role::Passage, &chunk.embedding_text())];
+    if chunk.kind == ChunkKind::Faq
+        && let Some(q) = &chunk.title
+    {
+        texts.push(model.input(Role::Query, q));
+    }
+    texts
+}
+
+/// A stored chunk as the index takes it, with its vectors if they are of
+/// the index's `model`.
+fn indexed(row: ChunkRow, model: &str) -> IndexedChunk {
     let kind = if row.kind == "faq" {
         ChunkKind::Faq
     } else {
         ChunkKind::Passage
     };
     let vectors = match (&row.embeddings, row.embedding_model.as_deref()) {
-        (Some(bytes), Some(MODEL_ID)) => unpack_vectors(bytes, DIMENSIONS).unwrap_or_default(),
+        (Some(bytes), Some(m)) if m == model => {
+            unpack_vectors(bytes, DIMENSIONS).unwrap_or_default()
+        }
         _ => Vec::new(),
     };
     IndexedChunk {

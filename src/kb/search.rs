@@ -78,8 +78,9 @@ fn rerank_text(chunk: &ChunkRow) -> String {
 /// ([`knowledge::calibrate`]); `hits` are ranked, best first.
 fn calibrate(hits: &mut [Found], terms: &[String], index: &KnowledgeIndex) {
     let features = features(hits, terms, index);
+    let weights = knowledge::calibrate::weights_for(index.model());
     for (hit, f) in hits.iter_mut().zip(&features) {
-        hit.probability = knowledge::calibrate::probability(f);
+        hit.probability = knowledge::calibrate::probability(weights, f);
     }
 }
 
@@ -256,14 +257,21 @@ impl Knowledge {
     ) -> Result<(SearchResults, Arc<KnowledgeIndex>), KbError> {
         let limit = limit.clamp(1, MAX_RESULTS);
         let index = self.index(db, bot).await?;
-        let vector = match (retriever, self.embedder().await) {
-            (Retriever::FullText, _) | (_, Err(_)) => None,
-            (_, Ok(embedder)) => {
+        // The question is embedded by the model of the index's vectors, which
+        // during a change of model is still the old one.
+        let model = knowledge::models::embedding_model(index.model());
+        let embedder = match (retriever, model) {
+            (Retriever::FullText, _) | (_, None) => None,
+            (_, Some(model)) => self.embedder(model).await.ok(),
+        };
+        let vector = match embedder {
+            None => None,
+            Some(embedder) => {
                 let q = query.to_owned();
-                let v = tokio::task::spawn_blocking(move || embedder.embed(&[q]))
+                let v = tokio::task::spawn_blocking(move || embedder.embed_query(&q))
                     .await
                     .map_err(|e| join_err(&e))??;
-                v.into_iter().next()
+                Some(v)
             }
         };
         let query = query.to_owned();

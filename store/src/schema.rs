@@ -95,6 +95,8 @@ diesel::table! {
         content_hash -> Text,
         embeddings -> Nullable<Binary>,
         embedding_model -> Nullable<Text>,
+        next_embeddings -> Nullable<Binary>,
+        next_embedding_model -> Nullable<Text>,
     }
 }
 

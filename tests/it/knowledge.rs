@@ -12,21 +12,24 @@ pub(crate) fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("FRONTDESK_TEST_MODEL_DIR")
         .map(PathBuf::from)
         .or_else(knowledge::embed::default_model_dir)?;
-    if knowledge::models::ModelPaths::new(&dir)
-        .missing()
-        .is_empty()
-    {
-        Some(dir)
-    } else {
-        missing_service(
-            "the embedding model",
-            &format!(
-                "nothing installed in {}; run `frontdesk models install`",
-                dir.display()
-            ),
-        );
-        None
+    let paths = knowledge::models::ModelPaths::new(&dir);
+    let missing: Vec<&str> = knowledge::models::EMBEDDING_MODELS
+        .iter()
+        .filter(|m| !paths.missing(m).is_empty())
+        .map(|m| m.id)
+        .collect();
+    if missing.is_empty() {
+        return Some(dir);
     }
+    missing_service(
+        "the embedding models",
+        &format!(
+            "{} not installed in {}; run `frontdesk models install`",
+            missing.join(" and "),
+            dir.display()
+        ),
+    );
+    None
 }
 
 /// A scratch install with one bot file per `(workspace, bot)`.
@@ -424,4 +427,152 @@ fn vectors_arrive_later_and_only_changed_chunks_are_embedded() {
         &env,
     ));
     assert!(found.contains("no results"), "{found}");
+}
+
+/// A change of embedding model (here `embedding.model`, as after a restart
+/// with a new setting) re-embeds the bot's knowledge while search goes on
+/// with the old vectors, then swaps every chunk at once; later ingests
+/// embed with the new model. On both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_model_reembeds_while_search_goes_on_with_the_old_vectors() {
+    use frontdesk::kb::{Knowledge, ModelChange, Quiet};
+    use knowledge::index::Retriever;
+    use knowledge::models::{MINILM, MULTILINGUAL_E5};
+    use store::models::knowledge::ChunkRow;
+
+    let Some(models) = model_dir() else { return };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = TestDb::new(backend).await else {
+            continue;
+        };
+        db.write_bot(
+            "help.toml",
+            "workspace = \"w\"\nname = \"help\"\nsystem_prompt = \"Help.\"\nlanguage = \"en\"\n",
+        );
+        let docs = db.dir.path().join("docs");
+        std::fs::create_dir_all(&docs).expect("mkdir");
+        std::fs::write(
+            docs.join("help.md"),
+            "# Help\n\n## Returns\n\nParcels can be returned within thirty days of delivery.\n\n\
+             ## Shipping\n\nWe ship to every country in Europe within three working days.\n\n\
+             ## Warranty\n\nEvery kettle comes with a two-year warranty against defects.\n\n\
+             ## Payment\n\nWe accept cards, bank transfers and invoices for companies.\n",
+        )
+        .expect("write");
+        let mut settings = db.settings();
+        settings.embedding.model_dir = models.clone();
+        settings.embedding.auto_install = false;
+        let app = frontdesk::app::open(settings.clone(), &[])
+            .await
+            .expect("open");
+        let bot = {
+            let mut conn = app.db.get().await.expect("conn");
+            store::models::bot::Bot::find_by_name(&mut conn, "help")
+                .await
+                .expect("bot")
+                .remove(0)
+        };
+        let question = "Can I send my parcel back?";
+        let top = |found: &frontdesk::kb::SearchOutcome| {
+            assert_eq!(
+                found.retriever,
+                Retriever::Hybrid,
+                "search lost its vectors"
+            );
+            found.hits[0].chunk.heading_path.clone()
+        };
+        app.knowledge
+            .ingest_paths(&app.db, &bot, std::slice::from_ref(&docs), &Quiet)
+            .await
+            .expect("ingest");
+        let index = app.knowledge.index(&app.db, &bot).await.expect("index");
+        assert_eq!(index.model(), MINILM.id);
+
+        // The setting changes: nothing is re-embedded yet, and search goes
+        // on with MiniLM's vectors and MiniLM for the question.
+        let changed = std::sync::Arc::new(
+            Knowledge::new(&settings.data_dir, &models).with_model(&MULTILINGUAL_E5),
+        );
+        let found = changed
+            .search(&app.db, &bot, question, 3, Retriever::Hybrid)
+            .await
+            .expect("search");
+        assert_eq!(top(&found), "Help › Returns");
+        assert_eq!(
+            changed.index(&app.db, &bot).await.expect("index").model(),
+            MINILM.id
+        );
+
+        // Re-embedding in the background; every search meanwhile is hybrid
+        // and right.
+        let running = tokio::spawn({
+            let changed = changed.clone();
+            let db = app.db.clone();
+            let bot = bot.clone();
+            async move { changed.change_model(&db, &bot, &Quiet).await }
+        });
+        let mut searches = 0;
+        while !running.is_finished() || searches == 0 {
+            let found = changed
+                .search(&app.db, &bot, question, 3, Retriever::Hybrid)
+                .await
+                .expect("search during the change");
+            assert_eq!(top(&found), "Help › Returns");
+            searches += 1;
+        }
+        let outcome = running.await.expect("task").expect("change");
+        assert_eq!(
+            outcome,
+            ModelChange::Switched {
+                model: MULTILINGUAL_E5.id,
+                embedded: 4
+            }
+        );
+
+        // Swapped: the index is rebuilt for the new model, whose vectors
+        // are all there, and the next round has nothing to do.
+        let index = changed.index(&app.db, &bot).await.expect("index");
+        assert_eq!(index.model(), MULTILINGUAL_E5.id);
+        assert_eq!(index.len(), (4, 4));
+        let found = changed
+            .search(&app.db, &bot, question, 3, Retriever::Hybrid)
+            .await
+            .expect("search");
+        assert_eq!(top(&found), "Help › Returns");
+        let swedish = changed
+            .search(
+                &app.db,
+                &bot,
+                "Hur lång är garantin på vattenkokaren?",
+                3,
+                Retriever::Dense,
+            )
+            .await
+            .expect("search in Swedish");
+        assert_eq!(swedish.hits[0].chunk.heading_path, "Help › Warranty");
+        assert_eq!(
+            changed
+                .change_model(&app.db, &bot, &Quiet)
+                .await
+                .expect("again"),
+            ModelChange::Current
+        );
+
+        // A new document is embedded with the new model straight away.
+        std::fs::write(
+            docs.join("more.md"),
+            "# More\n\n## Opening hours\n\nThe shop opens at nine and closes at six.\n",
+        )
+        .expect("write");
+        changed
+            .ingest_paths(&app.db, &bot, std::slice::from_ref(&docs), &Quiet)
+            .await
+            .expect("ingest");
+        let mut conn = app.db.get().await.expect("conn");
+        let ids = ChunkRow::ids(&mut conn, &bot.id, MULTILINGUAL_E5.id)
+            .await
+            .expect("ids");
+        assert_eq!(ids.len(), 5);
+        assert!(ids.iter().all(|(_, of_model)| *of_model), "{ids:?}");
+    }
 }

@@ -13,7 +13,11 @@ use super::state::{State, write_state};
 use crate::Language;
 
 /// Wipes `dir` and creates an empty index at generation 0.
-pub(super) fn reset_dir(dir: &Path, language: Language) -> Result<(Index, State), IndexError> {
+pub(super) fn reset_dir(
+    dir: &Path,
+    language: Language,
+    model: &str,
+) -> Result<(Index, State), IndexError> {
     let tantivy_dir = dir.join("tantivy");
     let _ = fs::remove_dir_all(&tantivy_dir);
     let _ = fs::remove_file(dir.join("state.bin"));
@@ -22,7 +26,7 @@ pub(super) fn reset_dir(dir: &Path, language: Language) -> Result<(Index, State)
     let index = Index::create_in_dir(&tantivy_dir, schema)?;
     index.tokenizers().register(ANALYZER, analyzer(language));
     let state = State::default();
-    write_state(dir, language, &state)?;
+    write_state(dir, language, model, &state)?;
     Ok((index, state))
 }
 

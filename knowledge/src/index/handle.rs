@@ -19,6 +19,8 @@ use crate::Language;
 pub struct KnowledgeIndex {
     pub(super) dir: PathBuf,
     pub(super) language: Language,
+    /// The embedding model of its vectors.
+    pub(super) model: String,
     /// Replaced whenever the directory was rebuilt (by this process or
     /// another).
     pub(super) reader: RwLock<IndexReader>,
@@ -31,27 +33,30 @@ impl std::fmt::Debug for KnowledgeIndex {
         f.debug_struct("KnowledgeIndex")
             .field("dir", &self.dir)
             .field("language", &self.language)
+            .field("model", &self.model)
             .finish()
     }
 }
 
 impl KnowledgeIndex {
     /// Opens the index in `dir`, or creates it empty (generation 0) when it
-    /// is missing, damaged, or built for another language or format.
-    pub fn open(dir: &Path, language: Language) -> Result<KnowledgeIndex, IndexError> {
+    /// is missing, damaged, or built for another language, embedding model
+    /// (`model`, the id stamped on the vectors it will hold) or format.
+    pub fn open(dir: &Path, language: Language, model: &str) -> Result<KnowledgeIndex, IndexError> {
         let _lock = DirLock::acquire(dir)?;
-        let (index, state) = match Self::open_existing(dir, language) {
+        let (index, state) = match Self::open_existing(dir, language, model) {
             Ok(Some(found)) => found,
-            Ok(None) => reset_dir(dir, language)?,
+            Ok(None) => reset_dir(dir, language, model)?,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; rebuilding it from the database");
-                reset_dir(dir, language)?
+                reset_dir(dir, language, model)?
             }
         };
         let (_, fields) = schema();
         Ok(KnowledgeIndex {
             dir: dir.to_path_buf(),
             language,
+            model: model.to_owned(),
             reader: RwLock::new(reader_of(&index)?),
             fields,
             state: RwLock::new(state),
@@ -62,8 +67,9 @@ impl KnowledgeIndex {
     pub(super) fn open_existing(
         dir: &Path,
         language: Language,
+        model: &str,
     ) -> Result<Option<(Index, State)>, IndexError> {
-        let Some(state) = read_state(dir, language)? else {
+        let Some(state) = read_state(dir, language, model)? else {
             return Ok(None);
         };
         match open_tantivy(dir, language)? {
@@ -74,6 +80,12 @@ impl KnowledgeIndex {
 
     pub fn language(&self) -> Language {
         self.language
+    }
+
+    /// The embedding model whose vectors it holds (and whose query vectors
+    /// it must be searched with).
+    pub fn model(&self) -> &str {
+        &self.model
     }
 
     /// The generation of the data this index reflects (0: empty, never
@@ -135,14 +147,14 @@ impl KnowledgeIndex {
     /// [`apply_from`]: KnowledgeIndex::apply_from
     pub fn snapshot(&self) -> Result<(u64, HashMap<String, bool>), IndexError> {
         let _lock = DirLock::acquire(&self.dir)?;
-        let state = match Self::open_existing(&self.dir, self.language)? {
+        let state = match Self::open_existing(&self.dir, self.language, &self.model)? {
             Some((index, state)) => {
                 self.replace_reader(&index)?;
                 state
             }
             None => {
                 tracing::warn!(dir = %self.dir.display(), "knowledge index missing or damaged; rebuilding it from the database");
-                let (index, state) = reset_dir(&self.dir, self.language)?;
+                let (index, state) = reset_dir(&self.dir, self.language, &self.model)?;
                 self.replace_reader(&index)?;
                 state
             }
@@ -168,12 +180,14 @@ mod tests {
     use super::*;
     use crate::index::Retriever;
     use crate::index::tests::chunk;
+    use crate::models::MINILM;
 
     #[test]
     fn another_process_writes_and_a_deleted_directory_are_picked_up_by_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let reader = KnowledgeIndex::open(dir.path(), Language::English).expect("open");
-        let writer = KnowledgeIndex::open(dir.path(), Language::English).expect("open 2");
+        let reader = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("open");
+        let writer =
+            KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("open 2");
         writer
             .apply(&[], &[chunk("a", "", "kiwi fruit", vec![])], 5)
             .expect("apply");

@@ -78,7 +78,10 @@ pub use error::IndexError;
 pub use handle::KnowledgeIndex;
 pub use results::{Retriever, SearchHit, SearchResults};
 pub use schema::analyzer;
-pub use search::{FUSION_BM25_WEIGHT, FUSION_BM25_WEIGHT_OTHER_LANGUAGES, fusion_bm25_weight};
+pub use search::{
+    FUSION_BM25_WEIGHT, FUSION_BM25_WEIGHT_MULTILINGUAL, FUSION_BM25_WEIGHT_OTHER_LANGUAGES,
+    fusion_bm25_weight,
+};
 pub use write::IndexedChunk;
 
 #[cfg(test)]
@@ -86,7 +89,7 @@ mod tests {
     use super::*;
     use crate::Language;
     use crate::chunk::ChunkKind;
-    use crate::models::DIMENSIONS;
+    use crate::models::{DIMENSIONS, MINILM, MULTILINGUAL_E5};
 
     /// A unit vector that differs with `seed`.
     pub(super) fn unit(seed: usize) -> Vec<f32> {
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn full_text_is_stemmed_and_survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = KnowledgeIndex::open(dir.path(), Language::English).expect("open");
+        let index = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("open");
         assert_eq!(index.generation(), 0);
         index
             .apply(
@@ -142,7 +145,7 @@ mod tests {
         assert!(r.confidence > 0.5, "{}", r.confidence);
         drop(index);
 
-        let index = KnowledgeIndex::open(dir.path(), Language::English).expect("reopen");
+        let index = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("reopen");
         assert_eq!(index.generation(), 3);
         assert_eq!(
             index
@@ -161,9 +164,18 @@ mod tests {
                 .is_empty()
         );
 
-        // Another language: rebuilt empty.
+        // Another embedding model: rebuilt empty, never mixing vectors.
         drop(index);
-        let german = KnowledgeIndex::open(dir.path(), Language::German).expect("open de");
+        let other = KnowledgeIndex::open(dir.path(), Language::English, MULTILINGUAL_E5.id)
+            .expect("open for another model");
+        assert_eq!(other.generation(), 0);
+        assert!(other.is_empty());
+        assert_eq!(other.model(), MULTILINGUAL_E5.id);
+        drop(other);
+
+        // Another language: rebuilt empty.
+        let german =
+            KnowledgeIndex::open(dir.path(), Language::German, MINILM.id).expect("open de");
         assert_eq!(german.generation(), 0);
         assert!(german.is_empty());
     }

@@ -24,9 +24,16 @@ pub const FUSION_BM25_WEIGHT: f32 = 0.15;
 /// 0.15 to 0.63 at 0.7, the optimum of 0.3–3; on SQuAD-sv from 0.70 to 0.80.
 pub const FUSION_BM25_WEIGHT_OTHER_LANGUAGES: f32 = 0.7;
 
-/// The BM25 weight of hybrid search for knowledge in `language`.
-pub fn fusion_bm25_weight(language: crate::Language) -> f32 {
-    if language == crate::Language::English {
+/// The same weight with multilingual-e5-small's vectors, in any language
+/// (TODO: measured on).
+pub const FUSION_BM25_WEIGHT_MULTILINGUAL: f32 = 0.15;
+
+/// The BM25 weight of hybrid search for knowledge in `language` whose
+/// vectors come from `model`.
+pub fn fusion_bm25_weight(language: crate::Language, model: &str) -> f32 {
+    if model == crate::models::MULTILINGUAL_E5.id {
+        FUSION_BM25_WEIGHT_MULTILINGUAL
+    } else if language == crate::Language::English {
         FUSION_BM25_WEIGHT
     } else {
         FUSION_BM25_WEIGHT_OTHER_LANGUAGES
@@ -95,7 +102,7 @@ impl KnowledgeIndex {
                 let mut candidates: HashSet<u32> = dense.keys().copied().collect();
                 candidates.extend(bm25_of.keys());
                 let q = query_vector.unwrap_or_default();
-                let weight = fusion_bm25_weight(self.language);
+                let weight = fusion_bm25_weight(self.language, &self.model);
                 candidates
                     .into_iter()
                     .map(|slot| {

@@ -15,7 +15,7 @@ use super::error::{IndexError, io_err};
 use super::schema::chunk_key;
 use super::vectors::Vectors;
 use crate::Language;
-use crate::models::{DIMENSIONS, MODEL_ID};
+use crate::models::DIMENSIONS;
 
 /// Bumped when the on-disk layout or analysis changes: old directories are
 /// rebuilt.
@@ -67,14 +67,19 @@ impl State {
     }
 }
 
-pub(super) fn write_state(dir: &Path, language: Language, state: &State) -> Result<(), IndexError> {
+pub(super) fn write_state(
+    dir: &Path,
+    language: Language,
+    model: &str,
+    state: &State,
+) -> Result<(), IndexError> {
     let mut buf = Vec::with_capacity(
         64 + state.chunks.len() * 64 + state.vectors.codes.len() + state.vectors.len() * 8,
     );
     buf.extend_from_slice(STATE_MAGIC);
     buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     put_str(&mut buf, language.code());
-    put_str(&mut buf, MODEL_ID);
+    put_str(&mut buf, model);
     buf.extend_from_slice(&state.generation.to_le_bytes());
     buf.extend_from_slice(&(state.chunks.len() as u64).to_le_bytes());
     for c in &state.chunks {
@@ -102,7 +107,11 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
 
 /// Reads `state.bin`; `None` when missing, damaged, or for another
 /// language, model or format.
-pub(super) fn read_state(dir: &Path, language: Language) -> Result<Option<State>, IndexError> {
+pub(super) fn read_state(
+    dir: &Path,
+    language: Language,
+    model: &str,
+) -> Result<Option<State>, IndexError> {
     let path = dir.join("state.bin");
     let mut bytes = Vec::new();
     match fs::File::open(&path) {
@@ -110,15 +119,15 @@ pub(super) fn read_state(dir: &Path, language: Language) -> Result<Option<State>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(IndexError::Io { path, source: e }),
     };
-    Ok(parse_state(&bytes, language))
+    Ok(parse_state(&bytes, language, model))
 }
 
-fn parse_state(bytes: &[u8], language: Language) -> Option<State> {
+fn parse_state(bytes: &[u8], language: Language, model: &str) -> Option<State> {
     let mut r = Reader { bytes, pos: 0 };
     if r.take(8)? != STATE_MAGIC
         || r.u32()? != FORMAT_VERSION
         || r.str()? != language.code()
-        || r.str()? != MODEL_ID
+        || r.str()? != model
     {
         return None;
     }
@@ -198,11 +207,12 @@ mod tests {
     use crate::Language;
     use crate::index::tests::{chunk, unit};
     use crate::index::{KnowledgeIndex, Retriever};
+    use crate::models::MINILM;
 
     #[test]
     fn damaged_state_opens_empty_and_replacing_never_duplicates() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = KnowledgeIndex::open(dir.path(), Language::English).expect("open");
+        let index = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("open");
         let c = chunk("a", "T", "alpha beta", vec![unit(1)]);
         index
             .apply(&[], std::slice::from_ref(&c), 1)
@@ -215,7 +225,7 @@ mod tests {
         assert_eq!(index.len(), (1, 1));
         drop(index);
         fs::write(dir.path().join("state.bin"), b"garbage").expect("write");
-        let index = KnowledgeIndex::open(dir.path(), Language::English).expect("reopen");
+        let index = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("reopen");
         assert_eq!(index.generation(), 0);
         assert!(
             index

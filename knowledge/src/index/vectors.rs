@@ -138,11 +138,12 @@ mod tests {
     use crate::Language;
     use crate::index::tests::{chunk, unit};
     use crate::index::{IndexedChunk, KnowledgeIndex, Retriever};
+    use crate::models::MINILM;
 
     #[test]
     fn dense_search_ranks_by_cosine_and_quantization_is_close() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = KnowledgeIndex::open(dir.path(), Language::English).expect("open");
+        let index = KnowledgeIndex::open(dir.path(), Language::English, MINILM.id).expect("open");
         let chunks: Vec<IndexedChunk> = (0..50)
             .map(|i| chunk(&format!("c{i}"), "", &format!("text {i}"), vec![unit(i)]))
             .collect();

@@ -70,7 +70,8 @@ impl KnowledgeIndex {
             }
         }
         let _lock = DirLock::acquire(&self.dir)?;
-        let Some((index, mut state)) = Self::open_existing(&self.dir, self.language)? else {
+        let Some((index, mut state)) = Self::open_existing(&self.dir, self.language, &self.model)?
+        else {
             return Ok(false);
         };
         if state.generation != base {
@@ -123,7 +124,7 @@ impl KnowledgeIndex {
         }
         state.reindex();
         state.generation = generation;
-        write_state(&self.dir, self.language, &state)?;
+        write_state(&self.dir, self.language, &self.model, &state)?;
         self.replace_reader(&index)?;
         if let Ok(mut s) = self.state.write() {
             *s = state;

@@ -370,6 +370,179 @@ impl ChunkRow {
     }
 }
 
+/// Changing a bot's embedding model: vectors of the new model are staged in
+/// `next_embeddings` while search keeps using `embeddings`, then swapped in
+/// for every chunk at once.
+impl ChunkRow {
+    /// The model of most of the bot's stored vectors (the one its index
+    /// serves), or `None` when it has none.
+    pub async fn serving_model(conn: &mut DbConn, bot_id: &str) -> Result<Option<String>, DbError> {
+        let counts: Vec<(Option<String>, i64)> = db_run!(conn: {
+            knowledge_chunks::table
+                .filter(knowledge_chunks::bot_id.eq(bot_id))
+                .filter(knowledge_chunks::embedding_model.is_not_null())
+                .group_by(knowledge_chunks::embedding_model)
+                .select((knowledge_chunks::embedding_model, diesel::dsl::count_star()))
+                .load(conn)
+                .await?
+        });
+        Ok(counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .and_then(|(model, _)| model))
+    }
+
+    /// Up to `limit` of the bot's chunks that have no vectors of `model`,
+    /// neither in use nor staged.
+    pub async fn lacking(
+        conn: &mut DbConn,
+        bot_id: &str,
+        model: &str,
+        limit: i64,
+    ) -> Result<Vec<ChunkRow>, DbError> {
+        Ok(db_run!(conn: {
+            knowledge_chunks::table
+                .filter(knowledge_chunks::bot_id.eq(bot_id))
+                .filter(
+                    knowledge_chunks::embedding_model
+                        .is_null()
+                        .or(knowledge_chunks::embedding_model.ne(model)),
+                )
+                .filter(
+                    knowledge_chunks::next_embedding_model
+                        .is_null()
+                        .or(knowledge_chunks::next_embedding_model.ne(model)),
+                )
+                .order(knowledge_chunks::id)
+                .limit(limit)
+                .select(ChunkRow::as_select())
+                .load(conn)
+                .await?
+        }))
+    }
+
+    /// How many of the bot's chunks have no vectors of `model`, neither in
+    /// use nor staged.
+    pub async fn count_lacking(
+        conn: &mut DbConn,
+        bot_id: &str,
+        model: &str,
+    ) -> Result<i64, DbError> {
+        Ok(db_run!(conn: {
+            knowledge_chunks::table
+                .filter(knowledge_chunks::bot_id.eq(bot_id))
+                .filter(
+                    knowledge_chunks::embedding_model
+                        .is_null()
+                        .or(knowledge_chunks::embedding_model.ne(model)),
+                )
+                .filter(
+                    knowledge_chunks::next_embedding_model
+                        .is_null()
+                        .or(knowledge_chunks::next_embedding_model.ne(model)),
+                )
+                .count()
+                .get_result::<i64>(conn)
+                .await?
+        }))
+    }
+
+    /// Stages `model`'s packed vectors for these chunks (id, vectors), in
+    /// one transaction. A chunk deleted meanwhile is skipped. Search does
+    /// not see them until [`ChunkRow::switch_model`].
+    pub async fn stage(
+        conn: &mut DbConn,
+        model: &str,
+        vectors: &[(String, Vec<u8>)],
+    ) -> Result<(), DbError> {
+        db_run!(conn: {
+            conn.transaction(async |conn| {
+                for (id, bytes) in vectors {
+                    diesel::update(knowledge_chunks::table.find(id))
+                        .set((
+                            knowledge_chunks::next_embeddings.eq(Some(bytes.as_slice())),
+                            knowledge_chunks::next_embedding_model.eq(Some(model)),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await?
+        });
+        Ok(())
+    }
+
+    /// Puts the staged vectors of `model` in use for all the bot's chunks
+    /// at once, bumping its knowledge generation, if the generation is still
+    /// `expected` and no chunk lacks them. Returns the new generation, or
+    /// `None` when something changed meanwhile (stage again, then retry).
+    pub async fn switch_model(
+        conn: &mut DbConn,
+        bot_id: &str,
+        model: &str,
+        expected: i64,
+    ) -> Result<Option<i64>, DbError> {
+        let switched = db_run!(conn: {
+            conn.transaction(async |conn| {
+                // Taking the bot's row first also makes a concurrent ingest
+                // (which bumps the same row) wait for this transaction.
+                let bumped = diesel::update(
+                    bots::table
+                        .find(bot_id)
+                        .filter(bots::knowledge_generation.eq(expected)),
+                )
+                .set(bots::knowledge_generation.eq(bots::knowledge_generation + 1))
+                .returning(bots::knowledge_generation)
+                .get_result::<i64>(conn)
+                .await
+                .optional()?;
+                let Some(generation) = bumped else {
+                    return Ok(None);
+                };
+                let lacking = knowledge_chunks::table
+                    .filter(knowledge_chunks::bot_id.eq(bot_id))
+                    .filter(
+                        knowledge_chunks::embedding_model
+                            .is_null()
+                            .or(knowledge_chunks::embedding_model.ne(model)),
+                    )
+                    .filter(
+                        knowledge_chunks::next_embedding_model
+                            .is_null()
+                            .or(knowledge_chunks::next_embedding_model.ne(model)),
+                    )
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await?;
+                if lacking > 0 {
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+                diesel::update(
+                    knowledge_chunks::table
+                        .filter(knowledge_chunks::bot_id.eq(bot_id))
+                        .filter(knowledge_chunks::next_embedding_model.eq(model)),
+                )
+                .set((
+                    knowledge_chunks::embeddings.eq(knowledge_chunks::next_embeddings),
+                    knowledge_chunks::embedding_model.eq(knowledge_chunks::next_embedding_model),
+                    knowledge_chunks::next_embeddings.eq(None::<Vec<u8>>),
+                    knowledge_chunks::next_embedding_model.eq(None::<String>),
+                ))
+                .execute(conn)
+                .await?;
+                Ok(Some(generation))
+            })
+            .await
+        });
+        match switched {
+            Ok(generation) => Ok(generation),
+            Err(diesel::result::Error::RollbackTransaction) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// `(id, embedding model)` rows as `(id, has vectors from model)`.
 fn with_model_flag(rows: Vec<(String, Option<String>)>, model: &str) -> Vec<(String, bool)> {
     rows.into_iter()

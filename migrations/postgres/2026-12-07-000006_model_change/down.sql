@@ -1,0 +1,2 @@
+ALTER TABLE knowledge_chunks DROP COLUMN next_embedding_model;
+ALTER TABLE knowledge_chunks DROP COLUMN next_embeddings;

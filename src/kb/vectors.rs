@@ -1,0 +1,210 @@
+//! Keeping a bot's stored vectors of the model it should use.
+//!
+//! When a bot's embedding model changes (`embedding.model`, or the bot's
+//! language, which picks the default model), its chunks are re-embedded in
+//! the background while search keeps using the old vectors with the old
+//! model: the new vectors are staged beside the old ones in SQL, a batch at
+//! a time, and swapped in for every chunk at once in one transaction that
+//! bumps the bot's knowledge generation. Every node's index then rebuilds
+//! itself for the new model on its next search. Chunks that were stored
+//! without vectors (the model was missing then) are filled the same way.
+//!
+//! Any number of nodes may do this at once: staging the same vectors twice
+//! is harmless, and the swap only happens at the generation the staging
+//! started from, so an ingest meanwhile sends it round again for the new
+//! chunks.
+
+use std::time::Duration;
+
+use knowledge::chunk::{Chunk, ChunkKind};
+use knowledge::extract::Location;
+use store::db::Db;
+use store::models::bot::Bot;
+use store::models::knowledge::{ChunkRow, pack_vectors};
+
+use super::{KbError, Knowledge, Progress, join_err, model_inputs};
+
+/// Chunks embedded and staged per transaction.
+const STAGE_BATCH: i64 = 64;
+/// Attempts to swap before giving up until the next round (each failed
+/// attempt means the bot's knowledge changed meanwhile).
+const SWAP_ATTEMPTS: usize = 5;
+/// How often the server looks for bots whose vectors need a change.
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// What [`Knowledge::change_model`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChange {
+    /// Every chunk already has vectors of the bot's model.
+    Current,
+    /// `embedded` chunks were embedded with `model`, and the bot's search
+    /// now uses it.
+    Switched {
+        model: &'static str,
+        embedded: usize,
+    },
+}
+
+impl Knowledge {
+    /// Gives every chunk of `bot` vectors of [`Knowledge::model_for`] and
+    /// puts them in use at once, while search goes on with the vectors it
+    /// has. Fails when that model is not installed (search then stays as it
+    /// is).
+    pub async fn change_model(
+        &self,
+        db: &Db,
+        bot: &Bot,
+        progress: &dyn Progress,
+    ) -> Result<ModelChange, KbError> {
+        let model = self.model_for(bot);
+        let mut embedded = 0;
+        for _ in 0..SWAP_ATTEMPTS {
+            let generation = {
+                let mut conn = db.get().await?;
+                if ChunkRow::count_lacking(&mut conn, &bot.id, model.id).await? == 0 {
+                    // Nothing staged is waiting either: the vectors in use
+                    // are this model's (or the bot has no chunks).
+                    let serving = ChunkRow::serving_model(&mut conn, &bot.id).await?;
+                    if serving.is_none_or(|s| s == model.id) && embedded == 0 {
+                        return Ok(ModelChange::Current);
+                    }
+                }
+                ChunkRow::generation(&mut conn, &bot.id).await?
+            };
+            let embedder = self.embedder(model).await?;
+            loop {
+                let rows = {
+                    let mut conn = db.get().await?;
+                    ChunkRow::lacking(&mut conn, &bot.id, model.id, STAGE_BATCH).await?
+                };
+                if rows.is_empty() {
+                    break;
+                }
+                if embedded == 0 {
+                    tracing::info!(bot = %bot.name, model = model.id, "re-embedding the bot's knowledge for its model; search uses the old vectors until it is done");
+                }
+                let inputs: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|row| model_inputs(model, &chunk_of(row)))
+                    .collect();
+                let texts: Vec<String> = inputs.iter().flatten().cloned().collect();
+                let embedder = embedder.clone();
+                let mut vectors = tokio::task::spawn_blocking(move || embedder.embed(&texts))
+                    .await
+                    .map_err(|e| join_err(&e))??
+                    .into_iter();
+                let staged: Vec<(String, Vec<u8>)> = rows
+                    .iter()
+                    .zip(&inputs)
+                    .map(|(row, texts)| {
+                        let of_row: Vec<Vec<f32>> = vectors.by_ref().take(texts.len()).collect();
+                        (row.id.clone(), pack_vectors(&of_row))
+                    })
+                    .collect();
+                let mut conn = db.get().await?;
+                ChunkRow::stage(&mut conn, model.id, &staged).await?;
+                embedded += rows.len();
+                progress.embedded(rows.len());
+            }
+            let swapped = {
+                let mut conn = db.get().await?;
+                ChunkRow::switch_model(&mut conn, &bot.id, model.id, generation).await?
+            };
+            if let Some(generation) = swapped {
+                tracing::info!(bot = %bot.name, model = model.id, embedded, generation, "the bot's search now uses its model's vectors");
+                self.index(db, bot).await?;
+                return Ok(ModelChange::Switched {
+                    model: model.id,
+                    embedded,
+                });
+            }
+        }
+        Err(KbError::Join(format!(
+            "the knowledge of bot {} kept changing while it was re-embedded for {}; it is tried again later",
+            bot.name, model.id
+        )))
+    }
+}
+
+/// A stored chunk as it was chunked, for embedding it again.
+fn chunk_of(row: &ChunkRow) -> Chunk {
+    Chunk {
+        kind: if row.kind == "faq" {
+            ChunkKind::Faq
+        } else {
+            ChunkKind::Passage
+        },
+        title: row.title.clone(),
+        heading_path: row
+            .heading_path
+            .split(" › ")
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        text: row.body.clone(),
+        location: Location::default(),
+        entry_id: None,
+        tokens: usize::try_from(row.tokens).unwrap_or(0),
+    }
+}
+
+/// Runs in the server: now and every minute, gives every bot's knowledge
+/// vectors of its model ([`Knowledge::change_model`]). Failures are logged
+/// and retried on the next round.
+pub async fn keep_vectors_current(knowledge: std::sync::Arc<Knowledge>, db: Db) {
+    loop {
+        let bots = match db.get().await {
+            Ok(mut conn) => Bot::all(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match bots {
+            Ok(bots) => {
+                for bot in &bots {
+                    if let Err(error) = knowledge.change_model(&db, bot, &super::Quiet).await {
+                        tracing::warn!(bot = %bot.name, %error, "cannot re-embed the bot's knowledge for its model yet");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list bots to check their vectors"),
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_chunk_embeds_as_it_was_chunked() {
+        let original = Chunk {
+            kind: ChunkKind::Passage,
+            title: None,
+            heading_path: vec!["Returns".into(), "Refunds".into()],
+            text: "Refunds take five days.".into(),
+            location: Location::default(),
+            entry_id: None,
+            tokens: 6,
+        };
+        let row = ChunkRow {
+            id: "c".into(),
+            document_id: "d".into(),
+            bot_id: "b".into(),
+            ordinal: 0,
+            kind: "passage".into(),
+            doc_ref: "doc".into(),
+            title: None,
+            heading_path: original.heading_label(),
+            body: original.text.clone(),
+            page: None,
+            line: None,
+            tokens: 6,
+            content_hash: original.content_hash(),
+            embeddings: None,
+            embedding_model: None,
+        };
+        let again = chunk_of(&row);
+        assert_eq!(again.embedding_text(), original.embedding_text());
+        assert_eq!(again.content_hash(), original.content_hash());
+    }
+}
