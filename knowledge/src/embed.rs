@@ -186,8 +186,7 @@ pub enum TokenCounter {
 
 impl TokenCounter {
     /// MiniLM's tokenizer if installed, else the estimate. Chunks are sized
-    /// in its tokens whatever model embeds them: they then fit MiniLM's 256
-    /// token window, and the multilingual model's 512 with room to spare.
+    /// in its tokens whatever model embeds them, to fit a 256-token window.
     pub fn load(paths: &ModelPaths) -> TokenCounter {
         match tokenizers::Tokenizer::from_file(paths.model_file(&MINILM, "tokenizer.json")) {
             Ok(mut t) => {

@@ -74,11 +74,15 @@ pub const MINILM: EmbeddingModel = EmbeddingModel {
 };
 
 /// multilingual-e5-small (4-bit weights): about 100 languages, 12 layers.
-/// The default for bots in any language but English.
+/// The default for bots in any language but English. Inputs are cut at 256
+/// tokens like MiniLM's, not at the 512 it was trained on: chunks are sized
+/// below that anyway, and on SQuAD-sv (long passages) nDCG@10 moved from
+/// 0.886 to 0.884 while a 500-entry FAQ ingested in 55 s instead of 94 s,
+/// with 1.5 GB of peak memory instead of 2.7 GB.
 pub const MULTILINGUAL_E5: EmbeddingModel = EmbeddingModel {
     id: "multilingual-e5-small-q4",
     subdir: "multilingual-e5-small-q4",
-    max_tokens: 512,
+    max_tokens: 256,
     query_prefix: "query: ",
     passage_prefix: "passage: ",
     about: "intfloat/multilingual-e5-small, 4-bit (about 100 languages)",

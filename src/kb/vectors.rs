@@ -61,13 +61,18 @@ impl Knowledge {
         for _ in 0..SWAP_ATTEMPTS {
             let generation = {
                 let mut conn = db.get().await?;
-                if ChunkRow::count_lacking(&mut conn, &bot.id, model.id).await? == 0 {
-                    // Nothing staged is waiting either: the vectors in use
-                    // are this model's (or the bot has no chunks).
-                    let serving = ChunkRow::serving_model(&mut conn, &bot.id).await?;
-                    if serving.is_none_or(|s| s == model.id) && embedded == 0 {
-                        return Ok(ModelChange::Current);
-                    }
+                // Every chunk's vectors in use are of this model (or the bot
+                // has no chunks): nothing to do.
+                if ChunkRow::count_not_of(&mut conn, &bot.id, model.id).await? == 0 {
+                    return Ok(if embedded == 0 {
+                        ModelChange::Current
+                    } else {
+                        // Another node swapped meanwhile.
+                        ModelChange::Switched {
+                            model: model.id,
+                            embedded,
+                        }
+                    });
                 }
                 ChunkRow::generation(&mut conn, &bot.id).await?
             };

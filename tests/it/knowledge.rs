@@ -574,5 +574,48 @@ async fn a_change_of_model_reembeds_while_search_goes_on_with_the_old_vectors() 
             .expect("ids");
         assert_eq!(ids.len(), 5);
         assert!(ids.iter().all(|(_, of_model)| *of_model), "{ids:?}");
+
+        // An ingest that started before the swap stores a chunk with the
+        // old model's vectors: the next round re-embeds just that one.
+        let late = store::models::knowledge::NewChunk {
+            kind: "passage",
+            doc_ref: "late.md".into(),
+            title: None,
+            heading_path: "Late".into(),
+            body: "Gift cards never expire.".into(),
+            page: None,
+            line: None,
+            tokens: 5,
+            content_hash: "late".into(),
+            embeddings: Some(store::models::knowledge::pack_vectors(&[vec![
+                0.05;
+                knowledge::models::DIMENSIONS
+            ]])),
+            embedding_model: Some(MINILM.id.into()),
+        };
+        let doc = store::models::knowledge::NewDocument {
+            source: "late.md".into(),
+            doc_ref: "late.md".into(),
+            format: "markdown".into(),
+            title: None,
+            content_hash: "late".into(),
+            size_bytes: 24,
+        };
+        store::models::knowledge::Document::replace(&mut conn, &bot.id, &doc, &[late])
+            .await
+            .expect("late ingest");
+        drop(conn);
+        assert_eq!(
+            changed
+                .change_model(&app.db, &bot, &Quiet)
+                .await
+                .expect("round"),
+            ModelChange::Switched {
+                model: MULTILINGUAL_E5.id,
+                embedded: 1
+            }
+        );
+        let index = changed.index(&app.db, &bot).await.expect("index");
+        assert_eq!((index.model(), index.len()), (MULTILINGUAL_E5.id, (6, 6)));
     }
 }

@@ -24,9 +24,12 @@ pub const FUSION_BM25_WEIGHT: f32 = 0.15;
 /// 0.15 to 0.63 at 0.7, the optimum of 0.3–3; on SQuAD-sv from 0.70 to 0.80.
 pub const FUSION_BM25_WEIGHT_OTHER_LANGUAGES: f32 = 0.7;
 
-/// The same weight with multilingual-e5-small's vectors, in any language
-/// (TODO: measured on).
-pub const FUSION_BM25_WEIGHT_MULTILINGUAL: f32 = 0.15;
+/// The same weight with multilingual-e5-small's vectors, in any language.
+/// Its cosines sit in a narrow band (about 0.7–0.9), so a small weight
+/// already moves the ranking: on SweFAQ nDCG@10 is 0.713 at 0.02, 0.724 at
+/// 0.05, 0.714 at 0.08, 0.694 at 0.15 and 0.674 at 0.5 (vectors alone
+/// 0.692); on SQuAD-sv 0.868, 0.886, 0.889, 0.885, 0.857.
+pub const FUSION_BM25_WEIGHT_MULTILINGUAL: f32 = 0.05;
 
 /// The BM25 weight of hybrid search for knowledge in `language` whose
 /// vectors come from `model`.

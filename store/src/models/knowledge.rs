@@ -29,6 +29,25 @@ macro_rules! bump {
     };
 }
 
+/// The bot's chunks that have no vectors of `model`, neither in use nor
+/// staged, as a query on either backend.
+macro_rules! lacking {
+    ($bot_id:expr, $model:expr) => {
+        knowledge_chunks::table
+            .filter(knowledge_chunks::bot_id.eq($bot_id))
+            .filter(
+                knowledge_chunks::embedding_model
+                    .is_null()
+                    .or(knowledge_chunks::embedding_model.ne($model)),
+            )
+            .filter(
+                knowledge_chunks::next_embedding_model
+                    .is_null()
+                    .or(knowledge_chunks::next_embedding_model.ne($model)),
+            )
+    };
+}
+
 /// A stored document.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
 #[diesel(table_name = knowledge_documents)]
@@ -401,18 +420,7 @@ impl ChunkRow {
         limit: i64,
     ) -> Result<Vec<ChunkRow>, DbError> {
         Ok(db_run!(conn: {
-            knowledge_chunks::table
-                .filter(knowledge_chunks::bot_id.eq(bot_id))
-                .filter(
-                    knowledge_chunks::embedding_model
-                        .is_null()
-                        .or(knowledge_chunks::embedding_model.ne(model)),
-                )
-                .filter(
-                    knowledge_chunks::next_embedding_model
-                        .is_null()
-                        .or(knowledge_chunks::next_embedding_model.ne(model)),
-                )
+            lacking!(bot_id, model)
                 .order(knowledge_chunks::id)
                 .limit(limit)
                 .select(ChunkRow::as_select())
@@ -421,9 +429,9 @@ impl ChunkRow {
         }))
     }
 
-    /// How many of the bot's chunks have no vectors of `model`, neither in
-    /// use nor staged.
-    pub async fn count_lacking(
+    /// How many of the bot's chunks search cannot use with `model`: their
+    /// vectors in use are of another model, or they have none.
+    pub async fn count_not_of(
         conn: &mut DbConn,
         bot_id: &str,
         model: &str,
@@ -435,11 +443,6 @@ impl ChunkRow {
                     knowledge_chunks::embedding_model
                         .is_null()
                         .or(knowledge_chunks::embedding_model.ne(model)),
-                )
-                .filter(
-                    knowledge_chunks::next_embedding_model
-                        .is_null()
-                        .or(knowledge_chunks::next_embedding_model.ne(model)),
                 )
                 .count()
                 .get_result::<i64>(conn)
@@ -500,18 +503,7 @@ impl ChunkRow {
                 let Some(generation) = bumped else {
                     return Ok(None);
                 };
-                let lacking = knowledge_chunks::table
-                    .filter(knowledge_chunks::bot_id.eq(bot_id))
-                    .filter(
-                        knowledge_chunks::embedding_model
-                            .is_null()
-                            .or(knowledge_chunks::embedding_model.ne(model)),
-                    )
-                    .filter(
-                        knowledge_chunks::next_embedding_model
-                            .is_null()
-                            .or(knowledge_chunks::next_embedding_model.ne(model)),
-                    )
+                let lacking = lacking!(bot_id, model)
                     .count()
                     .get_result::<i64>(conn)
                     .await?;

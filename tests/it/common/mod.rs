@@ -239,6 +239,15 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// How many migrations the repository holds (the same for both backends).
+pub fn migration_count() -> usize {
+    std::fs::read_dir(repo_path("migrations/sqlite"))
+        .expect("migrations/sqlite")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .count()
+}
+
 /// Env pairs from literals.
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
