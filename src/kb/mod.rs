@@ -13,7 +13,8 @@
 //! difference between the chunk ids in SQL and in the index. A deleted index
 //! directory is the same case with an empty index. The search itself — the
 //! optional reranker and each hit's calibrated probability — is in
-//! `search.rs`.
+//! `search.rs`; which embedding model a bot uses, and re-embedding its
+//! knowledge when that changes, in `vectors.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,8 +25,7 @@ use knowledge::embed::{EmbedError, Embedder, TokenCounter};
 use knowledge::extract::{ExtractError, Limits};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
 use knowledge::models::{
-    DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, default_embedding_model,
-    embedding_model,
+    DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, embedding_model,
 };
 use knowledge::rerank::Reranker;
 use sha2::{Digest, Sha256};
@@ -153,7 +153,7 @@ pub struct Knowledge {
     index_root: PathBuf,
     model_paths: ModelPaths,
     /// `embedding.model`: one model for every bot; `None`: by the bot's
-    /// language ([`default_embedding_model`]).
+    /// language ([`knowledge::models::default_embedding_model`]).
     model: Option<&'static EmbeddingModel>,
     embedders: Mutex<HashMap<&'static str, EmbedderCell>>,
     reranker: OnceCell<Result<Arc<Reranker>, EmbedError>>,
@@ -202,55 +202,6 @@ impl Knowledge {
         }
     }
 
-    /// Uses `model` for every bot (`embedding.model`), whatever its
-    /// language.
-    pub fn with_model(mut self, model: &'static EmbeddingModel) -> Self {
-        self.model = Some(model);
-        self
-    }
-
-    /// The embedding model `bot` should use. When its stored vectors are of
-    /// another model, [`Knowledge::change_model`] re-embeds them.
-    pub fn model_for(&self, bot: &Bot) -> &'static EmbeddingModel {
-        self.model
-            .unwrap_or_else(|| default_embedding_model(bot.language))
-    }
-
-    /// An embedding model, loaded once (about half a second). When it is
-    /// missing, says so once, loudly, with the command that fetches it.
-    pub async fn embedder(
-        &self,
-        model: &'static EmbeddingModel,
-    ) -> Result<Arc<Embedder>, EmbedError> {
-        let cell = {
-            let mut cells = self
-                .embedders
-                .lock()
-                .map_err(|_| EmbedError::Model("model table lock poisoned".into()))?;
-            cells.entry(model.id).or_default().clone()
-        };
-        cell.get_or_init(|| {
-            let paths = self.model_paths.clone();
-            async move {
-                let loaded =
-                    tokio::task::spawn_blocking(move || Embedder::load(&paths, model, None))
-                        .await
-                        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
-                match &loaded {
-                    Ok(_) => tracing::info!(model = model.id, "embedding model loaded"),
-                    Err(e) => tracing::error!(
-                        model = model.id,
-                        error = %e,
-                        "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY for bots of this model"
-                    ),
-                }
-                loaded.map(Arc::new)
-            }
-        })
-        .await
-        .clone()
-    }
-
     /// Turns reranking on (`embedding.rerank = true`): the best candidates
     /// of each search are rescored by the cross-encoder.
     pub fn with_reranker(mut self) -> Self {
@@ -295,29 +246,6 @@ impl Knowledge {
         self.reranker
             .get()
             .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
-    }
-
-    /// Whether the embedding models tried so far loaded (`None`: none
-    /// tried yet), without waiting: the first failure, if any.
-    pub fn embedder_status(&self) -> Option<Result<(), String>> {
-        let cells: Vec<EmbedderCell> = self.embedders.lock().ok()?.values().cloned().collect();
-        let tried: Vec<Result<(), String>> = cells
-            .iter()
-            .filter_map(|c| c.get())
-            .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
-            .collect();
-        if tried.is_empty() {
-            return None;
-        }
-        Some(tried.into_iter().collect())
-    }
-
-    /// `None` when `bot`'s vectors work; otherwise why not.
-    pub async fn degraded(&self, bot: &Bot) -> Option<String> {
-        self.embedder(self.model_for(bot))
-            .await
-            .err()
-            .map(|e| e.to_string())
     }
 
     async fn counter(&self) -> Arc<TokenCounter> {

@@ -1,4 +1,5 @@
-//! Keeping a bot's stored vectors of the model it should use.
+//! Which embedding model a bot uses, loading the models, and keeping a
+//! bot's stored vectors of the model it should use.
 //!
 //! When a bot's embedding model changes (`embedding.model`, or the bot's
 //! language, which picks the default model), its chunks are re-embedded in
@@ -14,15 +15,18 @@
 //! started from, so an ingest meanwhile sends it round again for the new
 //! chunks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use knowledge::chunk::{Chunk, ChunkKind};
+use knowledge::embed::{EmbedError, Embedder};
 use knowledge::extract::Location;
+use knowledge::models::{EmbeddingModel, default_embedding_model};
 use store::db::Db;
 use store::models::bot::Bot;
 use store::models::knowledge::{ChunkRow, pack_vectors};
 
-use super::{KbError, Knowledge, Progress, join_err, model_inputs};
+use super::{EmbedderCell, KbError, Knowledge, Progress, join_err, model_inputs};
 
 /// Chunks embedded and staged per transaction.
 const STAGE_BATCH: i64 = 64;
@@ -46,6 +50,78 @@ pub enum ModelChange {
 }
 
 impl Knowledge {
+    /// Uses `model` for every bot (`embedding.model`), whatever its
+    /// language.
+    pub fn with_model(mut self, model: &'static EmbeddingModel) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The embedding model `bot` should use. When its stored vectors are of
+    /// another model, [`Knowledge::change_model`] re-embeds them.
+    pub fn model_for(&self, bot: &Bot) -> &'static EmbeddingModel {
+        self.model
+            .unwrap_or_else(|| default_embedding_model(bot.language))
+    }
+
+    /// An embedding model, loaded once (about half a second). When it is
+    /// missing, says so once, loudly, with the command that fetches it.
+    pub async fn embedder(
+        &self,
+        model: &'static EmbeddingModel,
+    ) -> Result<Arc<Embedder>, EmbedError> {
+        let cell = {
+            let mut cells = self
+                .embedders
+                .lock()
+                .map_err(|_| EmbedError::Model("model table lock poisoned".into()))?;
+            cells.entry(model.id).or_default().clone()
+        };
+        cell.get_or_init(|| {
+            let paths = self.model_paths.clone();
+            async move {
+                let loaded =
+                    tokio::task::spawn_blocking(move || Embedder::load(&paths, model, None))
+                        .await
+                        .unwrap_or_else(|e| Err(EmbedError::Model(e.to_string())));
+                match &loaded {
+                    Ok(_) => tracing::info!(model = model.id, "embedding model loaded"),
+                    Err(e) => tracing::error!(
+                        model = model.id,
+                        error = %e,
+                        "SEARCH IS DEGRADED TO FULL TEXT (BM25) ONLY for bots of this model"
+                    ),
+                }
+                loaded.map(Arc::new)
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// Whether the embedding models tried so far loaded (`None`: none
+    /// tried yet), without waiting: the first failure, if any.
+    pub fn embedder_status(&self) -> Option<Result<(), String>> {
+        let cells: Vec<EmbedderCell> = self.embedders.lock().ok()?.values().cloned().collect();
+        let tried: Vec<Result<(), String>> = cells
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
+            .collect();
+        if tried.is_empty() {
+            return None;
+        }
+        Some(tried.into_iter().collect())
+    }
+
+    /// `None` when `bot`'s vectors work; otherwise why not.
+    pub async fn degraded(&self, bot: &Bot) -> Option<String> {
+        self.embedder(self.model_for(bot))
+            .await
+            .err()
+            .map(|e| e.to_string())
+    }
+
     /// Gives every chunk of `bot` vectors of [`Knowledge::model_for`] and
     /// puts them in use at once, while search goes on with the vectors it
     /// has. Fails when that model is not installed (search then stays as it
@@ -156,7 +232,7 @@ fn chunk_of(row: &ChunkRow) -> Chunk {
 /// Runs in the server: now and every minute, gives every bot's knowledge
 /// vectors of its model ([`Knowledge::change_model`]). Failures are logged
 /// and retried on the next round.
-pub async fn keep_vectors_current(knowledge: std::sync::Arc<Knowledge>, db: Db) {
+pub async fn keep_vectors_current(knowledge: Arc<Knowledge>, db: Db) {
     loop {
         let bots = match db.get().await {
             Ok(mut conn) => Bot::all(&mut conn).await,
