@@ -241,8 +241,16 @@ pub async fn keep_vectors_current(knowledge: Arc<Knowledge>, db: Db) {
         match bots {
             Ok(bots) => {
                 for bot in &bots {
-                    if let Err(error) = knowledge.change_model(&db, bot, &super::Quiet).await {
-                        tracing::warn!(bot = %bot.name, %error, "cannot re-embed the bot's knowledge for its model yet");
+                    match knowledge.change_model(&db, bot, &super::Quiet).await {
+                        Ok(_) => {}
+                        // A missing model was reported loudly when it failed
+                        // to load; once a minute would be noise.
+                        Err(KbError::Embed(error)) => {
+                            tracing::debug!(bot = %bot.name, %error, "the bot's model is not available; its vectors wait");
+                        }
+                        Err(error) => {
+                            tracing::warn!(bot = %bot.name, %error, "cannot re-embed the bot's knowledge for its model yet");
+                        }
                     }
                 }
             }
