@@ -286,10 +286,11 @@ impl Knowledge {
             }
         }
         progress.files(files.len());
+        let model = self.ingest_model(db, bot).await?;
         for path in &files {
             let source = path.display().to_string();
             progress.file_started(&source);
-            let result = self.ingest_file(db, bot, path, progress).await;
+            let result = self.ingest_file(db, bot, path, model, progress).await;
             progress.file_done(&source, &result);
             match result {
                 Ok(FileOutcome::Ingested {
@@ -332,6 +333,7 @@ impl Knowledge {
         db: &Db,
         bot: &Bot,
         path: &Path,
+        model: &'static EmbeddingModel,
         progress: &dyn Progress,
     ) -> Result<FileOutcome, FileError> {
         let limit = self.limits.max_file_bytes;
@@ -349,7 +351,7 @@ impl Knowledge {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let source = path.display().to_string();
-        self.store_bytes(db, bot, &source, &name, bytes, progress, false)
+        self.store_bytes(db, bot, &source, &name, bytes, model, progress, false)
             .await
     }
 
@@ -365,7 +367,8 @@ impl Knowledge {
         bytes: Vec<u8>,
         progress: &dyn Progress,
     ) -> Result<FileOutcome, FileError> {
-        self.store_bytes(db, bot, source, name, bytes, progress, true)
+        let model = self.ingest_model(db, bot).await?;
+        self.store_bytes(db, bot, source, name, bytes, model, progress, true)
             .await
     }
 
@@ -377,16 +380,11 @@ impl Knowledge {
         source: &str,
         name: &str,
         bytes: Vec<u8>,
+        model: &'static EmbeddingModel,
         progress: &dyn Progress,
         sync_index: bool,
     ) -> Result<FileOutcome, FileError> {
         let content_hash = sha256_hex(&bytes);
-        // Embed with the model search uses now; a change of model is
-        // carried out for all chunks at once by `change_model`.
-        let model = match self.serving_model(db, bot).await? {
-            Some(id) => embedding_model(&id).unwrap_or(self.model_for(bot)),
-            None => self.model_for(bot),
-        };
         let embedder = self.embedder(model).await.ok();
         {
             let mut conn = db.get().await.map_err(KbError::from)?;
@@ -569,6 +567,17 @@ impl Knowledge {
     async fn sql_generation(&self, db: &Db, bot: &Bot) -> Result<u64, KbError> {
         let mut conn = db.get().await?;
         Ok(u64::try_from(ChunkRow::generation(&mut conn, &bot.id).await?).unwrap_or(0))
+    }
+
+    /// The model new chunks of `bot` are embedded with: the one search uses
+    /// now (a change of model is carried out for all chunks at once by
+    /// `change_model`), else the bot's own.
+    async fn ingest_model(&self, db: &Db, bot: &Bot) -> Result<&'static EmbeddingModel, KbError> {
+        let serving = self.serving_model(db, bot).await?;
+        Ok(serving
+            .as_deref()
+            .and_then(embedding_model)
+            .unwrap_or(self.model_for(bot)))
     }
 
     /// The model of most of the bot's stored vectors, if it has any.
