@@ -732,9 +732,7 @@ impl Partial {
                 return Ok(());
             }
             self.hasher.update(&buf[..n]);
-            self.file
-                .write_all(&buf[..n])
-                .map_err(io_err(&self.path))?;
+            self.file.write_all(&buf[..n]).map_err(io_err(&self.path))?;
         }
     }
 
