@@ -124,6 +124,12 @@ async fn whole_turns(redis: bool, workers: usize, conversations: usize) -> f64 {
             .unwrap()
             .unwrap();
     drop(conn);
+    let route = app
+        .accounts
+        .by_public_id(&app.db, &app.master_key, &account.public_id)
+        .await
+        .unwrap()
+        .unwrap();
     for c in 0..conversations {
         let event = channels::RoutedEvent {
             account: None,
@@ -141,7 +147,7 @@ async fn whole_turns(redis: bool, workers: usize, conversations: usize) -> f64 {
                 email: None,
             }),
         };
-        frontdesk::ingest::ingest(&app, &account, vec![event])
+        frontdesk::ingest::ingest(&app, &route.account, &route.workspace_id, vec![event])
             .await
             .unwrap();
     }

@@ -18,9 +18,11 @@ use tokio::task::JoinHandle;
 
 use crate::answerer::Answerer;
 
+use crate::accounts::Accounts;
 use crate::botfiles::BotFiles;
 use crate::config::Settings;
 use crate::context::{App, Channels};
+use crate::ingest::Door;
 use crate::kb::Knowledge;
 use crate::metrics::Metrics;
 use broker::memory::MemoryBroker;
@@ -85,7 +87,19 @@ async fn open_with(
             .publish(crate::context::BOT_CHANGES_TOPIC, crate::context::ALL_BOTS)
             .await;
     }
+    let accounts = Arc::new(Accounts::default());
+    if bot_files.channels_changed + bot_files.channels_disabled > 0 {
+        accounts.changed(&broker).await;
+    }
+    // SQLite has one writer anyway; on PostgreSQL a second overlaps the
+    // round trips.
+    let writers = match db.backend() {
+        store::db::Backend::Sqlite => 1,
+        store::db::Backend::Postgres => 2,
+    };
     Ok(App {
+        door: Door::open(&db, broker.clone(), writers),
+        accounts,
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new({
             let mut knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir);
@@ -288,6 +302,7 @@ pub async fn start(
     };
     let (server, addr) = match startup.http {
         Some(listener) => {
+            app.accounts.watch(&app.broker).await;
             tokio::spawn(crate::events::prune_events(app.clone()));
             let (server, addr) = crate::server::build(app.clone(), listener)?;
             (Some((server.handle(), tokio::spawn(server))), Some(addr))

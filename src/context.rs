@@ -45,6 +45,10 @@ pub struct App {
     pub channels: Channels,
     /// Knowledge bases: ingestion and this node's search indexes.
     pub knowledge: Arc<Knowledge>,
+    /// Customer messages of concurrent webhooks, stored together.
+    pub door: Arc<crate::ingest::Door>,
+    /// Active channel accounts, in memory.
+    pub accounts: Arc<crate::accounts::Accounts>,
     /// Set once the bot files' knowledge paths were ingested at start-up
     /// (or when nothing is to be ingested by this process).
     pub knowledge_synced: Arc<std::sync::atomic::AtomicBool>,

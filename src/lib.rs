@@ -52,6 +52,7 @@
 //! paragraph → a handoff in the verdict goes through [`handoff`] to the
 //! agents, who follow on [`realtime`] and act through [`api`].
 
+pub mod accounts;
 pub mod answerer;
 pub mod api;
 pub mod app;

@@ -10,18 +10,25 @@
 //! | `POST /webhooks/telegram/{account}` | the path | secret-token header |
 //! | `POST /webhooks/email/{account}` (and `…/mime`) | the path | Mailgun signature, window, one-time token |
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use channels::{Channel, ChannelKind, RoutedEvent, Secrets, VerifyError, WebhookRequest};
 use serde_json::json;
 
+use crate::accounts::Route;
 use crate::error::{ApiError, ErrorKind};
 use crate::http::{AppState, resource};
 use crate::ingest::{IngestReport, ingest};
-use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
+use store::models::channel_account::{AccountSecrets, ChannelAccount};
 
 /// How long an accepted email token is remembered: the signature window
 /// plus margin for clock skew.
 const TOKEN_MEMORY: chrono::Duration = chrono::Duration::minutes(11);
+
+/// The most distinct page ids one Messenger batch may name (a page's
+/// batches name one; Meta batches at most a few pages of one app).
+const MAX_PAGES: usize = 100;
 
 /// Registers the webhook routes.
 pub fn configure(cfg: &mut web::ServiceConfig, email_max_body: usize) {
@@ -57,26 +64,29 @@ fn request(req: &HttpRequest, body: web::Bytes) -> WebhookRequest {
     }
 }
 
-fn secrets(state: &AppState, account: &ChannelAccount) -> Result<AccountSecrets, ApiError> {
-    account
-        .secrets(&state.app.master_key)
-        .map_err(|e| {
-            tracing::error!(account = %account.public_id, error = %e, "cannot decrypt channel credentials");
-            ApiError::new(ErrorKind::Internal, "the account's credentials cannot be read")
-        })
+fn secrets(route: &Route) -> Result<&AccountSecrets, ApiError> {
+    route.secrets.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::Internal,
+            "the account's credentials cannot be read",
+        )
+    })
 }
 
-/// The active account named in the path, of the route's kind.
+/// The active account named in the path, of the route's kind, from the
+/// accounts held in memory.
 async fn account_from_path(
     state: &AppState,
     kind: ChannelKind,
     public_id: &str,
-) -> Result<ChannelAccount, ApiError> {
-    let mut conn = state.app.db.get().await?;
-    match ChannelAccount::find_by_public_id(&mut conn, public_id).await? {
-        Some(account) if account.kind == kind && account.status == AccountStatus::Active => {
-            Ok(account)
-        }
+) -> Result<Arc<Route>, ApiError> {
+    let app = &state.app;
+    match app
+        .accounts
+        .by_public_id(&app.db, &app.master_key, public_id)
+        .await?
+    {
+        Some(route) if route.account.kind == kind => Ok(route),
         _ => {
             state.metrics.webhook(kind, "unknown_account");
             Err(ApiError::new(
@@ -143,25 +153,27 @@ async fn telegram(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let kind = ChannelKind::Telegram;
-    let account = account_from_path(&state, kind, &path).await?;
+    let route = account_from_path(&state, kind, &path).await?;
     let request = request(&req, body);
     let adapter = &state.app.channels.telegram;
-    let secrets = secrets(&state, &account)?;
     adapter
-        .verify(&request, &secrets)
+        .verify(&request, secrets(&route)?)
         .map_err(|e| unauthorized(&state, kind, &e))?;
     require_json(&state, kind, &request)?;
     let events = adapter
         .parse(&request)
         .map_err(|e| bad_request(&state, kind, e.to_string()))?;
     let callbacks = channels::telegram::callback_ids(&events);
-    let report = ingest(&state.app, &account, events).await?;
+    let report = ingest(&state.app, &route.account, &route.workspace_id, events).await?;
     if !callbacks.is_empty() {
         // Stop the customer's button spinning; never holds up the answer.
         let telegram = adapter.clone();
         tokio::spawn(async move {
+            let Some(secrets) = &route.secrets else {
+                return;
+            };
             for id in callbacks {
-                if let Err(error) = telegram.answer_callback(&secrets, &id).await {
+                if let Err(error) = telegram.answer_callback(secrets, &id).await {
                     tracing::debug!(%error, "callback query not acknowledged");
                 }
             }
@@ -175,13 +187,15 @@ async fn messenger_subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.app.db.get().await?;
-    let accounts = ChannelAccount::active_of_kind(&mut conn, ChannelKind::Messenger).await?;
-    drop(conn);
+    let app = &state.app;
+    let accounts = app
+        .accounts
+        .of_kind(&app.db, &app.master_key, ChannelKind::Messenger)
+        .await?;
     let mut last = VerifyError::MissingSecret("verify_token");
-    for account in &accounts {
-        let secrets = secrets(&state, account)?;
-        let Some(token) = secrets.get("verify_token") else {
+    for route in &accounts {
+        let account = &route.account;
+        let Some(token) = route.secrets.as_ref().and_then(|s| s.get("verify_token")) else {
             continue;
         };
         match channels::messenger::subscription_challenge(req.query_string(), token) {
@@ -222,15 +236,26 @@ async fn messenger(
     // The page ids pick the accounts, whose app secret verifies the batch.
     let pages = channels::messenger::page_ids(&request.body)
         .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let pages: std::collections::BTreeSet<String> = pages.into_iter().collect();
+    if pages.len() > MAX_PAGES {
+        return Err(bad_request(
+            &state,
+            kind,
+            format!(
+                "{} distinct page ids in one batch; at most {MAX_PAGES} are accepted",
+                pages.len()
+            ),
+        ));
+    }
+    let app = &state.app;
     let mut accounts = Vec::new();
-    {
-        let mut conn = state.app.db.get().await?;
-        for page in &pages {
-            if let Some(account) =
-                ChannelAccount::find_active_by_external_id(&mut conn, kind, page).await?
-            {
-                accounts.push(account);
-            }
+    for page in &pages {
+        if let Some(route) = app
+            .accounts
+            .by_external_id(&app.db, &app.master_key, kind, page)
+            .await?
+        {
+            accounts.push(route);
         }
     }
     if accounts.is_empty() {
@@ -239,20 +264,20 @@ async fn messenger(
             ErrorKind::NotFound,
             format!(
                 "no active Messenger account for page(s) {}",
-                pages.join(", ")
+                pages.into_iter().collect::<Vec<_>>().join(", ")
             ),
         ));
     }
     let adapter = &state.app.channels.messenger;
     let mut verified = Vec::new();
     let mut error = None;
-    for account in accounts {
-        match adapter.verify(&request, &secrets(&state, &account)?) {
-            Ok(_) => verified.push(account),
+    for route in accounts {
+        match adapter.verify(&request, secrets(&route)?) {
+            Ok(_) => verified.push(route),
             Err(e) => {
                 // Pages of one batch share the app: a page that does not
                 // verify is misconfigured (another app secret).
-                tracing::error!(account = %account.public_id, error = %e, "Messenger page failed verification; its events are dropped");
+                tracing::error!(account = %route.account.public_id, error = %e, "Messenger page failed verification; its events are dropped");
                 state.metrics.webhook(kind, "unauthorized");
                 error = Some(e);
             }
@@ -266,13 +291,14 @@ async fn messenger(
         .parse(&request)
         .map_err(|e| bad_request(&state, kind, e.to_string()))?;
     let mut total = IngestReport::default();
-    for account in &verified {
+    for route in &verified {
+        let account = &route.account;
         let mine: Vec<RoutedEvent> = events
             .iter()
             .filter(|e| e.account.as_deref() == account.external_id.as_deref())
             .cloned()
             .collect();
-        let report = ingest(&state.app, account, mine).await?;
+        let report = ingest(&state.app, account, &route.workspace_id, mine).await?;
         total.stored += report.stored;
         total.duplicates += report.duplicates;
         total.edits += report.edits;
@@ -284,7 +310,7 @@ async fn messenger(
         .filter(|e| {
             !verified
                 .iter()
-                .any(|a| a.external_id.as_deref() == e.account.as_deref())
+                .any(|r| r.account.external_id.as_deref() == e.account.as_deref())
         })
         .count();
     if unverified > 0 {
@@ -303,12 +329,12 @@ async fn email(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let kind = ChannelKind::Email;
-    let account = account_from_path(&state, kind, &path).await?;
+    let route = account_from_path(&state, kind, &path).await?;
     let request = request(&req, body);
     let adapter = state.app.channels.email.clone();
-    let secrets = secrets(&state, &account)?;
+    let secrets = secrets(&route)?;
     let token = adapter
-        .verify(&request, &secrets)
+        .verify(&request, secrets)
         .map_err(|e| unauthorized(&state, kind, &e))?;
     // Burn the token before anything else, atomically and per signing key:
     // a replay — concurrent, or aimed at another account with the same key —
@@ -326,7 +352,7 @@ async fn email(
         .await
         .map_err(|_| ApiError::new(ErrorKind::Internal, "email parsing was interrupted"))?;
     let events = parsed.map_err(|e| bad_request(&state, kind, e.to_string()))?;
-    match ingest(&state.app, &account, events).await {
+    match ingest(&state.app, &route.account, &route.workspace_id, events).await {
         Ok(report) => Ok(accepted(&state, kind, &report)),
         Err(error) => {
             // Not stored: the platform's retry must be accepted.

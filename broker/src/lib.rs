@@ -120,6 +120,14 @@ pub trait Broker: Send + Sync + 'static {
     /// whether a new turn was queued.
     fn enqueue(&self, conversation_id: &str) -> impl Future<Output = BrokerResult<bool>> + Send;
 
+    /// Queues the turns of many conversations at once (one round trip on
+    /// Redis), as [`enqueue`](Broker::enqueue) does for each. Returns how many
+    /// new turns were queued.
+    fn enqueue_many(
+        &self,
+        conversation_ids: &[String],
+    ) -> impl Future<Output = BrokerResult<usize>> + Send;
+
     /// Queues `job` after `delay` (retries, debounce, a busy conversation);
     /// it counts as the conversation's pending turn meanwhile.
     fn schedule(
@@ -169,6 +177,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes a realtime event to every subscriber of `topic`, on every node.
     fn publish(&self, topic: &str, payload: &str) -> impl Future<Output = BrokerResult<()>> + Send;
 
+    /// Publishes many `(topic, payload)` events at once, in order (one round
+    /// trip on Redis).
+    fn publish_many(
+        &self,
+        events: &[(String, String)],
+    ) -> impl Future<Output = BrokerResult<()>> + Send;
+
     /// Subscribes to `topic`.
     fn subscribe(&self, topic: &str) -> impl Future<Output = BrokerResult<Subscription>> + Send;
 
@@ -197,6 +212,9 @@ macro_rules! delegate {
 impl Broker for AnyBroker {
     async fn enqueue(&self, conversation_id: &str) -> BrokerResult<bool> {
         delegate!(self, b => b.enqueue(conversation_id))
+    }
+    async fn enqueue_many(&self, conversation_ids: &[String]) -> BrokerResult<usize> {
+        delegate!(self, b => b.enqueue_many(conversation_ids))
     }
     async fn schedule(&self, job: &TurnJob, delay: Duration) -> BrokerResult<()> {
         delegate!(self, b => b.schedule(job, delay))
@@ -229,6 +247,9 @@ impl Broker for AnyBroker {
     }
     async fn publish(&self, topic: &str, payload: &str) -> BrokerResult<()> {
         delegate!(self, b => b.publish(topic, payload))
+    }
+    async fn publish_many(&self, events: &[(String, String)]) -> BrokerResult<()> {
+        delegate!(self, b => b.publish_many(events))
     }
     async fn subscribe(&self, topic: &str) -> BrokerResult<Subscription> {
         delegate!(self, b => b.subscribe(topic))

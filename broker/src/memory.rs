@@ -98,6 +98,14 @@ impl Broker for MemoryBroker {
         Ok(queued)
     }
 
+    async fn enqueue_many(&self, conversation_ids: &[String]) -> BrokerResult<usize> {
+        let mut queued = 0;
+        for id in conversation_ids {
+            queued += usize::from(self.enqueue(id).await?);
+        }
+        Ok(queued)
+    }
+
     async fn schedule(&self, job: &TurnJob, delay: Duration) -> BrokerResult<()> {
         self.with(|s| {
             s.pending.insert(job.conversation_id.clone());
@@ -246,6 +254,13 @@ impl Broker for MemoryBroker {
                 }
             }
         })
+    }
+
+    async fn publish_many(&self, events: &[(String, String)]) -> BrokerResult<()> {
+        for (topic, payload) in events {
+            self.publish(topic, payload).await?;
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, topic: &str) -> BrokerResult<Subscription> {

@@ -59,6 +59,15 @@ fn err(e: impl std::fmt::Display) -> BrokerError {
     BrokerError(e.to_string())
 }
 
+/// Queues a turn unless one is pending: `KEYS` pending marker and stream,
+/// `ARGV` job and the marker's lifetime.
+const ENQUEUE_SCRIPT: &str = r"
+    if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+        redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+        return 1
+    end
+    return 0";
+
 impl RedisBroker {
     /// Connects to `url` (checking it answers) with keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str, pool_size: usize) -> BrokerResult<Self> {
@@ -263,14 +272,7 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     async fn enqueue(&self, conversation_id: &str) -> BrokerResult<bool> {
-        let script = Script::new(
-            r"
-            if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-                redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-                return 1
-            end
-            return 0",
-        );
+        let script = Script::new(ENQUEUE_SCRIPT);
         let mut conn = self.conn().await?;
         let queued: i64 = script
             .key(self.key(&format!("pending:{conversation_id}")))
@@ -281,6 +283,26 @@ impl Broker for RedisBroker {
             .await
             .map_err(err)?;
         Ok(queued == 1)
+    }
+
+    async fn enqueue_many(&self, conversation_ids: &[String]) -> BrokerResult<usize> {
+        if conversation_ids.is_empty() {
+            return Ok(0);
+        }
+        // The script of `enqueue`, once per conversation, in one round trip.
+        let mut pipe = redis::pipe();
+        for id in conversation_ids {
+            pipe.cmd("EVAL")
+                .arg(ENQUEUE_SCRIPT)
+                .arg(2)
+                .arg(self.key(&format!("pending:{id}")))
+                .arg(self.key("turns"))
+                .arg(TurnJob::new(id).encode())
+                .arg(PENDING_TTL_SECS);
+        }
+        let mut conn = self.conn().await?;
+        let queued: Vec<i64> = pipe.query_async(&mut conn).await.map_err(err)?;
+        Ok(queued.into_iter().filter(|q| *q == 1).count())
     }
 
     async fn schedule(&self, job: &TurnJob, delay: Duration) -> BrokerResult<()> {
@@ -441,6 +463,22 @@ impl Broker for RedisBroker {
             .publish(self.key(&format!("events:{topic}")), payload)
             .await
             .map_err(err)?;
+        Ok(())
+    }
+
+    async fn publish_many(&self, events: &[(String, String)]) -> BrokerResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (topic, payload) in events {
+            pipe.cmd("PUBLISH")
+                .arg(self.key(&format!("events:{topic}")))
+                .arg(payload)
+                .ignore();
+        }
+        let mut conn = self.conn().await?;
+        let () = pipe.query_async(&mut conn).await.map_err(err)?;
         Ok(())
     }
 

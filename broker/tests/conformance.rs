@@ -234,6 +234,38 @@ async fn dead_letters_and_pubsub<B: Broker>(broker: B) {
     broker.ping().await.expect("ping");
 }
 
+async fn batches_behave_like_single_calls<B: Broker>(broker: B) {
+    assert!(broker.enqueue("c1").await.expect("enqueue"));
+    let ids: Vec<String> = ["c1", "c2", "c3", "c2"].map(String::from).to_vec();
+    assert_eq!(
+        broker.enqueue_many(&ids).await.expect("enqueue many"),
+        2,
+        "c1 was pending, and c2 twice in one batch is one turn"
+    );
+    assert_eq!(broker.enqueue_many(&[]).await.expect("nothing"), 0);
+    let mut claimed = Vec::new();
+    while let Some(job) = broker.claim("w", SHORT, NEVER).await.expect("claim") {
+        claimed.push(job.job().expect("job").conversation_id);
+    }
+    assert_eq!(claimed, ["c1", "c2", "c3"]);
+
+    let mut one = broker.subscribe("ws-1").await.expect("subscribe");
+    let mut two = broker.subscribe("ws-2").await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let events: Vec<(String, String)> = [("ws-1", "a"), ("ws-2", "b"), ("ws-1", "c")]
+        .map(|(t, p)| (t.to_owned(), p.to_owned()))
+        .to_vec();
+    broker.publish_many(&events).await.expect("publish many");
+    let next = async |rx: &mut broker::Subscription| {
+        tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("in time")
+    };
+    assert_eq!(next(&mut one).await.as_deref(), Some("a"));
+    assert_eq!(next(&mut one).await.as_deref(), Some("c"), "in order");
+    assert_eq!(next(&mut two).await.as_deref(), Some("b"));
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -262,4 +294,5 @@ conformance!(
     scheduled_turns_wait_and_count_as_pending,
     locks_expire_and_are_fenced,
     dead_letters_and_pubsub,
+    batches_behave_like_single_calls,
 );

@@ -477,6 +477,7 @@ async fn create_channel(
             ))
         })?;
     drop(conn);
+    state.app.accounts.changed(&state.app.broker).await;
     let after = channel_json(&account);
     record(
         &state,

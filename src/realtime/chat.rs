@@ -43,10 +43,12 @@ async fn webchat_account(app: &App, bot: &Bot) -> Result<ChannelAccount, ApiErro
         external_id: None,
         credentials: Default::default(),
     };
-    ChannelAccount::upsert(&mut conn, &app.master_key, &spec)
+    let account = ChannelAccount::upsert(&mut conn, &app.master_key, &spec)
         .await
         .map(|u| u.row().clone())
-        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))
+        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
+    app.accounts.changed(&app.broker).await;
+    Ok(account)
 }
 
 /// `GET /ws/chat/{bot}?session=TOKEN&after=SEQ`.
@@ -313,12 +315,17 @@ impl Chat {
             account: None,
             event: InboundEvent::Message(message),
         };
-        crate::ingest::ingest(&self.app, &self.account, vec![event])
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "web chat message not stored");
-                "the message could not be stored; send it again".to_owned()
-            })?;
+        crate::ingest::ingest(
+            &self.app,
+            &self.account,
+            &self.bot.workspace_id,
+            vec![event],
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "web chat message not stored");
+            "the message could not be stored; send it again".to_owned()
+        })?;
         Ok(self.conversation().await?.map(|c| c.id))
     }
 }

@@ -118,7 +118,13 @@ async fn telegram_message(
             email: None,
         }),
     };
-    frontdesk::ingest::ingest(app, &account, vec![event])
+    let route = app
+        .accounts
+        .by_public_id(&app.db, &app.master_key, &account.public_id)
+        .await
+        .expect("accounts")
+        .expect("account");
+    frontdesk::ingest::ingest(app, &route.account, &route.workspace_id, vec![event])
         .await
         .expect("ingest");
 }

@@ -102,7 +102,14 @@ impl Setup {
                 email: None,
             }),
         };
-        frontdesk::ingest::ingest(&self.app, &self.account, vec![event])
+        let route = self
+            .app
+            .accounts
+            .by_public_id(&self.app.db, &self.app.master_key, &self.account.public_id)
+            .await
+            .expect("accounts")
+            .expect("account");
+        frontdesk::ingest::ingest(&self.app, &route.account, &route.workspace_id, vec![event])
             .await
             .expect("ingest");
     }

@@ -265,6 +265,20 @@ impl ChannelAccount {
         Ok(())
     }
 
+    /// Every active account with its bot's workspace: what a node keeps in
+    /// memory to route webhooks without a query.
+    pub async fn all_active(conn: &mut DbConn) -> Result<Vec<(ChannelAccount, String)>, DbError> {
+        use crate::schema::bots;
+        Ok(db_run!(conn: {
+            channel_accounts::table
+                .inner_join(bots::table)
+                .filter(channel_accounts::status.eq(AccountStatus::Active))
+                .select((ChannelAccount::as_select(), bots::workspace_id))
+                .load(conn)
+                .await?
+        }))
+    }
+
     /// The active account of `kind` with this platform identity.
     pub async fn find_active_by_external_id(
         conn: &mut DbConn,

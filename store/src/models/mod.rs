@@ -11,6 +11,7 @@ pub mod conversation;
 pub mod customer;
 pub mod event;
 pub mod handoff;
+pub mod inbound;
 pub mod instance_meta;
 pub mod knowledge;
 pub mod message;

@@ -1,0 +1,1 @@
+DROP FUNCTION frontdesk_store_inbound(jsonb);

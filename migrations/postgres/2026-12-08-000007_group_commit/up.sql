@@ -1,0 +1,113 @@
+-- The webhook door's group commit: the customer messages of many webhooks
+-- stored in one call, so one round trip and one commit per batch. The same
+-- steps, in the same order, as the SQLite path in
+-- store/src/models/inbound.rs; see there for the input and the answers.
+--
+-- For each message, in order: a redelivery (same account, direction and
+-- external id) answers {"conversation"} and writes nothing. Otherwise the
+-- customer is found or created (its name kept current), an email joins the
+-- thread of a stored ancestor or starts its own, the open conversation is
+-- found or opened, its last_seq bumped (the durable turn), the message
+-- inserted, and the events logged from the caller's templates. The answer is
+-- {"conversation", "seq", "events": [[seq, payload], ...]}.
+CREATE FUNCTION frontdesk_store_inbound(batch jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    m jsonb;
+    at timestamp;
+    answers jsonb := '[]'::jsonb;
+    found_conversation text;
+    customer text;
+    customer_name text;
+    thread text;
+    conversation text;
+    seq bigint;
+    event jsonb;
+    event_seq bigint;
+    logged jsonb;
+BEGIN
+    FOR m IN SELECT value FROM jsonb_array_elements(batch) LOOP
+        at := (m->>'at')::timestamp;
+        SELECT conversation_id INTO found_conversation FROM messages
+            WHERE channel_account_id = m->>'account_id'
+              AND direction = 'inbound'
+              AND external_id = m->>'external_id';
+        IF FOUND THEN
+            answers := answers || jsonb_build_array(
+                jsonb_build_object('conversation', found_conversation));
+            CONTINUE;
+        END IF;
+
+        INSERT INTO customers (id, workspace_id, channel_kind, external_user_id,
+                               display_name, created_at, updated_at)
+            VALUES (m->>'new_customer_id', m->>'workspace_id', m->>'channel_kind',
+                    m->>'sender', m->>'display_name', at, at)
+            ON CONFLICT (workspace_id, channel_kind, external_user_id) DO NOTHING;
+        SELECT id, display_name INTO customer, customer_name FROM customers
+            WHERE workspace_id = m->>'workspace_id'
+              AND channel_kind = m->>'channel_kind'
+              AND external_user_id = m->>'sender';
+        IF m->>'display_name' IS NOT NULL
+           AND customer_name IS DISTINCT FROM m->>'display_name' THEN
+            UPDATE customers SET display_name = m->>'display_name', updated_at = at
+                WHERE id = customer;
+        END IF;
+
+        thread := '';
+        IF jsonb_typeof(m->'thread') = 'object' THEN
+            SELECT c.thread_key INTO thread FROM messages AS msg
+                JOIN conversations AS c ON c.id = msg.conversation_id
+                WHERE msg.channel_account_id = m->>'account_id'
+                  AND msg.external_id IN (
+                      SELECT jsonb_array_elements_text(m->'thread'->'ancestors'))
+                  AND c.customer_id = customer
+                ORDER BY msg.created_at DESC
+                LIMIT 1;
+            IF NOT FOUND THEN
+                thread := m->'thread'->>'message_id';
+            END IF;
+        END IF;
+
+        INSERT INTO conversations (id, workspace_id, bot_id, customer_id,
+                                   channel_account_id, status, thread_key, last_seq,
+                                   created_at, updated_at, last_message_at)
+            VALUES (m->>'new_conversation_id', m->>'workspace_id', m->>'bot_id', customer,
+                    m->>'account_id', 'bot', thread, 0, at, at, at)
+            ON CONFLICT DO NOTHING;
+        UPDATE conversations AS c
+            SET last_seq = c.last_seq + 1, last_message_at = at, updated_at = at
+            WHERE c.channel_account_id = m->>'account_id'
+              AND c.customer_id = customer
+              AND c.thread_key = thread
+              AND c.status <> 'resolved'
+            RETURNING c.id, c.last_seq INTO conversation, seq;
+
+        INSERT INTO messages (id, conversation_id, channel_account_id, seq, direction,
+                              author_kind, body, external_id, metadata, created_at)
+            VALUES (m->>'id', conversation, m->>'account_id', seq, 'inbound',
+                    'customer', m->>'body', m->>'external_id', m->>'metadata', at);
+
+        logged := '[]'::jsonb;
+        IF seq = 1 THEN
+            event := jsonb_set((m->>'conversation_event')::jsonb,
+                               '{conversation_id}', to_jsonb(conversation));
+            INSERT INTO events (workspace_id, kind, payload, created_at)
+                VALUES (m->>'workspace_id', 'conversation.created', event::text, at)
+                RETURNING events.seq INTO event_seq;
+            logged := logged || jsonb_build_array(jsonb_build_array(event_seq, event::text));
+        END IF;
+        event := jsonb_set(jsonb_set(jsonb_set((m->>'message_event')::jsonb,
+                     '{conversation_id}', to_jsonb(conversation)),
+                     '{message,conversation_id}', to_jsonb(conversation)),
+                     '{message,seq}', to_jsonb(seq));
+        INSERT INTO events (workspace_id, kind, payload, created_at)
+            VALUES (m->>'workspace_id', 'message.created', event::text, at)
+            RETURNING events.seq INTO event_seq;
+        logged := logged || jsonb_build_array(jsonb_build_array(event_seq, event::text));
+
+        answers := answers || jsonb_build_array(jsonb_build_object(
+            'conversation', conversation, 'seq', seq, 'events', logged));
+    END LOOP;
+    RETURN answers;
+END
+$$;

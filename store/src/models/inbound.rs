@@ -1,0 +1,345 @@
+//! Customer messages stored in batches: the write side of the webhook door's
+//! group commit.
+//!
+//! [`store_batch`] takes the messages of many webhooks and stores them in one
+//! transaction with one commit (one fsync): for each message, in order, the
+//! redelivery check on `(account, inbound, external id)`, the customer, the
+//! conversation (email replies join their thread), the `last_seq` bump that
+//! is the conversation's durable turn, the message row, and the event-log
+//! rows agents replay (`conversation.created` for a conversation's first
+//! message, `message.created` for every message).
+//!
+//! - **SQLite** runs the batch in one blocking call on one connection: each
+//!   statement is prepared once and cached, and nothing crosses threads per
+//!   statement.
+//! - **PostgreSQL** runs it as one call of the function
+//!   `frontdesk_store_inbound(jsonb)` (migration `…000007_group_commit`):
+//!   one round trip per batch, commit included.
+//!
+//! Both paths take the same input and give the same answers; the backend
+//! tests in `tests/it` run the webhooks through both.
+//!
+//! The event payloads are written by the caller, who owns their format, as
+//! templates with three blanks the batch fills once the conversation and
+//! the seq are known: `conversation_id` at the top, and `message.seq` and
+//! `message.conversation_id` inside `message.created`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::conversation::ConversationStatus;
+use super::message::{AuthorKind, Direction, Message};
+use crate::db::{DbConn, DbError};
+use crate::schema::{conversations, customers, events, messages};
+
+/// One customer message to store.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewInbound {
+    /// The message's id, chosen before storing so that its event can be
+    /// written ahead.
+    pub id: String,
+    /// The id a new customer gets (UUID v7, like every id).
+    pub new_customer_id: String,
+    /// The id a new conversation gets.
+    pub new_conversation_id: String,
+    /// When it was received (microsecond precision, as both backends store).
+    #[serde(serialize_with = "sql_time")]
+    pub at: NaiveDateTime,
+    /// The channel account it came through.
+    pub account_id: String,
+    /// The account's workspace.
+    pub workspace_id: String,
+    /// The account's bot.
+    pub bot_id: String,
+    /// The channel (`customers.channel_kind`).
+    pub channel_kind: &'static str,
+    /// The customer's id on the platform.
+    pub sender: String,
+    /// The customer's name, when the platform gives one.
+    pub display_name: Option<String>,
+    /// The platform's id of the message: a redelivery is recognised by it.
+    pub external_id: String,
+    /// The customer's words.
+    pub body: String,
+    /// Platform details (JSON text).
+    pub metadata: String,
+    /// Email: the thread to join or start.
+    pub thread: Option<Thread>,
+    /// `conversation.created`, with `conversation_id` left to fill.
+    pub conversation_event: String,
+    /// `message.created`, with `conversation_id`, `message.conversation_id`
+    /// and `message.seq` left to fill.
+    pub message_event: String,
+}
+
+/// Where an email belongs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Thread {
+    /// This email's Message-ID: the key of a new thread.
+    pub message_id: String,
+    /// `In-Reply-To` and `References`: a stored one names the thread to join.
+    pub ancestors: Vec<String>,
+}
+
+/// What storing one message did.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // answered once per message, moved, never stored in bulk
+pub enum StoredInbound {
+    /// Stored, with its events as logged.
+    New {
+        /// The stored message.
+        message: Message,
+        /// Its workspace.
+        workspace_id: String,
+        /// `(seq, payload)` of each event logged, in order.
+        events: Vec<(i64, String)>,
+    },
+    /// Already stored: a redelivery. Nothing was written.
+    Duplicate {
+        /// The conversation holding it.
+        conversation_id: String,
+    },
+}
+
+/// Stores `batch` in one transaction, in order; one answer per message. An
+/// error rolls the whole batch back (the caller retries the webhooks one by
+/// one, so one bad message fails only its own).
+pub async fn store_batch(
+    conn: &mut DbConn,
+    batch: std::sync::Arc<[NewInbound]>,
+) -> Result<Vec<StoredInbound>, DbError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    match conn {
+        DbConn::Sqlite(conn) => Ok(conn
+            .spawn_blocking(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    batch.iter().map(|new| store_sqlite(conn, new)).collect()
+                })
+            })
+            .await?),
+        DbConn::Postgres(conn) => store_postgres(conn, &batch).await,
+    }
+}
+
+/// One message on SQLite, inside the batch's transaction.
+fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<StoredInbound> {
+    let existing: Option<String> = messages::table
+        .filter(messages::channel_account_id.eq(&new.account_id))
+        .filter(messages::direction.eq(Direction::Inbound))
+        .filter(messages::external_id.eq(&new.external_id))
+        .select(messages::conversation_id)
+        .first(conn)
+        .optional()?;
+    if let Some(conversation_id) = existing {
+        return Ok(StoredInbound::Duplicate { conversation_id });
+    }
+    diesel::insert_into(customers::table)
+        .values((
+            customers::id.eq(&new.new_customer_id),
+            customers::workspace_id.eq(&new.workspace_id),
+            customers::channel_kind.eq(new.channel_kind),
+            customers::external_user_id.eq(&new.sender),
+            customers::display_name.eq(&new.display_name),
+            customers::created_at.eq(new.at),
+            customers::updated_at.eq(new.at),
+        ))
+        .on_conflict((
+            customers::workspace_id,
+            customers::channel_kind,
+            customers::external_user_id,
+        ))
+        .do_nothing()
+        .execute(conn)?;
+    let (customer, name): (String, Option<String>) = customers::table
+        .filter(customers::workspace_id.eq(&new.workspace_id))
+        .filter(customers::channel_kind.eq(new.channel_kind))
+        .filter(customers::external_user_id.eq(&new.sender))
+        .select((customers::id, customers::display_name))
+        .first(conn)?;
+    if new.display_name.is_some() && name != new.display_name {
+        diesel::update(customers::table.find(&customer))
+            .set((
+                customers::display_name.eq(&new.display_name),
+                customers::updated_at.eq(new.at),
+            ))
+            .execute(conn)?;
+    }
+    let thread_key = match &new.thread {
+        None => String::new(),
+        Some(thread) => messages::table
+            .inner_join(conversations::table)
+            .filter(messages::channel_account_id.eq(&new.account_id))
+            .filter(messages::external_id.eq_any(&thread.ancestors))
+            .filter(conversations::customer_id.eq(&customer))
+            .order(messages::created_at.desc())
+            .select(conversations::thread_key)
+            .first::<String>(conn)
+            .optional()?
+            .unwrap_or_else(|| thread.message_id.clone()),
+    };
+    diesel::insert_into(conversations::table)
+        .values((
+            conversations::id.eq(&new.new_conversation_id),
+            conversations::workspace_id.eq(&new.workspace_id),
+            conversations::bot_id.eq(&new.bot_id),
+            conversations::customer_id.eq(&customer),
+            conversations::channel_account_id.eq(&new.account_id),
+            conversations::status.eq(ConversationStatus::Bot),
+            conversations::thread_key.eq(&thread_key),
+            conversations::last_seq.eq(0_i64),
+            conversations::created_at.eq(new.at),
+            conversations::updated_at.eq(new.at),
+            conversations::last_message_at.eq(new.at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    let (conversation, seq): (String, i64) = diesel::update(
+        conversations::table
+            .filter(conversations::channel_account_id.eq(&new.account_id))
+            .filter(conversations::customer_id.eq(&customer))
+            .filter(conversations::thread_key.eq(&thread_key))
+            .filter(conversations::status.ne(ConversationStatus::Resolved)),
+    )
+    .set((
+        conversations::last_seq.eq(conversations::last_seq + 1),
+        conversations::last_message_at.eq(new.at),
+        conversations::updated_at.eq(new.at),
+    ))
+    .returning((conversations::id, conversations::last_seq))
+    .get_result(conn)?;
+    let message = new.message(conversation, seq);
+    diesel::insert_into(messages::table)
+        .values((
+            messages::id.eq(&message.id),
+            messages::conversation_id.eq(&message.conversation_id),
+            messages::channel_account_id.eq(&message.channel_account_id),
+            messages::seq.eq(seq),
+            messages::direction.eq(message.direction),
+            messages::author_kind.eq(message.author_kind),
+            messages::body.eq(&message.body),
+            messages::external_id.eq(&message.external_id),
+            messages::metadata.eq(&message.metadata),
+            messages::created_at.eq(message.created_at),
+        ))
+        .execute(conn)?;
+    let mut logged = Vec::with_capacity(2);
+    let payloads = [
+        (seq == 1).then_some(("conversation.created", &new.conversation_event)),
+        Some(("message.created", &new.message_event)),
+    ];
+    for (kind, template) in payloads.into_iter().flatten() {
+        let payload = fill(template, &message.conversation_id, seq);
+        let event_seq = diesel::insert_into(events::table)
+            .values((
+                events::workspace_id.eq(&new.workspace_id),
+                events::kind.eq(kind),
+                events::payload.eq(&payload),
+                events::created_at.eq(new.at),
+            ))
+            .returning(events::seq)
+            .get_result(conn)?;
+        logged.push((event_seq, payload));
+    }
+    Ok(StoredInbound::New {
+        message,
+        workspace_id: new.workspace_id.clone(),
+        events: logged,
+    })
+}
+
+/// The batch on PostgreSQL: one statement, so one round trip that commits.
+async fn store_postgres(
+    conn: &mut diesel_async::AsyncPgConnection,
+    batch: &[NewInbound],
+) -> Result<Vec<StoredInbound>, DbError> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Outcome {
+        #[diesel(sql_type = Text)]
+        outcome: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        conversation: String,
+        seq: Option<i64>,
+        #[serde(default)]
+        events: Vec<(i64, String)>,
+    }
+
+    let input = serde_json::to_string(batch).map_err(serialization)?;
+    let query = diesel::sql_query("SELECT frontdesk_store_inbound($1::jsonb)::text AS outcome")
+        .bind::<Text, _>(input);
+    let row: Outcome = diesel_async::RunQueryDsl::get_result(query, conn).await?;
+    let answers: Vec<Answer> = serde_json::from_str(&row.outcome).map_err(serialization)?;
+    if answers.len() != batch.len() {
+        return Err(serialization(format!(
+            "{} answers for {} messages",
+            answers.len(),
+            batch.len()
+        )));
+    }
+    Ok(batch
+        .iter()
+        .zip(answers)
+        .map(|(new, answer)| match answer.seq {
+            Some(seq) => StoredInbound::New {
+                message: new.message(answer.conversation, seq),
+                workspace_id: new.workspace_id.clone(),
+                events: answer.events,
+            },
+            None => StoredInbound::Duplicate {
+                conversation_id: answer.conversation,
+            },
+        })
+        .collect())
+}
+
+impl NewInbound {
+    /// The row as stored in `conversation` at `seq`.
+    pub fn message(&self, conversation_id: String, seq: i64) -> Message {
+        Message {
+            id: self.id.clone(),
+            conversation_id,
+            channel_account_id: self.account_id.clone(),
+            seq,
+            direction: Direction::Inbound,
+            author_kind: AuthorKind::Customer,
+            author_user_id: None,
+            body: self.body.clone(),
+            external_id: Some(self.external_id.clone()),
+            metadata: Some(self.metadata.clone()),
+            delivery_status: None,
+            delivery_error: None,
+            created_at: self.at,
+            reply_key: None,
+        }
+    }
+}
+
+/// Fills an event template's blanks (see the module documentation). The
+/// PostgreSQL function does the same with `jsonb_set`.
+pub fn fill(template: &str, conversation_id: &str, seq: i64) -> String {
+    let Ok(mut event) = serde_json::from_str::<Value>(template) else {
+        return template.to_owned();
+    };
+    event["conversation_id"] = Value::from(conversation_id);
+    if let Some(message) = event.get_mut("message").and_then(Value::as_object_mut) {
+        message.insert("conversation_id".into(), Value::from(conversation_id));
+        message.insert("seq".into(), Value::from(seq));
+    }
+    event.to_string()
+}
+
+fn sql_time<S: serde::Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&at.format("%Y-%m-%d %H:%M:%S%.6f"))
+}
+
+fn serialization(error: impl std::fmt::Display) -> DbError {
+    DbError::Query(diesel::result::Error::SerializationError(
+        format!("inbound batch: {error}").into(),
+    ))
+}
