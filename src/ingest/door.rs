@@ -224,19 +224,52 @@ async fn commit(db: &Db, jobs: Vec<Job>) -> Vec<Answered> {
             answered.reverse();
             answered
         }
-        Err(error) if replies.len() == 1 => {
+        Err(error) if replies.len() == 1 && !transient(&error) => {
             let reply = replies.into_iter().next();
             reply.map(|reply| (reply, Err(error))).into_iter().collect()
         }
         Err(error) => {
-            tracing::warn!(%error, webhooks = replies.len(), "a batch failed; storing its webhooks one by one");
+            if replies.len() > 1 {
+                tracing::warn!(%error, webhooks = replies.len(), "a batch failed; storing its webhooks one by one");
+            }
             let mut answered = Vec::with_capacity(replies.len());
             for (reply, span) in replies.into_iter().zip(spans) {
-                let alone = store_batch(&mut conn, rows[span].to_vec().into()).await;
-                answered.push((reply, alone));
+                let alone: Arc<[NewInbound]> = rows[span].to_vec().into();
+                let mut attempt = 1;
+                let outcome = loop {
+                    match store_batch(&mut conn, alone.clone()).await {
+                        // A concurrent batch (another writer or node) won a
+                        // race on the same rows; now it has committed.
+                        Err(error) if attempt < RETRIES && transient(&error) => attempt += 1,
+                        outcome => break outcome,
+                    }
+                };
+                if let Err(error) = &outcome {
+                    tracing::warn!(%error, "a webhook's messages could not be stored");
+                }
+                answered.push((reply, outcome));
             }
             answered
         }
+    }
+}
+
+/// Attempts for one webhook's messages after its batch failed.
+const RETRIES: usize = 3;
+
+/// A failure that a second attempt may not meet: a race with a concurrent
+/// transaction (the same message stored at once, a deadlock, a
+/// serialization failure).
+fn transient(error: &DbError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        DbError::Query(Error::DatabaseError(kind, info)) => {
+            matches!(
+                kind,
+                DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure
+            ) || info.message().contains("deadlock")
+        }
+        _ => false,
     }
 }
 

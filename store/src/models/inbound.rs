@@ -270,7 +270,15 @@ async fn store_postgres(
         events: Vec<(i64, String)>,
     }
 
-    let input = serde_json::to_string(batch).map_err(serialization)?;
+    // Concurrent batches (two writers, several nodes) take their locks in
+    // one order, customer by customer, so they wait for each other instead
+    // of deadlocking. The sort is stable: one customer's messages keep theirs.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        (&batch[a].account_id, &batch[a].sender).cmp(&(&batch[b].account_id, &batch[b].sender))
+    });
+    let sorted: Vec<&NewInbound> = order.iter().map(|&i| &batch[i]).collect();
+    let input = serde_json::to_string(&sorted).map_err(serialization)?;
     let query = diesel::sql_query("SELECT frontdesk_store_inbound($1::jsonb)::text AS outcome")
         .bind::<Text, _>(input);
     let row: Outcome = diesel_async::RunQueryDsl::get_result(query, conn).await?;
@@ -282,20 +290,26 @@ async fn store_postgres(
             batch.len()
         )));
     }
-    Ok(batch
-        .iter()
+    let mut stored: Vec<(usize, StoredInbound)> = order
+        .into_iter()
         .zip(answers)
-        .map(|(new, answer)| match answer.seq {
-            Some(seq) => StoredInbound::New {
-                message: new.message(answer.conversation, seq),
-                workspace_id: new.workspace_id.clone(),
-                events: answer.events,
-            },
-            None => StoredInbound::Duplicate {
-                conversation_id: answer.conversation,
-            },
+        .map(|(i, answer)| {
+            let new = &batch[i];
+            let outcome = match answer.seq {
+                Some(seq) => StoredInbound::New {
+                    message: new.message(answer.conversation, seq),
+                    workspace_id: new.workspace_id.clone(),
+                    events: answer.events,
+                },
+                None => StoredInbound::Duplicate {
+                    conversation_id: answer.conversation,
+                },
+            };
+            (i, outcome)
         })
-        .collect())
+        .collect();
+    stored.sort_by_key(|(i, _)| *i);
+    Ok(stored.into_iter().map(|(_, outcome)| outcome).collect())
 }
 
 impl NewInbound {
