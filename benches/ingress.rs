@@ -312,6 +312,44 @@ fn parse_head(head: &str) -> std::io::Result<(u16, usize, bool)> {
     Ok((status, body_len, close))
 }
 
+/// The door's figures from `/metrics`: batches, mean messages per batch and
+/// mean time per batch, since the server started.
+async fn door_figures(addr: SocketAddr) -> std::io::Result<String> {
+    let mut conn = HttpConn::open(addr).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.exchange(request.as_bytes()).await?;
+    let text = String::from_utf8_lossy(&conn.buf);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let total = |name: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(name) && line.contains("method=\"POST\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let served = total("http_request_duration_seconds_sum") * 1000.0
+        / total("http_request_duration_seconds_count").max(1.0);
+    let batches = value("door_batch_messages_count");
+    let messages = value("door_batch_messages_sum");
+    let seconds = value("door_batch_seconds_sum");
+    let refused = value("door_refused_total");
+    Ok(format!(
+        "{batches:.0} batches, {:.1} messages and {:.2} ms per batch on average, {refused:.0} refused; \
+         {served:.2} ms per webhook inside the server on average",
+        messages / batches.max(1.0),
+        seconds * 1000.0 / batches.max(1.0),
+    ))
+}
+
 /// One GET with a fresh connection, for the readiness probe.
 async fn get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut conn = HttpConn::open(addr).await?;
@@ -1175,6 +1213,10 @@ fn run_frontdesk(
         options.measure(),
     );
     rows.push(Row::open(system, open, options.rate));
+    match runtime.block_on(door_figures(server.addr)) {
+        Ok(figures) => println!("{} door: {figures}", system.label()),
+        Err(error) => println!("{} door: no figures ({error})", system.label()),
+    }
     server.stop()?;
     let stored = stored_updates(runtime, backend)?;
     Ok(exactly_once(system, &stored, &ledger.acked))

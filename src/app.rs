@@ -97,8 +97,9 @@ async fn open_with(
         store::db::Backend::Sqlite => 1,
         store::db::Backend::Postgres => 2,
     };
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     Ok(App {
-        door: Door::open(&db, broker.clone(), writers),
+        door: Door::open(&db, broker.clone(), metrics.clone(), writers),
         accounts,
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new({
@@ -122,7 +123,7 @@ async fn open_with(
         db,
         master_key,
         broker,
-        metrics: Arc::new(Metrics::new().context("cannot register metrics")?),
+        metrics,
         bot_files,
     })
 }

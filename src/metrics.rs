@@ -26,6 +26,12 @@ pub struct Metrics {
     pub first_paragraph_seconds: Histogram,
     /// Open websockets by kind (agent, chat).
     pub ws_connections: prometheus::IntGaugeVec,
+    /// Customer messages per batch the door stored.
+    pub door_batch_messages: Histogram,
+    /// Time to store one batch (commit included).
+    pub door_batch_seconds: Histogram,
+    /// Webhooks refused because too many were waiting.
+    pub door_refused: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -122,7 +128,33 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(ws_connections.clone()))?;
+        let door_batch_messages = Histogram::with_opts(
+            HistogramOpts::new(
+                "door_batch_messages",
+                "Customer messages stored per batch (one transaction, one commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )?;
+        let door_batch_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "door_batch_seconds",
+                "Time to store one batch of customer messages, commit included",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        let door_refused = prometheus::IntCounter::new(
+            "door_refused_total",
+            "Webhooks answered 503 because too many were waiting to be stored",
+        )?;
+        registry.register(Box::new(door_batch_messages.clone()))?;
+        registry.register(Box::new(door_batch_seconds.clone()))?;
+        registry.register(Box::new(door_refused.clone()))?;
         Ok(Self {
+            door_batch_messages,
+            door_batch_seconds,
+            door_refused,
             ws_connections,
             handoffs,
             answers,

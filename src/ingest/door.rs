@@ -23,9 +23,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use broker::{AnyBroker, Broker};
-use store::db::{Db, DbError};
+use store::db::{Db, DbConn, DbError};
+
+use crate::metrics::Metrics;
 use store::models::inbound::{NewInbound, StoredInbound, store_batch};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +61,7 @@ pub enum DoorError {
 pub struct Door {
     jobs: mpsc::Sender<Job>,
     seen: Mutex<Seen>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -78,12 +82,13 @@ struct Announcement {
 impl Door {
     /// Opens the door with `writers` concurrent writers (one is right for
     /// SQLite, which has one writer anyway).
-    pub fn open(db: &Db, broker: AnyBroker, writers: usize) -> Arc<Door> {
+    pub fn open(db: &Db, broker: AnyBroker, metrics: Arc<Metrics>, writers: usize) -> Arc<Door> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let (announce, announcements) = mpsc::channel(ANNOUNCE_QUEUE);
         let door = Arc::new(Door {
             jobs,
             seen: Mutex::new(Seen::default()),
+            metrics,
         });
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         for _ in 0..writers.max(1) {
@@ -105,9 +110,10 @@ impl Door {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Job { rows, reply })
-            .map_err(|_| DoorError::Busy)?;
+        if self.jobs.try_send(Job { rows, reply }).is_err() {
+            self.metrics.door_refused.inc();
+            return Err(DoorError::Busy);
+        }
         match answer.await {
             Ok(stored) => Ok(stored?),
             // The writer is gone (shutting down): nothing was stored.
@@ -147,6 +153,8 @@ async fn write(
     door: std::sync::Weak<Door>,
     announce: mpsc::Sender<Announcement>,
 ) {
+    // Kept across batches: its page cache stays warm.
+    let mut conn = None;
     loop {
         let jobs = {
             let mut queue = queue.lock().await;
@@ -166,10 +174,20 @@ async fn write(
             }
             jobs
         };
-        let stored = commit(&db, jobs).await;
+        let started = Instant::now();
+        let rows: usize = jobs.iter().map(|job| job.rows.len()).sum();
+        let stored = commit(&db, &mut conn, jobs).await;
         let Some(door) = door.upgrade() else {
             return;
         };
+        if stored.iter().any(|(_, outcome)| outcome.is_err()) {
+            // Back to the pool, which checks it before lending it again.
+            conn = None;
+        }
+        door.metrics.door_batch_messages.observe(rows as f64);
+        door.metrics
+            .door_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut announcement = Announcement::default();
         for (reply, outcome) in stored {
             if let Ok(outcome) = &outcome {
@@ -193,7 +211,7 @@ type Answered = (
 
 /// Stores the jobs as one batch; when that fails, one by one, so that only
 /// the job at fault fails.
-async fn commit(db: &Db, jobs: Vec<Job>) -> Vec<Answered> {
+async fn commit(db: &Db, conn: &mut Option<DbConn>, jobs: Vec<Job>) -> Vec<Answered> {
     let mut spans = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
     let mut rows = Vec::new();
@@ -203,17 +221,20 @@ async fn commit(db: &Db, jobs: Vec<Job>) -> Vec<Answered> {
         replies.push(job.reply);
     }
     let rows: Arc<[NewInbound]> = rows.into();
-    let mut conn = match db.get().await {
-        Ok(conn) => conn,
-        Err(error) => {
-            let error = error.to_string();
-            return replies
-                .into_iter()
-                .map(|reply| (reply, Err(DbError::Pool(error.clone()))))
-                .collect();
-        }
+    let conn = match conn {
+        Some(conn) => conn,
+        None => match db.get().await {
+            Ok(fresh) => conn.insert(fresh),
+            Err(error) => {
+                let error = error.to_string();
+                return replies
+                    .into_iter()
+                    .map(|reply| (reply, Err(DbError::Pool(error.clone()))))
+                    .collect();
+            }
+        },
     };
-    let batch = store_batch(&mut conn, rows.clone()).await;
+    let batch = store_batch(conn, rows.clone()).await;
     match batch {
         Ok(mut stored) => {
             let mut answered = Vec::with_capacity(replies.len());
@@ -237,7 +258,7 @@ async fn commit(db: &Db, jobs: Vec<Job>) -> Vec<Answered> {
                 let alone: Arc<[NewInbound]> = rows[span].to_vec().into();
                 let mut attempt = 1;
                 let outcome = loop {
-                    match store_batch(&mut conn, alone.clone()).await {
+                    match store_batch(conn, alone.clone()).await {
                         // A concurrent batch (another writer or node) won a
                         // race on the same rows; now it has committed.
                         Err(error) if attempt < RETRIES && transient(&error) => attempt += 1,

@@ -10,6 +10,10 @@
 -- found or opened, its last_seq bumped (the durable turn), the message
 -- inserted, and the events logged from the caller's templates. The answer is
 -- {"conversation", "seq", "events": [[seq, payload], ...]}.
+--
+-- Also: bot replies alone carry a reply_key, so its unique index leaves the
+-- customer's messages out (NULLs never collided anyway), one index write
+-- less per message.
 CREATE FUNCTION frontdesk_store_inbound(batch jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -38,15 +42,22 @@ BEGIN
             CONTINUE;
         END IF;
 
-        INSERT INTO customers (id, workspace_id, channel_kind, external_user_id,
-                               display_name, created_at, updated_at)
-            VALUES (m->>'new_customer_id', m->>'workspace_id', m->>'channel_kind',
-                    m->>'sender', m->>'display_name', at, at)
-            ON CONFLICT (workspace_id, channel_kind, external_user_id) DO NOTHING;
+        -- A known customer first (one statement), else a new one.
         SELECT id, display_name INTO customer, customer_name FROM customers
             WHERE workspace_id = m->>'workspace_id'
               AND channel_kind = m->>'channel_kind'
               AND external_user_id = m->>'sender';
+        IF NOT FOUND THEN
+            INSERT INTO customers (id, workspace_id, channel_kind, external_user_id,
+                                   display_name, created_at, updated_at)
+                VALUES (m->>'new_customer_id', m->>'workspace_id', m->>'channel_kind',
+                        m->>'sender', m->>'display_name', at, at)
+                ON CONFLICT (workspace_id, channel_kind, external_user_id) DO NOTHING;
+            SELECT id, display_name INTO customer, customer_name FROM customers
+                WHERE workspace_id = m->>'workspace_id'
+                  AND channel_kind = m->>'channel_kind'
+                  AND external_user_id = m->>'sender';
+        END IF;
         IF m->>'display_name' IS NOT NULL
            AND customer_name IS DISTINCT FROM m->>'display_name' THEN
             UPDATE customers SET display_name = m->>'display_name', updated_at = at
@@ -68,12 +79,9 @@ BEGIN
             END IF;
         END IF;
 
-        INSERT INTO conversations (id, workspace_id, bot_id, customer_id,
-                                   channel_account_id, status, thread_key, last_seq,
-                                   created_at, updated_at, last_message_at)
-            VALUES (m->>'new_conversation_id', m->>'workspace_id', m->>'bot_id', customer,
-                    m->>'account_id', 'bot', thread, 0, at, at, at)
-            ON CONFLICT DO NOTHING;
+        -- The open conversation gets its next seq (one statement); else it
+        -- is opened with this message as seq 1; if another transaction
+        -- opened it meanwhile, that one gets the next seq.
         UPDATE conversations AS c
             SET last_seq = c.last_seq + 1, last_message_at = at, updated_at = at
             WHERE c.channel_account_id = m->>'account_id'
@@ -81,6 +89,24 @@ BEGIN
               AND c.thread_key = thread
               AND c.status <> 'resolved'
             RETURNING c.id, c.last_seq INTO conversation, seq;
+        IF NOT FOUND THEN
+            INSERT INTO conversations (id, workspace_id, bot_id, customer_id,
+                                       channel_account_id, status, thread_key, last_seq,
+                                       created_at, updated_at, last_message_at)
+                VALUES (m->>'new_conversation_id', m->>'workspace_id', m->>'bot_id',
+                        customer, m->>'account_id', 'bot', thread, 1, at, at, at)
+                ON CONFLICT DO NOTHING
+                RETURNING id, last_seq INTO conversation, seq;
+            IF NOT FOUND THEN
+                UPDATE conversations AS c
+                    SET last_seq = c.last_seq + 1, last_message_at = at, updated_at = at
+                    WHERE c.channel_account_id = m->>'account_id'
+                      AND c.customer_id = customer
+                      AND c.thread_key = thread
+                      AND c.status <> 'resolved'
+                    RETURNING c.id, c.last_seq INTO conversation, seq;
+            END IF;
+        END IF;
 
         INSERT INTO messages (id, conversation_id, channel_account_id, seq, direction,
                               author_kind, body, external_id, metadata, created_at)
@@ -111,3 +137,7 @@ BEGIN
     RETURN answers;
 END
 $$;
+
+DROP INDEX messages_reply_key;
+CREATE UNIQUE INDEX messages_reply_key ON messages (conversation_id, reply_key)
+    WHERE reply_key IS NOT NULL;

@@ -137,29 +137,34 @@ fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<St
     if let Some(conversation_id) = existing {
         return Ok(StoredInbound::Duplicate { conversation_id });
     }
-    diesel::insert_into(customers::table)
-        .values((
-            customers::id.eq(&new.new_customer_id),
-            customers::workspace_id.eq(&new.workspace_id),
-            customers::channel_kind.eq(new.channel_kind),
-            customers::external_user_id.eq(&new.sender),
-            customers::display_name.eq(&new.display_name),
-            customers::created_at.eq(new.at),
-            customers::updated_at.eq(new.at),
-        ))
-        .on_conflict((
-            customers::workspace_id,
-            customers::channel_kind,
-            customers::external_user_id,
-        ))
-        .do_nothing()
-        .execute(conn)?;
-    let (customer, name): (String, Option<String>) = customers::table
-        .filter(customers::workspace_id.eq(&new.workspace_id))
-        .filter(customers::channel_kind.eq(new.channel_kind))
-        .filter(customers::external_user_id.eq(&new.sender))
-        .select((customers::id, customers::display_name))
-        .first(conn)?;
+    // The common case first: a customer we know, one statement.
+    let find_customer = |conn: &mut SqliteConnection| {
+        customers::table
+            .filter(customers::workspace_id.eq(&new.workspace_id))
+            .filter(customers::channel_kind.eq(new.channel_kind))
+            .filter(customers::external_user_id.eq(&new.sender))
+            .select((customers::id, customers::display_name))
+            .first::<(String, Option<String>)>(conn)
+            .optional()
+    };
+    let (customer, name) = match find_customer(conn)? {
+        Some(found) => found,
+        None => {
+            diesel::insert_into(customers::table)
+                .values((
+                    customers::id.eq(&new.new_customer_id),
+                    customers::workspace_id.eq(&new.workspace_id),
+                    customers::channel_kind.eq(new.channel_kind),
+                    customers::external_user_id.eq(&new.sender),
+                    customers::display_name.eq(&new.display_name),
+                    customers::created_at.eq(new.at),
+                    customers::updated_at.eq(new.at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            find_customer(conn)?.ok_or(diesel::result::Error::NotFound)?
+        }
+    };
     if new.display_name.is_some() && name != new.display_name {
         diesel::update(customers::table.find(&customer))
             .set((
@@ -181,36 +186,52 @@ fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<St
             .optional()?
             .unwrap_or_else(|| thread.message_id.clone()),
     };
-    diesel::insert_into(conversations::table)
-        .values((
-            conversations::id.eq(&new.new_conversation_id),
-            conversations::workspace_id.eq(&new.workspace_id),
-            conversations::bot_id.eq(&new.bot_id),
-            conversations::customer_id.eq(&customer),
-            conversations::channel_account_id.eq(&new.account_id),
-            conversations::status.eq(ConversationStatus::Bot),
-            conversations::thread_key.eq(&thread_key),
-            conversations::last_seq.eq(0_i64),
-            conversations::created_at.eq(new.at),
-            conversations::updated_at.eq(new.at),
+    // The common case first: the open conversation gets its next seq, one
+    // statement. Else it is opened with this message as seq 1; if another
+    // writer opened it meanwhile, that one gets the next seq.
+    let bump = |conn: &mut SqliteConnection| {
+        diesel::update(
+            conversations::table
+                .filter(conversations::channel_account_id.eq(&new.account_id))
+                .filter(conversations::customer_id.eq(&customer))
+                .filter(conversations::thread_key.eq(&thread_key))
+                .filter(conversations::status.ne(ConversationStatus::Resolved)),
+        )
+        .set((
+            conversations::last_seq.eq(conversations::last_seq + 1),
             conversations::last_message_at.eq(new.at),
+            conversations::updated_at.eq(new.at),
         ))
-        .on_conflict_do_nothing()
-        .execute(conn)?;
-    let (conversation, seq): (String, i64) = diesel::update(
-        conversations::table
-            .filter(conversations::channel_account_id.eq(&new.account_id))
-            .filter(conversations::customer_id.eq(&customer))
-            .filter(conversations::thread_key.eq(&thread_key))
-            .filter(conversations::status.ne(ConversationStatus::Resolved)),
-    )
-    .set((
-        conversations::last_seq.eq(conversations::last_seq + 1),
-        conversations::last_message_at.eq(new.at),
-        conversations::updated_at.eq(new.at),
-    ))
-    .returning((conversations::id, conversations::last_seq))
-    .get_result(conn)?;
+        .returning((conversations::id, conversations::last_seq))
+        .get_result::<(String, i64)>(conn)
+        .optional()
+    };
+    let (conversation, seq) = match bump(conn)? {
+        Some(bumped) => bumped,
+        None => {
+            let opened = diesel::insert_into(conversations::table)
+                .values((
+                    conversations::id.eq(&new.new_conversation_id),
+                    conversations::workspace_id.eq(&new.workspace_id),
+                    conversations::bot_id.eq(&new.bot_id),
+                    conversations::customer_id.eq(&customer),
+                    conversations::channel_account_id.eq(&new.account_id),
+                    conversations::status.eq(ConversationStatus::Bot),
+                    conversations::thread_key.eq(&thread_key),
+                    conversations::last_seq.eq(1_i64),
+                    conversations::created_at.eq(new.at),
+                    conversations::updated_at.eq(new.at),
+                    conversations::last_message_at.eq(new.at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            if opened == 1 {
+                (new.new_conversation_id.clone(), 1)
+            } else {
+                bump(conn)?.ok_or(diesel::result::Error::NotFound)?
+            }
+        }
+    };
     let message = new.message(conversation, seq);
     diesel::insert_into(messages::table)
         .values((
