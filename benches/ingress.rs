@@ -342,9 +342,11 @@ async fn door_figures(addr: SocketAddr) -> std::io::Result<String> {
     let messages = value("door_batch_messages_sum");
     let seconds = value("door_batch_seconds_sum");
     let refused = value("door_refused_total");
+    let waited =
+        value("door_wait_seconds_sum") * 1000.0 / value("door_wait_seconds_count").max(1.0);
     Ok(format!(
         "{batches:.0} batches, {:.1} messages and {:.2} ms per batch on average, {refused:.0} refused; \
-         {served:.2} ms per webhook inside the server on average",
+         {waited:.2} ms waiting at the door and {served:.2} ms inside the server per webhook",
         messages / batches.max(1.0),
         seconds * 1000.0 / batches.max(1.0),
     ))

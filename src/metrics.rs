@@ -32,6 +32,8 @@ pub struct Metrics {
     pub door_batch_seconds: Histogram,
     /// Webhooks refused because too many were waiting.
     pub door_refused: prometheus::IntCounter,
+    /// Time a webhook waits for its messages to be stored and committed.
+    pub door_wait_seconds: Histogram,
 }
 
 impl Metrics {
@@ -151,7 +153,18 @@ impl Metrics {
         registry.register(Box::new(door_batch_messages.clone()))?;
         registry.register(Box::new(door_batch_seconds.clone()))?;
         registry.register(Box::new(door_refused.clone()))?;
+        let door_wait_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "door_wait_seconds",
+                "Time a webhook waits for its messages to be stored and committed",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(door_wait_seconds.clone()))?;
         Ok(Self {
+            door_wait_seconds,
             door_batch_messages,
             door_batch_seconds,
             door_refused,

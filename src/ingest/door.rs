@@ -109,12 +109,17 @@ impl Door {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         if self.jobs.try_send(Job { rows, reply }).is_err() {
             self.metrics.door_refused.inc();
             return Err(DoorError::Busy);
         }
-        match answer.await {
+        let answer = answer.await;
+        self.metrics
+            .door_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
             Ok(stored) => Ok(stored?),
             // The writer is gone (shutting down): nothing was stored.
             Err(_) => Err(DoorError::Busy),

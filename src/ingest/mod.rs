@@ -336,3 +336,68 @@ async fn customer_conversations(
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::models::channel_account::AccountStatus;
+    use store::models::inbound::{CONVERSATION_BLANK, SEQ_BLANK, fill};
+
+    fn account() -> ChannelAccount {
+        ChannelAccount {
+            id: "acct".into(),
+            public_id: "shop-tg".into(),
+            bot_id: "bot".into(),
+            kind: channels::ChannelKind::Telegram,
+            external_id: None,
+            credentials: String::new(),
+            status: AccountStatus::Active,
+            created_at: store::db::now(),
+            updated_at: store::db::now(),
+        }
+    }
+
+    /// The door's templates carry exactly the blanks the store fills, and a
+    /// customer's words that look like a blank stay as they were.
+    #[test]
+    fn event_templates_have_their_blanks_and_fill_to_the_event() {
+        let words = r#"{"conversation_id":"","seq":0, "x"}"#;
+        let new = new_inbound(
+            &account(),
+            "ws",
+            InboundMessage {
+                external_id: "7:1".into(),
+                sender: channels::Sender {
+                    external_id: "7".into(),
+                    display_name: Some("Ann".into()),
+                },
+                text: words.into(),
+                origin: channels::Origin::Text,
+                attachments: Vec::new(),
+                sent_at: None,
+                reply_to: None,
+                email: None,
+            },
+        );
+        assert_eq!(new.message_event.matches(CONVERSATION_BLANK).count(), 2);
+        assert_eq!(new.message_event.matches(SEQ_BLANK).count(), 1);
+        assert_eq!(
+            new.conversation_event.matches(CONVERSATION_BLANK).count(),
+            1
+        );
+
+        let event: serde_json::Value =
+            serde_json::from_str(&fill(&new.message_event, "conv-1", 42)).expect("json");
+        assert_eq!(event["type"], "message.created");
+        assert_eq!(event["conversation_id"], "conv-1");
+        assert_eq!(event["message"]["conversation_id"], "conv-1");
+        assert_eq!(event["message"]["seq"], 42);
+        assert_eq!(event["message"]["body"], words);
+        assert_eq!(event["message"]["id"], new.id.as_str());
+        let opened: serde_json::Value =
+            serde_json::from_str(&fill(&new.conversation_event, "conv-1", 1)).expect("json");
+        assert_eq!(opened["type"], "conversation.created");
+        assert_eq!(opened["conversation_id"], "conv-1");
+        assert_eq!(opened["bot_id"], "bot");
+    }
+}

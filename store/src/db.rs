@@ -302,7 +302,7 @@ fn establish_sqlite(path: &Path, busy_ms: u32) -> diesel::ConnectionResult<Sqlit
     let pragmas = format!(
         "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -{SQLITE_CACHE_KIB}; PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
+         PRAGMA cache_size = -{SQLITE_CACHE_KIB}; PRAGMA mmap_size = {SQLITE_MMAP_BYTES}; PRAGMA wal_autocheckpoint = 16384;"
     );
     // Switching a fresh file to WAL needs a moment alone with it: processes
     // opening one database together retry instead of failing.

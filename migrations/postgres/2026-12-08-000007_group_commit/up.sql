@@ -9,7 +9,7 @@
 -- thread of a stored ancestor or starts its own, the open conversation is
 -- found or opened, its last_seq bumped (the durable turn), the message
 -- inserted, and the events logged from the caller's templates. The answer is
--- {"conversation", "seq", "events": [[seq, payload], ...]}.
+-- {"conversation", "seq", "events": [event seq, ...]}.
 --
 -- Also: bot replies alone carry a reply_key, so its unique index leaves the
 -- customer's messages out (NULLs never collided anyway), one index write
@@ -26,7 +26,6 @@ DECLARE
     thread text;
     conversation text;
     seq bigint;
-    event jsonb;
     event_seq bigint;
     logged jsonb;
 BEGIN
@@ -113,23 +112,26 @@ BEGIN
             VALUES (m->>'id', conversation, m->>'account_id', seq, 'inbound',
                     'customer', m->>'body', m->>'external_id', m->>'metadata', at);
 
+        -- The templates' blanks filled by plain replacement, as fill() in
+        -- inbound.rs does: the same bytes on both backends.
         logged := '[]'::jsonb;
         IF seq = 1 THEN
-            event := jsonb_set((m->>'conversation_event')::jsonb,
-                               '{conversation_id}', to_jsonb(conversation));
             INSERT INTO events (workspace_id, kind, payload, created_at)
-                VALUES (m->>'workspace_id', 'conversation.created', event::text, at)
+                VALUES (m->>'workspace_id', 'conversation.created',
+                        replace(m->>'conversation_event', '"conversation_id":""',
+                                '"conversation_id":"' || conversation || '"'),
+                        at)
                 RETURNING events.seq INTO event_seq;
-            logged := logged || jsonb_build_array(jsonb_build_array(event_seq, event::text));
+            logged := logged || to_jsonb(event_seq);
         END IF;
-        event := jsonb_set(jsonb_set(jsonb_set((m->>'message_event')::jsonb,
-                     '{conversation_id}', to_jsonb(conversation)),
-                     '{message,conversation_id}', to_jsonb(conversation)),
-                     '{message,seq}', to_jsonb(seq));
         INSERT INTO events (workspace_id, kind, payload, created_at)
-            VALUES (m->>'workspace_id', 'message.created', event::text, at)
+            VALUES (m->>'workspace_id', 'message.created',
+                    replace(replace(m->>'message_event', '"conversation_id":""',
+                                    '"conversation_id":"' || conversation || '"'),
+                            '"seq":0,', '"seq":' || seq || ','),
+                    at)
             RETURNING events.seq INTO event_seq;
-        logged := logged || jsonb_build_array(jsonb_build_array(event_seq, event::text));
+        logged := logged || to_jsonb(event_seq);
 
         answers := answers || jsonb_build_array(jsonb_build_object(
             'conversation', conversation, 'seq', seq, 'events', logged));

@@ -20,14 +20,16 @@
 //! tests in `tests/it` run the webhooks through both.
 //!
 //! The event payloads are written by the caller, who owns their format, as
-//! templates with three blanks the batch fills once the conversation and
-//! the seq are known: `conversation_id` at the top, and `message.seq` and
-//! `message.conversation_id` inside `message.created`.
+//! compact JSON templates with blanks the batch fills by plain replacement
+//! once the conversation and the seq are known ([`fill`]): every
+//! [`CONVERSATION_BLANK`] (`conversation_id` at the top, and inside the
+//! message of `message.created`) and the one [`SEQ_BLANK`] (the message's
+//! seq). Text inside a JSON string has its quotes escaped, so a customer's
+//! words can never look like a blank. Both backends store the same bytes.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::conversation::ConversationStatus;
 use super::message::{AuthorKind, Direction, Message};
@@ -248,11 +250,7 @@ fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<St
         ))
         .execute(conn)?;
     let mut logged = Vec::with_capacity(2);
-    let payloads = [
-        (seq == 1).then_some(("conversation.created", &new.conversation_event)),
-        Some(("message.created", &new.message_event)),
-    ];
-    for (kind, template) in payloads.into_iter().flatten() {
+    for (kind, template) in events_of(new, seq) {
         let payload = fill(template, &message.conversation_id, seq);
         let event_seq = diesel::insert_into(events::table)
             .values((
@@ -288,7 +286,7 @@ async fn store_postgres(
         conversation: String,
         seq: Option<i64>,
         #[serde(default)]
-        events: Vec<(i64, String)>,
+        events: Vec<i64>,
     }
 
     // Concurrent batches (two writers, several nodes) take their locks in
@@ -318,9 +316,15 @@ async fn store_postgres(
             let new = &batch[i];
             let outcome = match answer.seq {
                 Some(seq) => StoredInbound::New {
+                    // The payloads as the function filled them.
+                    events: events_of(new, seq)
+                        .zip(answer.events)
+                        .map(|((_, template), event_seq)| {
+                            (event_seq, fill(template, &answer.conversation, seq))
+                        })
+                        .collect(),
                     message: new.message(answer.conversation, seq),
                     workspace_id: new.workspace_id.clone(),
-                    events: answer.events,
                 },
                 None => StoredInbound::Duplicate {
                     conversation_id: answer.conversation,
@@ -355,18 +359,29 @@ impl NewInbound {
     }
 }
 
+/// In a template, the blank for the conversation's id: `"conversation_id":""`.
+pub const CONVERSATION_BLANK: &str = "\"conversation_id\":\"\"";
+
+/// In a template, the blank for the message's seq: `"seq":0,`.
+pub const SEQ_BLANK: &str = "\"seq\":0,";
+
 /// Fills an event template's blanks (see the module documentation). The
-/// PostgreSQL function does the same with `jsonb_set`.
+/// PostgreSQL function does the same with `replace`.
 pub fn fill(template: &str, conversation_id: &str, seq: i64) -> String {
-    let Ok(mut event) = serde_json::from_str::<Value>(template) else {
-        return template.to_owned();
-    };
-    event["conversation_id"] = Value::from(conversation_id);
-    if let Some(message) = event.get_mut("message").and_then(Value::as_object_mut) {
-        message.insert("conversation_id".into(), Value::from(conversation_id));
-        message.insert("seq".into(), Value::from(seq));
-    }
-    event.to_string()
+    template
+        .replace(
+            CONVERSATION_BLANK,
+            &format!("\"conversation_id\":\"{conversation_id}\""),
+        )
+        .replacen(SEQ_BLANK, &format!("\"seq\":{seq},"), 1)
+}
+
+/// The kinds and templates of the events a stored message logs, in order.
+fn events_of(new: &NewInbound, seq: i64) -> impl Iterator<Item = (&'static str, &str)> {
+    let opened = (seq == 1).then_some(("conversation.created", new.conversation_event.as_str()));
+    opened
+        .into_iter()
+        .chain([("message.created", new.message_event.as_str())])
 }
 
 fn sql_time<S: serde::Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
