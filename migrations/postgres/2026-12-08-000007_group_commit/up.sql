@@ -143,3 +143,7 @@ $$;
 DROP INDEX messages_reply_key;
 CREATE UNIQUE INDEX messages_reply_key ON messages (conversation_id, reply_key)
     WHERE reply_key IS NOT NULL;
+
+-- Every query of a conversation's messages filters on (conversation_id, seq),
+-- which the unique index serves; this one only cost a write per message.
+DROP INDEX messages_conversation_direction;
