@@ -99,7 +99,13 @@ async fn open_with(
     };
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     Ok(App {
-        door: Door::open(&db, broker.clone(), metrics.clone(), writers),
+        door: Door::open(
+            &db,
+            broker.clone(),
+            metrics.clone(),
+            writers,
+            settings.server.webhook_queue,
+        ),
         accounts,
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new({

@@ -26,6 +26,7 @@ impl Settings {
                 max_body_bytes: 2 * 1024 * 1024,
                 shutdown_timeout_secs: 30,
                 trusted_proxies: Vec::new(),
+                webhook_queue: crate::ingest::QUEUE,
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::Sqlite(PathBuf::from("data/frontdesk.db")),

@@ -79,6 +79,9 @@ pub struct ServerSettings {
     /// client (for login limits and audit entries). Empty: the TCP peer is
     /// the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Webhooks waiting to be stored, at most; beyond this the door answers
+    /// 503 with `Retry-After` instead of queueing without bound.
+    pub webhook_queue: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,8 @@
 //!   remembered ([`Door::seen`]); the database's own check covers the rest
 //!   and other nodes.
 //! - **Overload is refused, never buffered without bound.** At most
-//!   [`QUEUE`] webhooks wait; beyond that [`Door::store`] answers
+//!   `server.webhook_queue` webhooks wait ([`QUEUE`] by default); beyond
+//!   that [`Door::store`] answers
 //!   [`DoorError::Busy`] at once (a 503 with `Retry-After`).
 //! - **Turns and live events follow the commit.** After a batch commits, its
 //!   conversations' turns are queued and its events published on the broker
@@ -35,7 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 /// The most messages stored in one batch.
 pub const MAX_ROWS: usize = 256;
 
-/// The most webhooks waiting for a writer; more are refused.
+/// The most webhooks waiting for a writer by default (`server.webhook_queue`);
+/// more are refused.
 pub const QUEUE: usize = 4096;
 
 /// Batches waiting for their turns and events to go out on the broker; more
@@ -82,8 +84,15 @@ struct Announcement {
 impl Door {
     /// Opens the door with `writers` concurrent writers (one is right for
     /// SQLite, which has one writer anyway).
-    pub fn open(db: &Db, broker: AnyBroker, metrics: Arc<Metrics>, writers: usize) -> Arc<Door> {
-        let (jobs, queue) = mpsc::channel(QUEUE);
+    /// At most `queue` webhooks wait (at least one).
+    pub fn open(
+        db: &Db,
+        broker: AnyBroker,
+        metrics: Arc<Metrics>,
+        writers: usize,
+        queue: usize,
+    ) -> Arc<Door> {
+        let (jobs, queue) = mpsc::channel(queue.max(1));
         let (announce, announcements) = mpsc::channel(ANNOUNCE_QUEUE);
         let door = Arc::new(Door {
             jobs,

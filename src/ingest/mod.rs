@@ -18,7 +18,7 @@ use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
 use chrono::Timelike;
 use serde_json::json;
 
-pub use door::{Door, DoorError};
+pub use door::{Door, DoorError, QUEUE};
 
 use crate::context::App;
 use crate::error::{ApiError, ErrorKind};

@@ -14,6 +14,7 @@ use store::models::customer::Customer;
 use store::models::message::{
     AuthorKind, DeliveryStatus, Direction, Inserted, Message, NewMessage,
 };
+use store::settings::DatabaseUrl;
 
 use crate::both_backends;
 use crate::common::fakes::{FakePlatform, FakeSmtp};
@@ -66,11 +67,19 @@ struct Gateway {
 
 impl Gateway {
     async fn start(test_db: TestDb) -> Gateway {
+        Self::start_with(test_db, |_| {}).await
+    }
+
+    async fn start_with(
+        test_db: TestDb,
+        tweak: impl FnOnce(&mut frontdesk::config::Settings),
+    ) -> Gateway {
         let telegram = FakePlatform::start().await;
         let graph = FakePlatform::start().await;
         let smtp = FakeSmtp::start().await;
         test_db.write_bot("shop.toml", BOT_FILE);
         let mut settings = test_db.settings();
+        tweak(&mut settings);
         settings.channels.telegram.api_base = telegram.url.clone();
         settings.channels.messenger.graph_api_base = format!("{}/v21.0", graph.url);
         settings.channels.email.smtp_url = Some(smtp.url.clone());
@@ -502,6 +511,126 @@ async fn redelivery_storm_at_load(test_db: TestDb) {
 
 both_backends! {
     redelivery_storm => redelivery_storm_at_load;
+}
+
+/// Overload: while the database cannot take writes, the door holds
+/// `server.webhook_queue` webhooks and refuses the rest at once with 503
+/// and `Retry-After`. Every webhook it accepted is stored once the
+/// database is back, and a refused one is stored when the platform retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_retry_after_and_nothing_accepted_is_lost() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let test_db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let DatabaseUrl::Sqlite(path) = test_db.url.clone() else {
+        unreachable!("a SQLite test database")
+    };
+    let gw = std::sync::Arc::new(
+        Gateway::start_with(test_db, |settings| {
+            settings.server.webhook_queue = 2;
+            settings.database.sqlite_busy_timeout_ms = 20_000;
+        })
+        .await,
+    );
+    let update = |n: i64| {
+        serde_json::to_vec(&json!({
+            "update_id": 500 + n,
+            "message": {
+                "message_id": n, "date": 1, "text": format!("rush {n}"),
+                "chat": { "id": 4000 + n, "type": "private" },
+                "from": { "id": 4000 + n, "first_name": "Rush" }
+            }
+        }))
+        .expect("json")
+    };
+    // Another process holds the write lock: the door's writer waits.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).expect("open");
+        conn.batch_execute("BEGIN IMMEDIATE").expect("lock");
+        locked.send(()).expect("locked");
+        released.recv().expect("release");
+        conn.batch_execute("COMMIT").expect("unlock");
+    });
+    is_locked.recv().expect("locked");
+    let send = |n: i64| {
+        let gw = gw.clone();
+        let body = update(n);
+        tokio::spawn(async move {
+            let res = gw
+                .http
+                .post(gw.server.url("/webhooks/telegram/shop-tg"))
+                .header("content-type", "application/json")
+                .header("x-telegram-bot-api-secret-token", TG_SECRET)
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            (n, res.status().as_u16(), retry_after)
+        })
+    };
+    // The first webhook is the writer's (waiting on the lock), then the
+    // queue fills, then the door refuses.
+    let first = send(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest: Vec<_> = (1..=12).map(send).collect();
+    let mut refused = Vec::new();
+    let mut waiting = vec![first];
+    for task in rest {
+        if task.is_finished() {
+            let (n, status, retry_after) = task.await.expect("task");
+            assert_eq!(status, 503, "only a refusal answers while the lock is held");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            refused.push(n);
+        } else {
+            waiting.push(task);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for task in waiting {
+        if task.is_finished() {
+            let (n, status, retry_after) = task.await.expect("task");
+            assert_eq!(status, 503, "{n}");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            refused.push(n);
+        } else {
+            held.push(task);
+        }
+    }
+    assert_eq!(held.len(), 3, "the writer's webhook and a queue of 2 wait");
+    assert_eq!(refused.len(), 10);
+    assert!(
+        gw.messages("shop-tg").await.is_empty(),
+        "nothing stored yet"
+    );
+
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+    for task in held {
+        let (n, status, _) = task.await.expect("task");
+        assert_eq!(status, 200, "accepted webhook {n} is stored");
+    }
+    assert_eq!(gw.messages("shop-tg").await.len(), 3);
+    // The platform retries what was refused.
+    for n in refused {
+        assert_eq!(gw.telegram(Some(TG_SECRET), &update(n)).await.0, 200);
+    }
+    let mut stored: Vec<String> = gw
+        .messages("shop-tg")
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    stored.sort();
+    let mut expected: Vec<String> = (0..=12).map(|n| format!("rush {n}")).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "each webhook stored exactly once");
 }
 
 // --------------------------------------------------------------- Messenger
