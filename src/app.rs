@@ -22,7 +22,7 @@ use crate::accounts::Accounts;
 use crate::botfiles::BotFiles;
 use crate::config::Settings;
 use crate::context::{App, Channels};
-use crate::ingest::Door;
+use crate::door::Door;
 use crate::kb::Knowledge;
 use crate::metrics::Metrics;
 use broker::memory::MemoryBroker;
@@ -103,8 +103,8 @@ async fn open_with(
             &db,
             broker.clone(),
             metrics.clone(),
-            writers,
-            settings.server.webhook_queue,
+            (writers, settings.server.webhook_queue),
+            crate::events::topic,
         ),
         accounts,
         channels: Channels::new(&settings.channels),

@@ -46,7 +46,7 @@ pub struct App {
     /// Knowledge bases: ingestion and this node's search indexes.
     pub knowledge: Arc<Knowledge>,
     /// Customer messages of concurrent webhooks, stored together.
-    pub door: Arc<crate::ingest::Door>,
+    pub door: Arc<crate::door::Door>,
     /// Active channel accounts, in memory.
     pub accounts: Arc<crate::accounts::Accounts>,
     /// Set once the bot files' knowledge paths were ingested at start-up

@@ -16,8 +16,13 @@
 //!   bases: ingesting documents into SQL, this node's search indexes;
 //!   [`botfiles`] — `config/bots/*.toml`, upserted whenever the database
 //!   opens.
+//! - [`door`] — the group commit: customer messages of concurrent webhooks
+//!   stored in one transaction, each webhook answered on its own;
+//!   [`accounts`] — this node's channel accounts, credentials decrypted, in
+//!   memory.
 //! - [`context`] — [`context::App`], the context every service takes
-//!   (settings, database, broker, channel adapters, knowledge, metrics).
+//!   (settings, database, broker, door, accounts, channel adapters,
+//!   knowledge, metrics).
 //! - [`events`] — realtime events: logged, then published per workspace;
 //!   [`hub`] — this node's subscriptions, shared by its websockets.
 //! - [`ingest`] — verified inbound events → stored messages → queued turns;
@@ -40,10 +45,12 @@
 //!
 //! # Data flow
 //!
-//! A platform posts a webhook → [`webhooks`] finds the channel account,
-//! has its `channels` adapter verify the signature over the raw bytes and
-//! parse the body → [`ingest`] stores each message once (deduped on its
-//! external id) and enqueues the conversation on the broker → the
+//! A platform posts a webhook → [`webhooks`] finds the channel account in
+//! [`accounts`], has its `channels` adapter verify the signature over the
+//! raw bytes and parse the body → [`ingest`] hands the messages to the
+//! [`door`], which stores each once (deduped on its external id) with other
+//! webhooks' messages in one commit, then enqueues the conversations on the
+//! broker → the
 //! [`worker`] claims the turn, locks the conversation, reads the unanswered
 //! messages and, while the bot has the conversation, asks its
 //! [`turn::Responder`] → the [`answerer`] loads the bot, searches its
@@ -63,6 +70,7 @@ pub mod config;
 pub mod console;
 pub mod context;
 pub mod delivery;
+pub mod door;
 pub mod error;
 pub mod events;
 pub mod handoff;

@@ -26,7 +26,7 @@ impl Settings {
                 max_body_bytes: 2 * 1024 * 1024,
                 shutdown_timeout_secs: 30,
                 trusted_proxies: Vec::new(),
-                webhook_queue: crate::ingest::QUEUE,
+                webhook_queue: 4096,
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::Sqlite(PathBuf::from("data/frontdesk.db")),

@@ -13,8 +13,8 @@
 //!   remembered ([`Door::seen`]); the database's own check covers the rest
 //!   and other nodes.
 //! - **Overload is refused, never buffered without bound.** At most
-//!   `server.webhook_queue` webhooks wait ([`QUEUE`] by default); beyond
-//!   that [`Door::store`] answers
+//!   `server.webhook_queue` webhooks wait; beyond that [`Door::store`]
+//!   answers
 //!   [`DoorError::Busy`] at once (a 503 with `Retry-After`).
 //! - **Turns and live events follow the commit.** After a batch commits, its
 //!   conversations' turns are queued and its events published on the broker
@@ -35,10 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most messages stored in one batch.
 pub const MAX_ROWS: usize = 256;
-
-/// The most webhooks waiting for a writer by default (`server.webhook_queue`);
-/// more are refused.
-pub const QUEUE: usize = 4096;
 
 /// Batches waiting for their turns and events to go out on the broker; more
 /// are left to the sweeper and the event log.
@@ -64,6 +60,8 @@ pub struct Door {
     jobs: mpsc::Sender<Job>,
     seen: Mutex<Seen>,
     metrics: Arc<Metrics>,
+    /// The broker topic of a workspace's events.
+    topic: fn(&str) -> String,
 }
 
 #[derive(Debug)]
@@ -84,13 +82,14 @@ struct Announcement {
 impl Door {
     /// Opens the door with `writers` concurrent writers (one is right for
     /// SQLite, which has one writer anyway).
-    /// At most `queue` webhooks wait (at least one).
+    /// At most `queue` webhooks wait (at least one). Events go to the
+    /// broker topic `topic` names for their workspace.
     pub fn open(
         db: &Db,
         broker: AnyBroker,
         metrics: Arc<Metrics>,
-        writers: usize,
-        queue: usize,
+        (writers, queue): (usize, usize),
+        topic: fn(&str) -> String,
     ) -> Arc<Door> {
         let (jobs, queue) = mpsc::channel(queue.max(1));
         let (announce, announcements) = mpsc::channel(ANNOUNCE_QUEUE);
@@ -98,6 +97,7 @@ impl Door {
             jobs,
             seen: Mutex::new(Seen::default()),
             metrics,
+            topic,
         });
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         for _ in 0..writers.max(1) {
@@ -206,7 +206,7 @@ async fn write(
         for (reply, outcome) in stored {
             if let Ok(outcome) = &outcome {
                 door.remember(outcome);
-                announcement.add(outcome);
+                announcement.add(outcome, door.topic);
             }
             // A webhook that gave up waiting (its client left) still had
             // its messages stored; the platform's retry dedupes.
@@ -309,7 +309,7 @@ fn transient(error: &DbError) -> bool {
 }
 
 impl Announcement {
-    fn add(&mut self, stored: &[StoredInbound]) {
+    fn add(&mut self, stored: &[StoredInbound], topic: fn(&str) -> String) {
         for outcome in stored {
             let StoredInbound::New {
                 message,
@@ -326,10 +326,8 @@ impl Announcement {
                 // The payload is a JSON object: the seq goes in front.
                 let body = payload.strip_prefix('{').unwrap_or(payload);
                 let comma = if body.starts_with('}') { "" } else { "," };
-                self.events.push((
-                    crate::events::topic(workspace_id),
-                    format!("{{\"seq\":{seq}{comma}{body}"),
-                ));
+                self.events
+                    .push((topic(workspace_id), format!("{{\"seq\":{seq}{comma}{body}")));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Ingest: normalized events of one channel account → stored messages and
 //! queued turns.
 //!
-//! Customer messages go through the [`Door`], which stores the messages of
+//! Customer messages go through the [`Door`](crate::door::Door), which stores the messages of
 //! concurrent webhooks together (group commit): for each, the customer is
 //! found or created, the conversation found or opened (email replies join
 //! their thread through `In-Reply-To` and `References`), the message stored
@@ -12,15 +12,12 @@
 //! between the bot and another app. Everything is stored and committed
 //! before the webhook is answered 200.
 
-mod door;
-
 use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
 use chrono::Timelike;
 use serde_json::json;
 
-pub use door::{Door, DoorError, QUEUE};
-
 use crate::context::App;
+use crate::door::DoorError;
 use crate::error::{ApiError, ErrorKind};
 use crate::events::Event;
 use store::db::{DbConn, DbError, new_id};
@@ -92,7 +89,7 @@ impl From<IngestError> for ApiError {
 }
 
 /// Stores the events of `account` (of `workspace_id`). Customer messages go
-/// through the [`Door`] with other webhooks' messages; edits, receipts and
+/// through the [`Door`](crate::door::Door) with other webhooks' messages; edits, receipts and
 /// handovers follow, in order.
 pub async fn ingest(
     app: &App,
