@@ -119,12 +119,301 @@ pub async fn store_batch(
         DbConn::Sqlite(conn) => Ok(conn
             .spawn_blocking(move |conn| {
                 conn.immediate_transaction(|conn| {
-                    batch.iter().map(|new| store_sqlite(conn, new)).collect()
+                    // An email may join the thread of one stored just
+                    // before it: message by message. Chat messages: as sets.
+                    if batch.iter().any(|new| new.thread.is_some()) {
+                        batch.iter().map(|new| store_sqlite(conn, new)).collect()
+                    } else {
+                        store_sqlite_chats(conn, &batch)
+                    }
                 })
             })
             .await?),
         DbConn::Postgres(conn) => store_postgres(conn, &batch).await,
     }
+}
+
+diesel::define_sql_function! {
+    /// The rowid this connection inserted last (for `events`, its seq).
+    fn last_insert_rowid() -> diesel::sql_types::BigInt;
+}
+
+/// Chat messages (no email threads) on SQLite, as sets: a few statements
+/// for the whole batch instead of several per message. The transaction
+/// holds SQLite's write lock from its start (`BEGIN IMMEDIATE`), so what
+/// the batch reads cannot change under it: each conversation's seqs follow
+/// from the `last_seq` it read, and the event log's seqs from the rowid
+/// its insert ends at (`AUTOINCREMENT` numbers one statement's rows in
+/// order).
+fn store_sqlite_chats(
+    conn: &mut SqliteConnection,
+    batch: &[NewInbound],
+) -> QueryResult<Vec<StoredInbound>> {
+    use std::collections::HashMap;
+    // Redeliveries, and repeats within the batch (the first one counts).
+    let mut stored: HashMap<(&str, &str), String> = HashMap::new();
+    for (account, ids) in group(batch, |new| {
+        (new.account_id.as_str(), new.external_id.as_str())
+    }) {
+        let found: Vec<(Option<String>, String)> = messages::table
+            .filter(messages::channel_account_id.eq(account))
+            .filter(messages::direction.eq(Direction::Inbound))
+            .filter(messages::external_id.eq_any(ids.clone()))
+            .select((messages::external_id, messages::conversation_id))
+            .load(conn)?;
+        for (external_id, conversation) in found {
+            if let Some(id) = ids.iter().find(|id| Some(**id) == external_id.as_deref()) {
+                stored.insert((account, id), conversation);
+            }
+        }
+    }
+    let mut fresh = Vec::new();
+    let mut firsts = std::collections::HashSet::new();
+    for (i, new) in batch.iter().enumerate() {
+        let key = (new.account_id.as_str(), new.external_id.as_str());
+        if !stored.contains_key(&key) && firsts.insert(key) {
+            fresh.push(i);
+        }
+    }
+
+    // Customers: the known ones in one query per workspace and channel.
+    let mut customer_of: HashMap<(&str, &str, &str), (String, Option<String>)> = HashMap::new();
+    let fresh_rows: Vec<&NewInbound> = fresh.iter().map(|&i| &batch[i]).collect();
+    for ((workspace, kind), senders) in group(fresh_rows.iter().copied(), |new| {
+        (
+            (new.workspace_id.as_str(), new.channel_kind),
+            new.sender.as_str(),
+        )
+    }) {
+        let found: Vec<(String, String, Option<String>)> = customers::table
+            .filter(customers::workspace_id.eq(workspace))
+            .filter(customers::channel_kind.eq(kind))
+            .filter(customers::external_user_id.eq_any(senders.clone()))
+            .select((
+                customers::external_user_id,
+                customers::id,
+                customers::display_name,
+            ))
+            .load(conn)?;
+        for (sender, id, name) in found {
+            if let Some(sender) = senders.iter().find(|s| **s == sender) {
+                customer_of.insert((workspace, kind, sender), (id, name));
+            }
+        }
+    }
+    let mut customers = Vec::with_capacity(fresh_rows.len());
+    for new in &fresh_rows {
+        let key = (
+            new.workspace_id.as_str(),
+            new.channel_kind,
+            new.sender.as_str(),
+        );
+        let customer = match customer_of.get_mut(&key) {
+            Some((id, name)) => {
+                if new.display_name.is_some() && *name != new.display_name {
+                    diesel::update(customers::table.find(&*id))
+                        .set((
+                            customers::display_name.eq(&new.display_name),
+                            customers::updated_at.eq(new.at),
+                        ))
+                        .execute(conn)?;
+                    name.clone_from(&new.display_name);
+                }
+                id.clone()
+            }
+            None => {
+                diesel::insert_into(customers::table)
+                    .values((
+                        customers::id.eq(&new.new_customer_id),
+                        customers::workspace_id.eq(&new.workspace_id),
+                        customers::channel_kind.eq(new.channel_kind),
+                        customers::external_user_id.eq(&new.sender),
+                        customers::display_name.eq(&new.display_name),
+                        customers::created_at.eq(new.at),
+                        customers::updated_at.eq(new.at),
+                    ))
+                    .execute(conn)?;
+                customer_of.insert(key, (new.new_customer_id.clone(), new.display_name.clone()));
+                new.new_customer_id.clone()
+            }
+        };
+        customers.push(customer);
+    }
+
+    // Open conversations: one query per account; new ones opened at seq 0.
+    let mut conversation_of: HashMap<(&str, &str), (String, i64)> = HashMap::new();
+    let pairs: Vec<(&NewInbound, &String)> = fresh_rows.iter().copied().zip(&customers).collect();
+    for (account, owners) in group(pairs.iter(), |(new, customer)| {
+        (new.account_id.as_str(), customer.as_str())
+    }) {
+        let found: Vec<(String, String, i64)> = conversations::table
+            .filter(conversations::channel_account_id.eq(account))
+            .filter(conversations::thread_key.eq(""))
+            .filter(conversations::status.ne(ConversationStatus::Resolved))
+            .filter(conversations::customer_id.eq_any(owners.clone()))
+            .select((
+                conversations::customer_id,
+                conversations::id,
+                conversations::last_seq,
+            ))
+            .load(conn)?;
+        for (customer, id, last_seq) in found {
+            if let Some(owner) = owners.iter().find(|o| **o == customer) {
+                conversation_of.insert((account, *owner), (id, last_seq));
+            }
+        }
+    }
+    let mut placed = Vec::with_capacity(pairs.len());
+    let mut opened = Vec::new();
+    for (new, customer) in &pairs {
+        let key = (new.account_id.as_str(), customer.as_str());
+        let (conversation, last_seq) = conversation_of.entry(key).or_insert_with(|| {
+            opened.push((*new, customer.as_str()));
+            (new.new_conversation_id.clone(), 0)
+        });
+        *last_seq += 1;
+        placed.push((new.message(conversation.clone(), *last_seq), *last_seq));
+    }
+    for (new, customer) in opened {
+        diesel::insert_into(conversations::table)
+            .values((
+                conversations::id.eq(&new.new_conversation_id),
+                conversations::workspace_id.eq(&new.workspace_id),
+                conversations::bot_id.eq(&new.bot_id),
+                conversations::customer_id.eq(customer),
+                conversations::channel_account_id.eq(&new.account_id),
+                conversations::status.eq(ConversationStatus::Bot),
+                conversations::thread_key.eq(""),
+                conversations::last_seq.eq(0_i64),
+                conversations::created_at.eq(new.at),
+                conversations::updated_at.eq(new.at),
+                conversations::last_message_at.eq(new.at),
+            ))
+            .execute(conn)?;
+    }
+
+    // Every conversation's new last_seq in one statement.
+    let mut newest: HashMap<&str, (i64, NaiveDateTime)> = HashMap::new();
+    for (message, seq) in &placed {
+        let entry = newest
+            .entry(message.conversation_id.as_str())
+            .or_insert((*seq, message.created_at));
+        *entry = (entry.0.max(*seq), entry.1.max(message.created_at));
+    }
+    if !newest.is_empty() {
+        use diesel::sql_types::{BigInt, Text, Timestamp};
+        let cases = " WHEN ? THEN ?".repeat(newest.len());
+        let ids = vec!["?"; newest.len()].join(", ");
+        let sql = format!(
+            "UPDATE conversations SET last_seq = CASE id{cases} END, \
+             last_message_at = CASE id{cases} END, updated_at = CASE id{cases} END \
+             WHERE id IN ({ids})"
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+        for (id, (seq, _)) in &newest {
+            query = query.bind::<Text, _>(*id).bind::<BigInt, _>(*seq);
+        }
+        for _ in 0..2 {
+            for (id, (_, at)) in &newest {
+                query = query.bind::<Text, _>(*id).bind::<Timestamp, _>(*at);
+            }
+        }
+        for id in newest.keys() {
+            query = query.bind::<Text, _>(*id);
+        }
+        query.execute(conn)?;
+    }
+
+    // The messages, then their events, one statement each.
+    let rows: Vec<_> = placed
+        .iter()
+        .map(|(m, seq)| {
+            (
+                messages::id.eq(&m.id),
+                messages::conversation_id.eq(&m.conversation_id),
+                messages::channel_account_id.eq(&m.channel_account_id),
+                messages::seq.eq(*seq),
+                messages::direction.eq(m.direction),
+                messages::author_kind.eq(m.author_kind),
+                messages::body.eq(&m.body),
+                messages::external_id.eq(&m.external_id),
+                messages::metadata.eq(&m.metadata),
+                messages::created_at.eq(m.created_at),
+            )
+        })
+        .collect();
+    diesel::insert_into(messages::table)
+        .values(rows)
+        .execute(conn)?;
+    let mut logged: Vec<(usize, String)> = Vec::new();
+    let mut log = Vec::new();
+    for (n, ((message, seq), new)) in placed.iter().zip(&fresh_rows).enumerate() {
+        for (kind, template) in events_of(new, *seq) {
+            let payload = fill(template, &message.conversation_id, *seq);
+            log.push((
+                events::workspace_id.eq(new.workspace_id.as_str()),
+                events::kind.eq(kind),
+                events::created_at.eq(new.at),
+            ));
+            logged.push((n, payload));
+        }
+    }
+    let payloads: Vec<_> = logged.iter().map(|(_, p)| events::payload.eq(p)).collect();
+    let rows: Vec<_> = log
+        .into_iter()
+        .zip(payloads)
+        .map(|((w, k, at), p)| (w, k, p, at))
+        .collect();
+    diesel::insert_into(events::table)
+        .values(rows)
+        .execute(conn)?;
+    let last: i64 = diesel::select(last_insert_rowid()).get_result(conn)?;
+    let first = last - logged.len() as i64 + 1;
+    let mut events_by_row: Vec<Vec<(i64, String)>> = vec![Vec::new(); placed.len()];
+    for (offset, (n, payload)) in logged.into_iter().enumerate() {
+        events_by_row[n].push((first + offset as i64, payload));
+    }
+
+    // Answers, in the batch's order; a repeat within the batch answers
+    // with its first's conversation.
+    let mut answers: Vec<Option<StoredInbound>> = vec![None; batch.len()];
+    for ((&i, (message, _)), events) in fresh.iter().zip(placed).zip(events_by_row) {
+        let key = (batch[i].account_id.as_str(), batch[i].external_id.as_str());
+        stored.insert(key, message.conversation_id.clone());
+        answers[i] = Some(StoredInbound::New {
+            message,
+            workspace_id: batch[i].workspace_id.clone(),
+            events,
+        });
+    }
+    Ok(batch
+        .iter()
+        .zip(answers)
+        .map(|(new, answer)| {
+            answer.unwrap_or_else(|| StoredInbound::Duplicate {
+                conversation_id: stored
+                    .get(&(new.account_id.as_str(), new.external_id.as_str()))
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
+/// `(key, values)` in the order keys first appear.
+fn group<T, K: PartialEq, V>(
+    items: impl IntoIterator<Item = T>,
+    split: impl Fn(&T) -> (K, V),
+) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    for item in items {
+        let (key, value) = split(&item);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, values)) => values.push(value),
+            None => groups.push((key, vec![value])),
+        }
+    }
+    groups
 }
 
 /// One message on SQLite, inside the batch's transaction.
