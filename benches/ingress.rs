@@ -16,8 +16,10 @@
 //!   either is unreachable.
 //!
 //! Every request is a distinct Telegram update (`update_id` N, chat
-//! 1000 + N % 500) to `POST /webhooks/telegram/bench-tg` with the secret
-//! token header; the bare server gets the same bodies with its HMAC header.
+//! 1000 + N % 500, each chat asking one of six questions: five the demo
+//! shop's knowledge answers, "Where is my order?" it does not) to
+//! `POST /webhooks/telegram/bench-tg` with the secret token header; the
+//! bare server gets the same bodies with its HMAC header.
 //! The load generator is this file's own HTTP/1.1 keep-alive client (no
 //! pipelining), on an OS thread of its own with a single-threaded runtime,
 //! like `wrk -t1`. On a 2-core machine it shares the cores with the server.
@@ -41,6 +43,29 @@
 //! else the bench exits non-zero. `INGRESS_DUPLICATES=0.2` makes that
 //! fraction of requests re-send an update id already sent (a redelivery
 //! storm); `INGRESS_ONLY=bare,sqlite,postgres` picks the systems.
+//!
+//! **Worker**: then the stored backlog (500 conversations, none answered,
+//! many messages each) is answered end to end: the real extractive
+//! answerer over the demo shop's knowledge (`config/knowledge/northwind`,
+//! in the bot file, so the ingress server ingests it at start-up, before
+//! its load), hybrid search when the embedding model is installed, else
+//! BM25 (printed, as the ingress server's `/readyz` says),
+//! `worker.debounce_ms = 0`, `worker.concurrency = 4`, and a fake Telegram
+//! Bot API in this process (actix-web, two worker threads) that answers
+//! every `/bot{token}/{method}` and counts `sendMessage`. On SQLite
+//! `frontdesk serve` (embedded worker) starts anew: its in-process broker
+//! is empty, so the sweeper that runs at start-up (then every
+//! `worker.sweep_interval_secs`, 30 s) queues the conversations; it only
+//! takes messages older than 2 s, so the bench starts it at least 2.2 s
+//! after the ingress server stopped (not counted). On PostgreSQL+Redis the
+//! turns are still queued in Redis and two `frontdesk worker` processes
+//! take them. The clock runs from spawning the processes (their start-up
+//! counts) until the database shows every conversation answered (no
+//! customer message above its `answered_seq`, polled every 50 ms), at most
+//! 300 s. The pending messages of one conversation (dozens to hundreds,
+//! all the same question) are coalesced, so that is one turn each,
+//! answered or handed off (counted). A timeout or a process that exits
+//! fails the bench. `INGRESS_WORKER=0` skips this phase.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -52,6 +77,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -71,17 +97,42 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// actix-web closes a connection idle for 5 s; reconnect before that.
 const IDLE_RECONNECT: Duration = Duration::from_secs(4);
 
-const BOT: &str = r#"
-workspace = "bench"
-name = "ingress"
-system_prompt = "x"
+/// Nothing listens on the discard port: no reply can leave (and with
+/// `--no-worker` none is attempted).
+const NO_BOT_API: &str = "http://127.0.0.1:9";
+/// Worker loops per Frontdesk process (`worker.concurrency`).
+const WORKER_LOOPS: usize = 4;
+/// `frontdesk worker` processes on PostgreSQL+Redis.
+const WORKER_PROCESSES: usize = 2;
+/// The sweeper re-queues only messages older than `debounce_ms` + 2 s.
+const SWEEP_GRACE: Duration = Duration::from_millis(2200);
+/// `worker.sweep_interval_secs` (the default): the sweeper runs at start-up,
+/// then this often.
+const SWEEP_INTERVAL_SECS: u64 = 30;
+const WORKER_POLL: Duration = Duration::from_millis(50);
+const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Conversations with a customer message no turn has handled: the seq of
+/// an inbound message above `answered_seq` (`last_seq` counts the bot's
+/// replies too, so `answered_seq < last_seq` stays true after an answer).
+const UNANSWERED: &str = "SELECT COUNT(*) AS n FROM conversations c WHERE EXISTS (\
+     SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
+     AND m.direction = 'inbound' AND m.seq > c.answered_seq)";
+const HANDOFFS: &str = "SELECT COUNT(*) AS n FROM handoffs";
 
-[[channels]]
-kind = "telegram"
-id = "bench-tg"
-bot_token = "123:abc"
-secret_token = "bench-secret"
-"#;
+/// The bench's bot file: the Telegram account and the demo shop's knowledge.
+fn bot_file() -> Result<String, String> {
+    let knowledge = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/knowledge/northwind");
+    if !knowledge.is_dir() {
+        return Err(format!("no knowledge folder at {}", knowledge.display()));
+    }
+    Ok(format!(
+        "workspace = \"bench\"\nname = \"ingress\"\nsystem_prompt = \"x\"\n\
+         knowledge = [{:?}]\n\
+         [[channels]]\nkind = \"telegram\"\nid = {ACCOUNT:?}\nbot_token = \"123:abc\"\n\
+         secret_token = {SECRET:?}\n",
+        knowledge.display().to_string()
+    ))
+}
 
 // ---------------------------------------------------------------- options
 
@@ -107,6 +158,7 @@ struct Options {
     rate: f64,
     duplicates: f64,
     only: Vec<System>,
+    worker: bool,
 }
 
 impl Options {
@@ -136,11 +188,17 @@ impl Options {
                     .collect()
             },
         );
+        let worker = var("INGRESS_WORKER").is_none_or(|v| match v.trim() {
+            "0" | "false" | "no" => false,
+            "1" | "true" | "yes" => true,
+            other => panic!("INGRESS_WORKER: `{other}` is not 0 or 1"),
+        });
         Self {
             secs,
             rate,
             duplicates,
             only,
+            worker,
         }
     }
 
@@ -166,11 +224,24 @@ enum TargetKind {
     Frontdesk,
 }
 
-/// The Telegram update with id `n`: 500 private chats, one message each.
+/// What the customers ask, by chat: five questions the demo shop's
+/// knowledge answers, one it does not (a handoff).
+const QUESTIONS: &[&str] = &[
+    "How many days do I have to return a bike?",
+    "How long is the warranty on a frame?",
+    "Do you ship to Switzerland?",
+    "Can I test-ride a bike before buying?",
+    "Which payment methods do you accept?",
+    "Where is my order?",
+];
+
+/// The Telegram update with id `n`: 500 private chats, one message each,
+/// each chat always asking the same question.
 fn update_body(n: u64) -> String {
     let chat = 1000 + n % 500;
+    let text = QUESTIONS[(chat % QUESTIONS.len() as u64) as usize];
     format!(
-        r#"{{"update_id":{n},"message":{{"message_id":{n},"from":{{"id":{chat},"is_bot":false,"first_name":"Ann"}},"chat":{{"id":{chat},"type":"private"}},"date":1733500000,"text":"Where is my order {n}?"}}}}"#
+        r#"{{"update_id":{n},"message":{{"message_id":{n},"from":{{"id":{chat},"is_bot":false,"first_name":"Ann"}},"chat":{{"id":{chat},"type":"private"}},"date":1733500000,"text":"{text}"}}}}"#
     )
 }
 
@@ -357,6 +428,23 @@ async fn get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut conn = HttpConn::open(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     Ok(conn.exchange(request.as_bytes()).await?.status)
+}
+
+/// The search `/readyz` reports: `hybrid`, or `bm25_only` and why.
+async fn search_mode(addr: SocketAddr) -> std::io::Result<String> {
+    let mut conn = HttpConn::open(addr).await?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.exchange(request.as_bytes()).await?;
+    let text = String::from_utf8_lossy(&conn.buf);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let ready: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| protocol_error(format!("/readyz is not JSON: {e}")))?;
+    let knowledge = &ready["checks"]["knowledge"];
+    let search = knowledge["search"].as_str().unwrap_or("unknown").to_owned();
+    Ok(match knowledge["degraded"].as_str() {
+        Some(why) => format!("{search} ({why})"),
+        None => search,
+    })
 }
 
 // ---------------------------------------------------------------- load
@@ -726,6 +814,47 @@ fn print_table(rows: &mut [Row]) {
     }
 }
 
+/// One line per worker phase, beside the system's closed-loop ingress rate.
+fn print_workers(runs: &[WorkerRun], rows: &[Row]) {
+    for run in runs {
+        let ingress = rows
+            .iter()
+            .find(|r| r.system == run.system && r.closed)
+            .map_or_else(String::new, |r| {
+                format!("; ingress {:.0} webhooks/s", r.per_sec)
+            });
+        let outcome = if run.timed_out() {
+            format!(
+                "TIMED OUT after {:.0} s with {} of {} turns answered",
+                run.elapsed.as_secs_f64(),
+                run.answered,
+                run.pending
+            )
+        } else {
+            format!(
+                "{} turns answered in {:.1} s",
+                run.answered,
+                run.elapsed.as_secs_f64()
+            )
+        };
+        let first = run.first.map_or_else(
+            || "no answer seen".to_owned(),
+            |d| format!("first answer {:.1} s after start", d.as_secs_f64()),
+        );
+        println!(
+            "{} worker: {outcome} ({:.1} turns/s{ingress}), extractive answerer, {} search, {}",
+            run.system.label(),
+            run.per_sec(),
+            run.search,
+            run.workers
+        );
+        println!(
+            "  {first}; {} sendMessage at the fake Bot API, {} handoffs",
+            run.replies, run.handoffs
+        );
+    }
+}
+
 fn print_machine(options: &Options) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -740,11 +869,16 @@ fn print_machine(options: &Options) {
     println!("machine: {cores} cores (nproc), {cpu}");
     println!(
         "load: {} s per phase (closed: +{} s warm-up), open rate {}/s, duplicates {:.0}%, \
-         client: 1 thread",
+         client: 1 thread; worker phase {}",
         options.secs,
         WARM_UP.as_secs(),
         options.rate,
-        options.duplicates * 100.0
+        options.duplicates * 100.0,
+        if options.worker {
+            "on (INGRESS_WORKER=0 skips it)"
+        } else {
+            "off"
+        }
     );
 }
 
@@ -769,33 +903,36 @@ async fn bare_webhook(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     }
 }
 
-/// The bare server on its own thread (actix's system), two workers.
-struct BareServer {
+/// An actix-web server inside this process, on its own thread (actix's
+/// system), two workers: the bare server and the fake Bot API.
+struct LocalServer {
     addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
-impl BareServer {
-    fn start() -> std::io::Result<Self> {
+impl LocalServer {
+    fn start<F>(routes: F) -> std::io::Result<Self>
+    where
+        F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let server =
-                    HttpServer::new(|| App::new().route(BARE_PATH, web::post().to(bare_webhook)))
-                        .workers(2)
-                        .disable_signals()
-                        .listen(listener)?
-                        .run();
+                let server = HttpServer::new(move || App::new().configure(routes.clone()))
+                    .workers(2)
+                    .disable_signals()
+                    .listen(listener)?
+                    .run();
                 let _ = tx.send(server.handle());
                 server.await
             })
         });
         let handle = rx
             .recv()
-            .map_err(|_| std::io::Error::other("the bare server did not start"))?;
+            .map_err(|_| std::io::Error::other("the local server did not start"))?;
         Ok(Self {
             addr,
             handle,
@@ -813,7 +950,9 @@ impl BareServer {
 }
 
 fn run_bare(options: &Options) -> std::io::Result<Row> {
-    let server = BareServer::start()?;
+    let server = LocalServer::start(|routes| {
+        routes.route(BARE_PATH, web::post().to(bare_webhook));
+    })?;
     println!(
         "running {} closed {CLOSED_CONNECTIONS}…",
         System::Bare.label()
@@ -833,6 +972,66 @@ fn run_bare(options: &Options) -> std::io::Result<Row> {
     Ok(Row::closed(System::Bare, tally))
 }
 
+// ---------------------------------------------------------------- fake Bot API
+
+/// What the fake Bot API was asked.
+#[derive(Default)]
+struct ApiCalls {
+    all: AtomicU64,
+    send_message: AtomicU64,
+}
+
+/// Any `/bot{token}/{method}`: 200 with a sent message. Each gets a message
+/// id of its own and the chat it was sent to: the gateway stores
+/// `chat:message_id` as the reply's external id, unique per account.
+async fn fake_bot_method(
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    calls: web::Data<ApiCalls>,
+) -> HttpResponse {
+    let id = calls.all.fetch_add(1, Ordering::Relaxed) + 1;
+    if path.1 == "sendMessage" {
+        calls.send_message.fetch_add(1, Ordering::Relaxed);
+    }
+    let chat = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b["chat_id"].as_i64())
+        .unwrap_or(1);
+    HttpResponse::Ok().json(serde_json::json!({
+        "ok": true,
+        "result": { "message_id": id, "date": 0, "chat": { "id": chat, "type": "private" } }
+    }))
+}
+
+/// The fake Telegram Bot API the workers send their replies to.
+struct FakeBotApi {
+    server: LocalServer,
+    calls: web::Data<ApiCalls>,
+}
+
+impl FakeBotApi {
+    fn start() -> std::io::Result<Self> {
+        let calls = web::Data::new(ApiCalls::default());
+        let shared = calls.clone();
+        let server = LocalServer::start(move |routes| {
+            routes
+                .app_data(shared.clone())
+                .route("/bot{token}/{method}", web::post().to(fake_bot_method));
+        })?;
+        Ok(Self { server, calls })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    /// Stops the server; returns the `sendMessage` calls it answered.
+    fn stop(self) -> u64 {
+        self.server.stop();
+        self.calls.send_message.load(Ordering::Relaxed)
+    }
+}
+
 // ---------------------------------------------------------------- frontdesk
 
 /// Where a Frontdesk system keeps its data.
@@ -849,14 +1048,14 @@ enum Backend {
     },
 }
 
-/// A running `frontdesk serve --no-worker`.
-struct Frontdesk {
+/// A running `frontdesk` child process, its stderr in `log`.
+struct Process {
+    name: String,
     child: Child,
-    addr: SocketAddr,
     log: PathBuf,
 }
 
-impl Drop for Frontdesk {
+impl Drop for Process {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -865,15 +1064,29 @@ impl Drop for Frontdesk {
     }
 }
 
+/// A running `frontdesk serve --no-worker`.
+struct Frontdesk {
+    process: Process,
+    addr: SocketAddr,
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn write_config(dir: &Path, port: u16, backend: &Backend) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir.join("bots"))?;
-    std::fs::write(dir.join("bots/ingress.toml"), BOT)?;
+/// Writes the bot file and `frontdesk.toml` (HTTP on `port`, replies to the
+/// Bot API at `api_base`) into `dir`.
+fn write_config(
+    dir: &Path,
+    port: u16,
+    backend: &Backend,
+    api_base: &str,
+) -> Result<PathBuf, String> {
+    let io = |e: std::io::Error| format!("config: {e}");
+    std::fs::create_dir_all(dir.join("bots")).map_err(io)?;
+    std::fs::write(dir.join("bots/ingress.toml"), bot_file()?).map_err(io)?;
     let (database, redis) = match backend {
         Backend::Sqlite { file } => (format!("sqlite://{}", file.display()), String::new()),
         Backend::Postgres {
@@ -883,22 +1096,23 @@ fn write_config(dir: &Path, port: u16, backend: &Backend) -> std::io::Result<Pat
             format!("url = {redis:?}\nkey_prefix = {prefix:?}\n"),
         ),
     };
-    // Nothing listens on the discard port: no reply can leave (and with
-    // --no-worker none is attempted).
     let config = format!(
         "data_dir = {data:?}\n\
          [server]\nbind = \"127.0.0.1:{port}\"\nworkers = 2\nshutdown_timeout_secs = 10\n\
          [database]\nurl = {database:?}\n\
          [redis]\n{redis}\
          [bots]\ndir = {bots:?}\n\
-         [channels.telegram]\napi_base = \"http://127.0.0.1:9\"\n\
+         [channels.telegram]\napi_base = {api_base:?}\n\
+         [worker]\nconcurrency = {WORKER_LOOPS}\ndebounce_ms = 0\n\
+         sweep_interval_secs = {SWEEP_INTERVAL_SECS}\n\
+         [llm]\nprovider = \"extractive\"\n\
          [embedding]\nauto_install = false\n\
          [log]\nfilter = \"warn\"\n",
         data = dir.join("data").display().to_string(),
         bots = dir.join("bots").display().to_string(),
     );
     let path = dir.join("frontdesk.toml");
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config).map_err(io)?;
     Ok(path)
 }
 
@@ -908,18 +1122,18 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-impl Frontdesk {
-    /// Starts the binary in `dir` and waits for `/readyz`.
-    fn start(dir: &Path, backend: &Backend) -> Result<Self, String> {
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let config = write_config(dir, port, backend).map_err(|e| format!("config: {e}"))?;
-        let log = dir.join("server.log");
+impl Process {
+    /// Runs `frontdesk --config CONFIG ARGS…` in `dir`, stderr to
+    /// `dir/LOG_NAME`.
+    fn spawn(dir: &Path, config: &Path, args: &[&str], log_name: &str) -> Result<Self, String> {
+        let name = format!("frontdesk {} ({log_name})", args.join(" "));
+        let log = dir.join(log_name);
         let stderr = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_frontdesk"));
         command
             .arg("--config")
-            .arg(&config)
-            .args(["serve", "--no-worker"])
+            .arg(config)
+            .args(args)
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -929,11 +1143,78 @@ impl Frontdesk {
         }
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot run frontdesk: {e}"))?;
+            .map_err(|e| format!("cannot run {name}: {e}"))?;
+        Ok(Self { name, child, log })
+    }
+
+    /// Why the process is gone, if it is.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        Some(format!(
+            "{} exited ({status}):\n{}",
+            self.name,
+            log_tail(&self.log)
+        ))
+    }
+
+    /// Sends SIGTERM (the graceful stop), without waiting.
+    fn terminate(&self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if sent.is_ok_and(|s| s.success()) {
+            Ok(())
+        } else {
+            Err(format!("could not send SIGTERM to {}", self.name))
+        }
+    }
+
+    /// Waits for the exit after [`terminate`](Self::terminate), until
+    /// `deadline` (killed on drop after that).
+    fn wait_stopped(&mut self, deadline: Instant) -> Result<(), String> {
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(format!(
+                        "{} exited with {status}:\n{}",
+                        self.name,
+                        log_tail(&self.log)
+                    ));
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Err(format!(
+            "{} did not stop within 30 s of SIGTERM (killed)",
+            self.name
+        ))
+    }
+}
+
+/// SIGTERM to all of `processes` at once, then waits for each to exit
+/// gracefully (SIGKILL after 30 s).
+fn stop_all(processes: Vec<Process>) -> Result<(), String> {
+    for process in &processes {
+        process.terminate()?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut outcome = Ok(());
+    for mut process in processes {
+        let stopped = process.wait_stopped(deadline);
+        outcome = outcome.and(stopped);
+    }
+    outcome
+}
+
+impl Frontdesk {
+    /// Starts `serve --no-worker` in `dir` and waits for `/readyz`.
+    fn start(dir: &Path, backend: &Backend) -> Result<Self, String> {
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let config = write_config(dir, port, backend, NO_BOT_API)?;
+        let process = Process::spawn(dir, &config, &["serve", "--no-worker"], "server.log")?;
         let mut server = Self {
-            child,
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
         };
         server.wait_ready()?;
         Ok(server)
@@ -946,11 +1227,8 @@ impl Frontdesk {
             .expect("runtime");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "frontdesk exited ({status}) before it was ready:\n{}",
-                    log_tail(&self.log)
-                ));
+            if let Some(exited) = self.process.exited() {
+                return Err(format!("not ready: {exited}"));
             }
             if let Ok(200) = runtime.block_on(get_status(self.addr, "/readyz")) {
                 return Ok(());
@@ -958,7 +1236,7 @@ impl Frontdesk {
             if Instant::now() > deadline {
                 return Err(format!(
                     "frontdesk not ready after 120 s:\n{}",
-                    log_tail(&self.log)
+                    log_tail(&self.process.log)
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -966,26 +1244,8 @@ impl Frontdesk {
     }
 
     /// SIGTERM, then waits for a graceful exit (SIGKILL after 30 s).
-    fn stop(mut self) -> Result<(), String> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if !sent.is_ok_and(|s| s.success()) {
-            return Err("could not send SIGTERM to frontdesk".into());
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => {
-                    return Err(format!(
-                        "frontdesk exited with {status}:\n{}",
-                        log_tail(&self.log)
-                    ));
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        Err("frontdesk did not stop within 30 s of SIGTERM (killed)".into())
+    fn stop(self) -> Result<(), String> {
+        stop_all(vec![self.process])
     }
 }
 
@@ -1053,6 +1313,225 @@ fn exactly_once(system: System, stored: &[u64], acked: &HashSet<u64>) -> bool {
         );
     }
     ok
+}
+
+/// The bench's own database connection, for counting rows.
+enum Probe {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Probe {
+    fn open(runtime: &tokio::runtime::Runtime, backend: &Backend) -> Result<Self, String> {
+        match backend {
+            Backend::Sqlite { file } => {
+                use diesel::{Connection, RunQueryDsl};
+                let path = file.display().to_string();
+                let mut conn = diesel::SqliteConnection::establish(&path)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                // The worker writes meanwhile (WAL: readers are not blocked,
+                // but a checkpoint may be under way).
+                diesel::sql_query("PRAGMA busy_timeout = 5000")
+                    .execute(&mut conn)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok(Self::Sqlite(conn))
+            }
+            Backend::Postgres { url, .. } => Ok(Self::Postgres(runtime.block_on(pg_connect(url))?)),
+        }
+    }
+
+    /// The one number `sql` (`SELECT COUNT(*) AS n …`) answers.
+    fn count(&mut self, runtime: &tokio::runtime::Runtime, sql: &str) -> Result<u64, String> {
+        let n = match self {
+            Self::Sqlite(conn) => {
+                use diesel::sql_types::BigInt;
+                use diesel::{QueryableByName, RunQueryDsl};
+                #[derive(QueryableByName)]
+                struct Count {
+                    #[diesel(sql_type = BigInt)]
+                    n: i64,
+                }
+                diesel::sql_query(sql)
+                    .get_result::<Count>(conn)
+                    .map_err(|e| format!("{sql}: {e}"))?
+                    .n
+            }
+            Self::Postgres(client) => runtime
+                .block_on(client.query_one(sql, &[]))
+                .map_err(|e| format!("{sql}: {e}"))?
+                .get::<_, i64>(0),
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The turns the Redis broker holds in its stream (`None` on SQLite).
+fn queued_in_redis(runtime: &tokio::runtime::Runtime, backend: &Backend) -> Option<u64> {
+    let Backend::Postgres { redis, prefix, .. } = backend else {
+        return None;
+    };
+    runtime
+        .block_on(async {
+            let mut conn = redis_connection(redis).await?;
+            deadpool_redis::redis::cmd("XLEN")
+                .arg(format!("{prefix}:turns"))
+                .query_async::<u64>(&mut conn)
+                .await
+                .map_err(|e| format!("XLEN: {e}"))
+        })
+        .ok()
+}
+
+/// What one worker phase saw.
+struct WorkerRun {
+    system: System,
+    /// Conversations waiting for an answer when the workers started.
+    pending: u64,
+    answered: u64,
+    /// From spawning the workers to the poll that saw the last answer (or
+    /// the timeout).
+    elapsed: Duration,
+    /// To the first poll that saw an answer: the start-up.
+    first: Option<Duration>,
+    /// `sendMessage` calls at the fake Bot API.
+    replies: u64,
+    handoffs: u64,
+    workers: String,
+    search: String,
+}
+
+impl WorkerRun {
+    fn per_sec(&self) -> f64 {
+        self.answered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn timed_out(&self) -> bool {
+        self.answered < self.pending
+    }
+}
+
+/// Starts the worker side against `backend`: `serve` with its embedded
+/// worker on SQLite, `WORKER_PROCESSES` × `frontdesk worker` on Redis.
+fn start_workers(
+    system: System,
+    dir: &Path,
+    backend: &Backend,
+    api_base: &str,
+) -> Result<(Vec<Process>, String), String> {
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let config = write_config(dir, port, backend, api_base)?;
+    if system == System::Sqlite {
+        let serve = Process::spawn(dir, &config, &["serve"], "serve.log")?;
+        return Ok((vec![serve], format!("1 serve × {WORKER_LOOPS} loops")));
+    }
+    let workers = (1..=WORKER_PROCESSES)
+        .map(|i| Process::spawn(dir, &config, &["worker"], &format!("worker-{i}.log")))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        workers,
+        format!("{WORKER_PROCESSES} worker processes × {WORKER_LOOPS} loops"),
+    ))
+}
+
+/// Polls every `WORKER_POLL` until none of `pending` conversations waits
+/// (or `WORKER_TIMEOUT`): how many were answered, when the last and the
+/// first were seen. Fails when a worker process exits meanwhile.
+fn wait_answered(
+    runtime: &tokio::runtime::Runtime,
+    probe: &mut Probe,
+    pending: u64,
+    started: Instant,
+    processes: &mut [Process],
+) -> Result<(u64, Duration, Option<Duration>), String> {
+    let mut first = None;
+    let mut reported = Duration::ZERO;
+    loop {
+        let waiting = probe.count(runtime, UNANSWERED)?;
+        let elapsed = started.elapsed();
+        let answered = pending.saturating_sub(waiting);
+        if answered > 0 && first.is_none() {
+            first = Some(elapsed);
+        }
+        if waiting == 0 || elapsed >= WORKER_TIMEOUT {
+            return Ok((answered, elapsed, first));
+        }
+        if let Some(exited) = processes.iter_mut().find_map(Process::exited) {
+            return Err(exited);
+        }
+        if elapsed >= reported + Duration::from_secs(10) {
+            reported = elapsed;
+            println!(
+                "  … {answered} of {pending} answered after {:.0} s",
+                elapsed.as_secs_f64()
+            );
+        }
+        std::thread::sleep(WORKER_POLL);
+    }
+}
+
+/// The worker phase: answers the backlog the ingress phases stored, from
+/// `SWEEP_GRACE` after `ingress_stopped`.
+fn run_workers(
+    system: System,
+    backend: &Backend,
+    dir: &Path,
+    runtime: &tokio::runtime::Runtime,
+    search: String,
+    ingress_stopped: Instant,
+) -> Result<WorkerRun, String> {
+    let api = FakeBotApi::start().map_err(|e| format!("fake Bot API: {e}"))?;
+    let mut probe = Probe::open(runtime, backend)?;
+    let pending = probe.count(runtime, UNANSWERED)?;
+    let queued = queued_in_redis(runtime, backend).map_or_else(
+        || {
+            format!(
+                "the new process's sweeper queues them at start-up (then every \
+                 {SWEEP_INTERVAL_SECS} s)"
+            )
+        },
+        |n| format!("{n} turns queued in Redis"),
+    );
+    std::thread::sleep(SWEEP_GRACE.saturating_sub(ingress_stopped.elapsed()));
+    println!(
+        "running {} worker: {pending} conversations waiting, {queued}; search {search}…",
+        system.label()
+    );
+    let started = Instant::now();
+    let (mut processes, workers) = start_workers(system, dir, backend, &api.url())?;
+    let (answered, elapsed, first) =
+        wait_answered(runtime, &mut probe, pending, started, &mut processes)?;
+    stop_all(processes)?;
+    let replies = api.stop();
+    let run = WorkerRun {
+        system,
+        pending,
+        answered,
+        elapsed,
+        first,
+        replies,
+        handoffs: probe.count(runtime, HANDOFFS)?,
+        workers,
+        search,
+    };
+    println!(
+        "{} worker: answered {} turns in {:.1} s: {:.1} turns/s{}; {} sendMessage at the \
+         fake Bot API, {} handoffs",
+        system.label(),
+        run.answered,
+        run.elapsed.as_secs_f64(),
+        run.per_sec(),
+        if run.timed_out() {
+            format!(
+                "  <-- TIMED OUT: {} of {} answered",
+                run.answered, run.pending
+            )
+        } else {
+            String::new()
+        },
+        run.replies,
+        run.handoffs
+    );
+    Ok(run)
 }
 
 /// `url` without its password, for messages.
@@ -1183,7 +1662,8 @@ fn clean_up(runtime: &tokio::runtime::Runtime, backend: &Backend) {
 }
 
 /// The closed and open runs against one Frontdesk system, then the
-/// exactly-once check. `Err` for a failure of the system (not a skip).
+/// exactly-once check, then (unless `INGRESS_WORKER=0`) the worker phase.
+/// `Err` for a failure of the system (not a skip).
 fn run_frontdesk(
     options: &Options,
     system: System,
@@ -1191,6 +1671,7 @@ fn run_frontdesk(
     dir: &Path,
     runtime: &tokio::runtime::Runtime,
     rows: &mut Vec<Row>,
+    workers: &mut Vec<WorkerRun>,
 ) -> Result<bool, String> {
     let server = Frontdesk::start(dir, backend)?;
     let target = Target {
@@ -1219,9 +1700,20 @@ fn run_frontdesk(
         Ok(figures) => println!("{} door: {figures}", system.label()),
         Err(error) => println!("{} door: no figures ({error})", system.label()),
     }
+    let search = runtime
+        .block_on(search_mode(server.addr))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
     server.stop()?;
+    let stopped = Instant::now();
     let stored = stored_updates(runtime, backend)?;
-    Ok(exactly_once(system, &stored, &ledger.acked))
+    let once = exactly_once(system, &stored, &ledger.acked);
+    if !options.worker {
+        return Ok(once);
+    }
+    let run = run_workers(system, backend, dir, runtime, search, stopped)?;
+    let answered = !run.timed_out();
+    workers.push(run);
+    Ok(once && answered)
 }
 
 fn main() -> ExitCode {
@@ -1232,6 +1724,7 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     let mut rows = Vec::new();
+    let mut workers = Vec::new();
     let mut failed = false;
     for &system in &options.only {
         if system == System::Bare {
@@ -1254,7 +1747,16 @@ fn main() -> ExitCode {
                 None => continue,
             },
         };
-        match run_frontdesk(&options, system, &backend, dir.path(), &runtime, &mut rows) {
+        let outcome = run_frontdesk(
+            &options,
+            system,
+            &backend,
+            dir.path(),
+            &runtime,
+            &mut rows,
+            &mut workers,
+        );
+        match outcome {
             Ok(true) => {}
             Ok(false) => failed = true,
             Err(e) => {
@@ -1265,6 +1767,7 @@ fn main() -> ExitCode {
         clean_up(&runtime, &backend);
     }
     print_table(&mut rows);
+    print_workers(&workers, &rows);
     if failed {
         ExitCode::FAILURE
     } else {
