@@ -125,6 +125,13 @@ fn bot_file() -> Result<String, String> {
     if !knowledge.is_dir() {
         return Err(format!("no knowledge folder at {}", knowledge.display()));
     }
+    if std::env::var("INGRESS_KNOWLEDGE").as_deref() == Ok("0") {
+        return Ok(format!(
+            "workspace = \"bench\"\nname = \"ingress\"\nsystem_prompt = \"x\"\n\
+             [[channels]]\nkind = \"telegram\"\nid = {ACCOUNT:?}\nbot_token = \"123:abc\"\n\
+             secret_token = {SECRET:?}\n"
+        ));
+    }
     Ok(format!(
         "workspace = \"bench\"\nname = \"ingress\"\nsystem_prompt = \"x\"\n\
          knowledge = [{:?}]\n\

@@ -30,7 +30,7 @@ use broker::{AnyBroker, Broker};
 use store::db::{Db, DbConn, DbError};
 
 use crate::metrics::Metrics;
-use store::models::inbound::{NewInbound, StoredInbound, store_batch};
+use store::models::inbound::{NewInbound, StoredInbound, become_writer, checkpoint, store_batch};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most messages stored in one batch.
@@ -109,6 +109,9 @@ impl Door {
             ));
         }
         tokio::spawn(announce_all(broker, announcements));
+        if db.backend() == store::db::Backend::Sqlite {
+            tokio::spawn(checkpoints(db.clone(), Arc::downgrade(&door)));
+        }
         door
     }
 
@@ -235,18 +238,22 @@ async fn commit(db: &Db, conn: &mut Option<DbConn>, jobs: Vec<Job>) -> Vec<Answe
         replies.push(job.reply);
     }
     let rows: Arc<[NewInbound]> = rows.into();
-    let conn = match conn {
-        Some(conn) => conn,
+    let writer = match conn.take() {
+        Some(kept) => Ok(kept),
         None => match db.get().await {
-            Ok(fresh) => conn.insert(fresh),
-            Err(error) => {
-                let error = error.to_string();
-                return replies
-                    .into_iter()
-                    .map(|reply| (reply, Err(DbError::Pool(error.clone()))))
-                    .collect();
-            }
+            Ok(mut fresh) => become_writer(&mut fresh).await.map(|()| fresh),
+            Err(error) => Err(error),
         },
+    };
+    let conn = match writer {
+        Ok(writer) => conn.insert(writer),
+        Err(error) => {
+            let error = error.to_string();
+            return replies
+                .into_iter()
+                .map(|reply| (reply, Err(DbError::Pool(error.clone()))))
+                .collect();
+        }
     };
     let batch = store_batch(conn, rows.clone()).await;
     match batch {
@@ -329,6 +336,27 @@ impl Announcement {
                 self.events
                     .push((topic(workspace_id), format!("{{\"seq\":{seq}{comma}{body}")));
             }
+        }
+    }
+}
+
+/// How often the SQLite log is copied back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// SQLite: checkpoints beside the writer (see `become_writer`), as long as
+/// the door is open.
+async fn checkpoints(db: Db, door: std::sync::Weak<Door>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if door.strong_count() == 0 {
+            return;
+        }
+        let done = async {
+            let mut conn = db.get().await?;
+            checkpoint(&mut conn).await
+        };
+        if let Err(error) = done.await {
+            tracing::warn!(%error, "SQLite checkpoint failed; retrying");
         }
     }
 }

@@ -120,8 +120,12 @@ pub async fn store_batch(
             .spawn_blocking(move |conn| {
                 conn.immediate_transaction(|conn| {
                     // An email may join the thread of one stored just
-                    // before it: message by message. Chat messages: as sets.
-                    if batch.iter().any(|new| new.thread.is_some()) {
+                    // before it: message by message. Chat messages: as
+                    // sets, once the batch is big enough to repay the
+                    // statements the sets cost (a few, prepared afresh).
+                    if batch.len() < SQLITE_SETS_FROM
+                        || batch.iter().any(|new| new.thread.is_some())
+                    {
                         batch.iter().map(|new| store_sqlite(conn, new)).collect()
                     } else {
                         store_sqlite_chats(conn, &batch)
@@ -132,6 +136,10 @@ pub async fn store_batch(
         DbConn::Postgres(conn) => store_postgres(conn, &batch).await,
     }
 }
+
+/// The smallest batch SQLite stores as sets (measured: below this, the
+/// message-by-message statements, prepared once, cost less).
+const SQLITE_SETS_FROM: usize = 8;
 
 diesel::define_sql_function! {
     /// The rowid this connection inserted last (for `events`, its seq).
@@ -646,6 +654,37 @@ impl NewInbound {
             reply_key: None,
         }
     }
+}
+
+/// Makes `conn` the batch writer's connection. On SQLite its commits no
+/// longer copy the write-ahead log back into the database when the log
+/// grows (the automatic checkpoint, which syncs the database file inside
+/// a commit and holds up every webhook waiting on it): [`checkpoint`] does
+/// that on another connection, beside the writer. Nothing changes on
+/// PostgreSQL.
+pub async fn become_writer(conn: &mut DbConn) -> Result<(), DbError> {
+    if let DbConn::Sqlite(conn) = conn {
+        conn.spawn_blocking(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// On SQLite, copies what the write-ahead log holds back into the database
+/// without waiting for or blocking the writer (`PASSIVE`); see
+/// [`become_writer`]. Nothing on PostgreSQL.
+pub async fn checkpoint(conn: &mut DbConn) -> Result<(), DbError> {
+    if let DbConn::Sqlite(conn) = conn {
+        conn.spawn_blocking(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// In a template, the blank for the conversation's id: `"conversation_id":""`.
