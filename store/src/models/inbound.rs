@@ -218,29 +218,13 @@ fn store_sqlite_chats(
         );
         let customer = match customer_of.get_mut(&key) {
             Some((id, name)) => {
-                if new.display_name.is_some() && *name != new.display_name {
-                    diesel::update(customers::table.find(&*id))
-                        .set((
-                            customers::display_name.eq(&new.display_name),
-                            customers::updated_at.eq(new.at),
-                        ))
-                        .execute(conn)?;
+                if rename_customer(conn, id, name.as_deref(), new)? {
                     name.clone_from(&new.display_name);
                 }
                 id.clone()
             }
             None => {
-                diesel::insert_into(customers::table)
-                    .values((
-                        customers::id.eq(&new.new_customer_id),
-                        customers::workspace_id.eq(&new.workspace_id),
-                        customers::channel_kind.eq(new.channel_kind),
-                        customers::external_user_id.eq(&new.sender),
-                        customers::display_name.eq(&new.display_name),
-                        customers::created_at.eq(new.at),
-                        customers::updated_at.eq(new.at),
-                    ))
-                    .execute(conn)?;
+                insert_customer(conn, new)?;
                 customer_of.insert(key, (new.new_customer_id.clone(), new.display_name.clone()));
                 new.new_customer_id.clone()
             }
@@ -283,21 +267,7 @@ fn store_sqlite_chats(
         placed.push((new.message(conversation.clone(), *last_seq), *last_seq));
     }
     for (new, customer) in opened {
-        diesel::insert_into(conversations::table)
-            .values((
-                conversations::id.eq(&new.new_conversation_id),
-                conversations::workspace_id.eq(&new.workspace_id),
-                conversations::bot_id.eq(&new.bot_id),
-                conversations::customer_id.eq(customer),
-                conversations::channel_account_id.eq(&new.account_id),
-                conversations::status.eq(ConversationStatus::Bot),
-                conversations::thread_key.eq(""),
-                conversations::last_seq.eq(0_i64),
-                conversations::created_at.eq(new.at),
-                conversations::updated_at.eq(new.at),
-                conversations::last_message_at.eq(new.at),
-            ))
-            .execute(conn)?;
+        open_conversation(conn, new, customer, "", 0)?;
     }
 
     // Every conversation's new last_seq in one statement.
@@ -424,6 +394,69 @@ fn group<T, K: PartialEq, V>(
     groups
 }
 
+/// Inserts the customer of `new` unless one exists; rows inserted.
+fn insert_customer(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<usize> {
+    diesel::insert_into(customers::table)
+        .values((
+            customers::id.eq(&new.new_customer_id),
+            customers::workspace_id.eq(&new.workspace_id),
+            customers::channel_kind.eq(new.channel_kind),
+            customers::external_user_id.eq(&new.sender),
+            customers::display_name.eq(&new.display_name),
+            customers::created_at.eq(new.at),
+            customers::updated_at.eq(new.at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+}
+
+/// Keeps the customer's name current: the platform's name in `new`, when
+/// it gives one that differs from `name`. Returns whether it changed.
+fn rename_customer(
+    conn: &mut SqliteConnection,
+    customer: &str,
+    name: Option<&str>,
+    new: &NewInbound,
+) -> QueryResult<bool> {
+    if new.display_name.is_none() || name == new.display_name.as_deref() {
+        return Ok(false);
+    }
+    diesel::update(customers::table.find(customer))
+        .set((
+            customers::display_name.eq(&new.display_name),
+            customers::updated_at.eq(new.at),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}
+
+/// Opens the conversation of `new` at `last_seq` unless one is open on
+/// this account, customer and thread; rows inserted.
+fn open_conversation(
+    conn: &mut SqliteConnection,
+    new: &NewInbound,
+    customer: &str,
+    thread_key: &str,
+    last_seq: i64,
+) -> QueryResult<usize> {
+    diesel::insert_into(conversations::table)
+        .values((
+            conversations::id.eq(&new.new_conversation_id),
+            conversations::workspace_id.eq(&new.workspace_id),
+            conversations::bot_id.eq(&new.bot_id),
+            conversations::customer_id.eq(customer),
+            conversations::channel_account_id.eq(&new.account_id),
+            conversations::status.eq(ConversationStatus::Bot),
+            conversations::thread_key.eq(thread_key),
+            conversations::last_seq.eq(last_seq),
+            conversations::created_at.eq(new.at),
+            conversations::updated_at.eq(new.at),
+            conversations::last_message_at.eq(new.at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+}
+
 /// One message on SQLite, inside the batch's transaction.
 fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<StoredInbound> {
     let existing: Option<String> = messages::table
@@ -449,29 +482,11 @@ fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<St
     let (customer, name) = match find_customer(conn)? {
         Some(found) => found,
         None => {
-            diesel::insert_into(customers::table)
-                .values((
-                    customers::id.eq(&new.new_customer_id),
-                    customers::workspace_id.eq(&new.workspace_id),
-                    customers::channel_kind.eq(new.channel_kind),
-                    customers::external_user_id.eq(&new.sender),
-                    customers::display_name.eq(&new.display_name),
-                    customers::created_at.eq(new.at),
-                    customers::updated_at.eq(new.at),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
+            insert_customer(conn, new)?;
             find_customer(conn)?.ok_or(diesel::result::Error::NotFound)?
         }
     };
-    if new.display_name.is_some() && name != new.display_name {
-        diesel::update(customers::table.find(&customer))
-            .set((
-                customers::display_name.eq(&new.display_name),
-                customers::updated_at.eq(new.at),
-            ))
-            .execute(conn)?;
-    }
+    rename_customer(conn, &customer, name.as_deref(), new)?;
     let thread_key = match &new.thread {
         None => String::new(),
         Some(thread) => messages::table
@@ -508,22 +523,7 @@ fn store_sqlite(conn: &mut SqliteConnection, new: &NewInbound) -> QueryResult<St
     let (conversation, seq) = match bump(conn)? {
         Some(bumped) => bumped,
         None => {
-            let opened = diesel::insert_into(conversations::table)
-                .values((
-                    conversations::id.eq(&new.new_conversation_id),
-                    conversations::workspace_id.eq(&new.workspace_id),
-                    conversations::bot_id.eq(&new.bot_id),
-                    conversations::customer_id.eq(&customer),
-                    conversations::channel_account_id.eq(&new.account_id),
-                    conversations::status.eq(ConversationStatus::Bot),
-                    conversations::thread_key.eq(&thread_key),
-                    conversations::last_seq.eq(1_i64),
-                    conversations::created_at.eq(new.at),
-                    conversations::updated_at.eq(new.at),
-                    conversations::last_message_at.eq(new.at),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
+            let opened = open_conversation(conn, new, &customer, &thread_key, 1)?;
             if opened == 1 {
                 (new.new_conversation_id.clone(), 1)
             } else {
