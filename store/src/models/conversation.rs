@@ -115,32 +115,6 @@ impl Conversation {
         }))
     }
 
-    /// The thread key of the conversation of `customer_id` on this account
-    /// that holds a message with one of `message_ids` (email threading: a
-    /// reply names its ancestors in `In-Reply-To` and `References`).
-    pub async fn thread_of(
-        conn: &mut DbConn,
-        channel_account_id: &str,
-        customer_id: &str,
-        message_ids: &[String],
-    ) -> Result<Option<String>, DbError> {
-        if message_ids.is_empty() {
-            return Ok(None);
-        }
-        Ok(db_run!(conn: {
-            messages::table
-                .inner_join(conversations::table)
-                .filter(messages::channel_account_id.eq(channel_account_id))
-                .filter(messages::external_id.eq_any(message_ids))
-                .filter(conversations::customer_id.eq(customer_id))
-                .order(messages::created_at.desc())
-                .select(conversations::thread_key)
-                .first::<String>(conn)
-                .await
-                .optional()?
-        }))
-    }
-
     /// The open conversations of a customer on an account (all threads).
     pub async fn open_of_customer(
         conn: &mut DbConn,

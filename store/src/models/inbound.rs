@@ -663,24 +663,22 @@ impl NewInbound {
 /// that on another connection, beside the writer. Nothing changes on
 /// PostgreSQL.
 pub async fn become_writer(conn: &mut DbConn) -> Result<(), DbError> {
-    if let DbConn::Sqlite(conn) = conn {
-        conn.spawn_blocking(|conn| {
-            use diesel::connection::SimpleConnection;
-            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")
-        })
-        .await?;
-    }
-    Ok(())
+    sqlite_only(conn, "PRAGMA wal_autocheckpoint = 0").await
 }
 
 /// On SQLite, copies what the write-ahead log holds back into the database
 /// without waiting for or blocking the writer (`PASSIVE`); see
 /// [`become_writer`]. Nothing on PostgreSQL.
 pub async fn checkpoint(conn: &mut DbConn) -> Result<(), DbError> {
+    sqlite_only(conn, "PRAGMA wal_checkpoint(PASSIVE)").await
+}
+
+/// Runs `sql` on a SQLite connection; nothing on PostgreSQL.
+async fn sqlite_only(conn: &mut DbConn, sql: &'static str) -> Result<(), DbError> {
     if let DbConn::Sqlite(conn) = conn {
-        conn.spawn_blocking(|conn| {
+        conn.spawn_blocking(move |conn| {
             use diesel::connection::SimpleConnection;
-            conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.batch_execute(sql)
         })
         .await?;
     }
