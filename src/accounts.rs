@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use broker::{AnyBroker, Broker};
-use channels::ChannelKind;
+use channels::{ChannelKind, Secrets};
 use store::crypto::MasterKey;
 use store::db::{Db, DbError};
 use store::models::channel_account::{AccountSecrets, ChannelAccount};
@@ -55,6 +55,8 @@ pub struct Accounts {
 struct Snapshot {
     by_public_id: HashMap<String, Arc<Route>>,
     by_external_id: HashMap<(ChannelKind, String), Arc<Route>>,
+    /// Subscribe handshakes: (kind, verify token) → account.
+    by_verify_token: HashMap<(ChannelKind, String), Arc<Route>>,
     loaded: Instant,
     generation: u64,
 }
@@ -91,21 +93,21 @@ impl Accounts {
             .cloned())
     }
 
-    /// Every active account of `kind`.
-    pub async fn of_kind(
+    /// The active account of `kind` whose verify token is `token` (a
+    /// subscribe handshake): one hash lookup, nothing decrypted.
+    pub async fn by_verify_token(
         &self,
         db: &Db,
         key: &MasterKey,
         kind: ChannelKind,
-    ) -> Result<Vec<Arc<Route>>, DbError> {
+        token: &str,
+    ) -> Result<Option<Arc<Route>>, DbError> {
         Ok(self
             .snapshot(db, key)
             .await?
-            .by_public_id
-            .values()
-            .filter(|route| route.account.kind == kind)
-            .cloned()
-            .collect())
+            .by_verify_token
+            .get(&(kind, token.to_owned()))
+            .cloned())
     }
 
     /// Drops this node's snapshot; the next lookup reloads.
@@ -175,6 +177,7 @@ impl Snapshot {
     fn new(rows: Vec<(ChannelAccount, String)>, key: &MasterKey, generation: u64) -> Self {
         let mut by_public_id = HashMap::with_capacity(rows.len());
         let mut by_external_id = HashMap::new();
+        let mut by_verify_token = HashMap::new();
         for (account, workspace_id) in rows {
             let secrets = match account.secrets(key) {
                 Ok(secrets) => Some(secrets),
@@ -188,6 +191,11 @@ impl Snapshot {
                 workspace_id,
                 secrets,
             });
+            if let Some(token) = route.secrets.as_ref().and_then(|s| s.get("verify_token"))
+                && !token.is_empty()
+            {
+                by_verify_token.insert((route.account.kind, token.to_owned()), route.clone());
+            }
             if let Some(external_id) = &route.account.external_id {
                 by_external_id.insert((route.account.kind, external_id.clone()), route.clone());
             }
@@ -196,6 +204,7 @@ impl Snapshot {
         Snapshot {
             by_public_id,
             by_external_id,
+            by_verify_token,
             loaded: Instant::now(),
             generation,
         }

@@ -187,12 +187,29 @@ impl Answerer {
     /// Failures of the model or the index are not errors: the bot's policy
     /// applies and the answer carries a handoff.
     pub async fn answer(&self, question: Question<'_>, out: &Replies) -> Answer {
+        let question = self.bounded(question);
         let found = self.retrieve(question.bot, question.text.trim()).await;
         self.answer_from(question, found, out).await
     }
 
+    /// `question` with its text cut to `answer.max_question_chars`: a huge
+    /// message costs no more retrieval or model time than a long one.
+    fn bounded<'q>(&self, mut question: Question<'q>) -> Question<'q> {
+        let max = self.app.settings.answer.max_question_chars.max(1);
+        if let Some((cut, _)) = question.text.char_indices().nth(max) {
+            tracing::info!(
+                chars = question.text.chars().count(),
+                max,
+                "question cut to answer.max_question_chars"
+            );
+            question.text.truncate(cut);
+        }
+        question
+    }
+
     /// Answers `question` from passages already chosen.
     async fn answer_from(&self, question: Question<'_>, found: Retrieval, out: &Replies) -> Answer {
+        let question = self.bounded(question);
         let profile = self.profile(question.bot);
         let answer = self
             .pipeline

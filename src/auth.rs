@@ -5,7 +5,6 @@
 //! Tokens are 32 random bytes, base64url, with a prefix that says what they
 //! are (`fds_` session, `fdt_` API token); only their SHA-256 is stored.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -263,75 +262,139 @@ pub async fn authenticate(app: &App, token: Option<&str>) -> Result<Principal, A
     })
 }
 
-/// Counts failed logins per key (an email, a client address) in a sliding
-/// window. In process: each node counts its own.
+/// The door of `POST /auth/login`: how many attempts each email and client
+/// address may make, and how many password checks run at once.
+///
+/// Every attempt counts when it starts, against its email and its address
+/// at once (on the broker: in Redis every node shares the counts), so
+/// concurrent requests cannot all get past the limit; a successful login is
+/// taken back. Argon2 holds 19 MiB and tens of milliseconds of a core per
+/// check: at most `password_checks` run at once, `login_queue` more wait
+/// their turn, and the rest get 429 with `Retry-After`.
 #[derive(Debug)]
-pub struct LoginLimiter {
+pub struct LoginGate {
     attempts: u32,
     window: Duration,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    broker: broker::AnyBroker,
+    /// Counts here when the broker does not answer (Redis down): limits
+    /// hold per node rather than not at all.
+    fallback: Mutex<broker::limits::Windows>,
+    checks: tokio::sync::Semaphore,
+    capacity: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+    queue: usize,
 }
 
-impl LoginLimiter {
-    /// `attempts` failures per key per `window`.
-    pub fn new(attempts: u32, window: Duration) -> Self {
-        Self {
-            attempts,
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
+/// An admitted login attempt, to take back if it succeeds.
+#[derive(Debug)]
+pub struct Attempt {
+    id: String,
+    keys: Vec<String>,
+}
 
-    /// Failures allowed for `key`: an address (`ip:…`) may be shared by a
-    /// whole office, so it gets five times an email's allowance.
-    fn limit(&self, key: &str) -> usize {
-        let attempts = self.attempts.max(1) as usize;
-        if key.starts_with("ip:") {
-            attempts * 5
+/// How long a login waits for a password check before 429.
+const CHECK_WAIT: Duration = Duration::from_secs(10);
+
+impl LoginGate {
+    /// `attempts` per email (×5 per address) per `window`, `checks` password
+    /// checks at once (0: one per core), `queue` logins waiting for one.
+    pub fn new(
+        broker: broker::AnyBroker,
+        attempts: u32,
+        window: Duration,
+        checks: usize,
+        queue: usize,
+    ) -> Self {
+        let checks = if checks == 0 {
+            std::thread::available_parallelism().map_or(2, usize::from)
         } else {
-            attempts
+            checks
+        };
+        Self {
+            attempts: attempts.max(1),
+            window,
+            broker,
+            fallback: Mutex::new(broker::limits::Windows::default()),
+            checks: tokio::sync::Semaphore::new(checks),
+            capacity: checks,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            queue,
         }
     }
 
-    /// `Some(wait)` when any key is over its limit.
-    pub fn blocked(&self, keys: &[String]) -> Option<Duration> {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|key| {
-                let times = map.get_mut(key)?;
-                while times.front().is_some_and(|t| now - *t > self.window) {
-                    times.pop_front();
-                }
-                let oldest = times.front()?;
-                (times.len() >= self.limit(key)).then(|| self.window.saturating_sub(now - *oldest))
-            })
-            .max()
-    }
-
-    /// Records a failure for each key.
-    pub fn failed(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            // Bounded memory under a flood of distinct keys.
-            map.retain(|_, times| times.back().is_some_and(|t| now - *t <= self.window));
-        }
-        for key in keys {
-            let times = map.entry(key.clone()).or_default();
-            times.push_back(now);
-            while times.len() > self.limit(key) {
-                times.pop_front();
+    /// Counts an attempt for `email` from `ip`, or says how long to wait.
+    pub async fn admit(&self, email: &str, ip: Option<&str>) -> Result<Attempt, Duration> {
+        use broker::{Broker, Limit};
+        // An address may be shared by a whole office: five times an email's
+        // allowance.
+        let limits = [
+            Limit::new(format!("login:email:{email}"), self.attempts),
+            Limit::new(
+                format!("login:ip:{}", ip.unwrap_or("?")),
+                self.attempts.saturating_mul(5),
+            ),
+        ];
+        let id = new_token("");
+        let wait = match self.broker.admit(&limits, &id, self.window).await {
+            Ok(wait) => wait,
+            Err(error) => {
+                tracing::warn!(%error, "login limits counted on this node only: the broker does not answer");
+                self.fallback
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .admit(&limits, &id, self.window, Instant::now())
             }
+        };
+        match wait {
+            Some(wait) => Err(wait),
+            None => Ok(Attempt {
+                id,
+                keys: limits.into_iter().map(|l| l.key).collect(),
+            }),
         }
     }
 
-    /// Forgets the failures of `key` (a successful login).
-    pub fn succeeded(&self, key: &str) {
-        self.failures
+    /// Takes a successful attempt back.
+    pub async fn succeeded(&self, attempt: Attempt) {
+        use broker::Broker;
+        if let Err(error) = self.broker.forgive(&attempt.keys, &attempt.id).await {
+            tracing::debug!(%error, "successful login not taken back on the broker");
+        }
+        self.fallback
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .forgive(&attempt.keys, &attempt.id);
+    }
+
+    /// Checks `password` against `hash` (or spends the same time when there
+    /// is no hash) once a slot is free; `Err(wait)` when too many logins
+    /// are already waiting.
+    pub async fn check(&self, hash: Option<String>, password: String) -> Result<bool, Duration> {
+        use std::sync::atomic::Ordering;
+        let busy = Duration::from_secs(1);
+        // Counted down on every way out, a dropped request included.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue + self.capacity {
+            return Err(busy);
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(CHECK_WAIT, self.checks.acquire()).await else {
+            return Err(busy);
+        };
+        Ok(tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => verify_password(&hash, &password),
+            None => {
+                verify_nothing(&password);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false))
     }
 }
 
@@ -371,25 +434,56 @@ mod tests {
         assert_eq!(url_param("a=1", "token"), None);
     }
 
-    #[test]
-    fn the_limiter_blocks_after_n_failures_per_key() {
-        let limiter = LoginLimiter::new(3, Duration::from_secs(60));
-        let keys = vec!["email:a@x".to_owned(), "ip:1.2.3.4".to_owned()];
+    #[tokio::test]
+    async fn the_gate_counts_attempts_per_email_and_address() {
+        let broker = broker::AnyBroker::Memory(broker::memory::MemoryBroker::new());
+        let gate = LoginGate::new(broker, 3, Duration::from_secs(60), 1, 0);
+        let ip = Some("1.2.3.4");
         for _ in 0..3 {
-            assert!(limiter.blocked(&keys).is_none());
-            limiter.failed(&keys);
+            gate.admit("a@x", ip).await.expect("admitted");
         }
-        let wait = limiter.blocked(&keys).expect("blocked");
+        let wait = gate.admit("a@x", ip).await.expect_err("blocked");
         assert!(wait <= Duration::from_secs(60) && wait > Duration::from_secs(50));
         // The address has a larger allowance (a shared office address)…
-        let other = ["email:b@x".to_owned(), "ip:1.2.3.4".to_owned()];
-        assert!(limiter.blocked(&other).is_none());
-        for _ in 0..12 {
-            limiter.failed(&["ip:1.2.3.4".to_owned()]);
+        let ok = gate.admit("b@x", ip).await.expect("admitted");
+        // …and a success is taken back from both keys.
+        gate.succeeded(ok).await;
+        for n in 0..12 {
+            gate.admit(&format!("c{n}@x"), ip).await.expect("admitted");
         }
-        // …but it is limited too.
-        assert!(limiter.blocked(&other).is_some());
-        limiter.succeeded("email:a@x");
-        assert!(limiter.blocked(&["email:a@x".into()]).is_none());
+        assert!(gate.admit("d@x", ip).await.is_err(), "15 per address");
+        assert!(gate.admit("d@x", Some("5.6.7.8")).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_checks_are_bounded_and_the_rest_wait_or_get_refused() {
+        let broker = broker::AnyBroker::Memory(broker::memory::MemoryBroker::new());
+        // One check at a time and one waiting: of three at once, one is refused.
+        let gate = std::sync::Arc::new(LoginGate::new(broker, 3, Duration::from_secs(60), 1, 1));
+        let hash = hash_password("correct horse battery").expect("hash");
+        let tries: Vec<_> = (0..3)
+            .map(|_| {
+                let gate = gate.clone();
+                let hash = hash.clone();
+                tokio::spawn(
+                    async move { gate.check(Some(hash), "correct horse battery".into()).await },
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tries {
+            outcomes.push(t.await.expect("joined"));
+        }
+        assert_eq!(
+            outcomes.iter().filter(|o| matches!(o, Ok(true))).count(),
+            2,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_err()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(matches!(gate.check(None, "x".into()).await, Ok(false)));
     }
 }

@@ -20,7 +20,9 @@ use serde::Deserialize;
 use store::crypto::{MasterKey, Secret};
 use store::db::{Db, DbConn, DbError};
 use store::models::audit::{ActorKind, Audit};
-use store::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
+use store::models::bot::{
+    Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted, WidgetOrigins,
+};
 use store::models::channel_account::{
     AccountSpec, ChannelAccount, Credentials, UpsertAccountError,
 };
@@ -36,6 +38,9 @@ struct BotFile {
     language: String,
     #[serde(default)]
     knowledge: Vec<String>,
+    /// Pages that may open the chat widget (`https://shop.example`); empty: any.
+    #[serde(default)]
+    widget_origins: Vec<String>,
     #[serde(default)]
     handoff: HandoffFile,
     #[serde(default)]
@@ -522,6 +527,11 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
     {
         return Err(invalid("llm.temperature", "must be between 0 and 2".into()));
     }
+    for (i, origin) in file.widget_origins.iter().enumerate() {
+        if let Some(problem) = WidgetOrigins::problem(origin) {
+            return Err(invalid(&format!("widget_origins[{i}]"), problem));
+        }
+    }
     for (i, source) in file.knowledge.iter().enumerate() {
         if !Path::new(source).exists() {
             return Err(invalid(
@@ -559,6 +569,7 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
             fallback_message: file.handoff.fallback_message,
             knowledge_paths: KnowledgePaths(file.knowledge),
             source_file: Some(source_file),
+            widget_origins: WidgetOrigins(file.widget_origins),
         },
         workspace: file.workspace,
         path,

@@ -186,7 +186,10 @@ async fn target(
             )));
         }
     };
-    // Email replies go to `Reply-To` when the customer set one.
+    // Email replies go to `Reply-To` only when it is on the domain of an
+    // authenticated `From`: anyone can write a `Reply-To`, and a bot must
+    // not send a business's answers wherever a stranger asks. Agents still
+    // see it with the message.
     let mut address = None;
     let email = if account.kind == ChannelKind::Email {
         let last = Message::last_inbound(conn, &conversation.id).await?;
@@ -201,7 +204,14 @@ async fn target(
                 if !refs.contains(&t.message_id) {
                     refs.push(t.message_id.clone());
                 }
-                (t.subject, Some(t.message_id), refs, t.reply_to)
+                let reply_to = t.reply_to.filter(|to| {
+                    t.auth.authenticated
+                        && channels::email_domain(to).is_some_and(|theirs| {
+                            channels::email_domain(&customer.external_user_id)
+                                .is_some_and(|from| channels::domains_aligned(&theirs, &from))
+                        })
+                });
+                (t.subject, Some(t.message_id), refs, reply_to)
             }
             None => (String::new(), None, Vec::new(), None),
         };

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
-use crate::auth::LoginLimiter;
+use crate::auth::LoginGate;
 use crate::context::App;
 use crate::error::{ApiError, ErrorKind};
 use crate::hub::Hub;
@@ -23,8 +23,8 @@ pub struct AppState {
     pub app: App,
     /// Prometheus metrics (the app's).
     pub metrics: Arc<Metrics>,
-    /// Failed logins, per email and per address.
-    pub limiter: Arc<LoginLimiter>,
+    /// Login attempts per email and per address, and password checks.
+    pub logins: Arc<LoginGate>,
     /// This node's event subscriptions, shared by its websockets.
     pub hub: Hub,
 }
@@ -66,4 +66,123 @@ pub fn same_origin(req: &HttpRequest) -> bool {
     origin
         .split_once("://")
         .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
+}
+
+/// Where a request comes from, for audit entries and rate limits.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Client address (the TCP peer).
+    pub ip: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Whether the browser reached us over HTTPS: a TLS connection of our
+    /// own, or a trusted proxy's `X-Forwarded-Proto: https`.
+    pub https: bool,
+}
+
+impl Origin {
+    /// Of `req`: the TCP peer, or when the peer is a trusted proxy, the
+    /// nearest untrusted address of `X-Forwarded-For`.
+    pub fn of(req: &HttpRequest) -> Self {
+        let trusted = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.app.settings.server.trusted_proxies.clone())
+            .unwrap_or_default();
+        let forwarded = forwarded_for(req);
+        let peer = req.peer_addr().map(|a| a.ip());
+        let via_proxy = peer.is_some_and(|p| trusted.contains(&p));
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().eq_ignore_ascii_case("https"));
+        Self {
+            ip: client_ip(peer, &forwarded, &trusted).map(|ip| ip.to_string()),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            https: req.app_config().secure() || (via_proxy && proto == Some(true)),
+        }
+    }
+}
+
+/// Every `X-Forwarded-For` line as one list: several lines are one list, in
+/// order (RFC 9110 §5.3), and a proxy may append its own line after the
+/// client's. An unreadable line counts as garbage, which stops the walk.
+fn forwarded_for(req: &HttpRequest) -> String {
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect();
+    lines.join(",")
+}
+
+/// The client's address: walking `X-Forwarded-For` from the right (the
+/// hop nearest us) while the sender is a trusted proxy. A client cannot
+/// forge its way past the first untrusted hop.
+fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    forwarded: &str,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let mut client = peer?;
+    for hop in forwarded.rsplit(',') {
+        if !trusted.contains(&client) {
+            break;
+        }
+        match hop.trim().parse() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{client_ip, forwarded_for};
+
+    #[test]
+    fn every_forwarded_line_is_read_the_last_one_nearest() {
+        let req = actix_web::test::TestRequest::default()
+            .append_header(("x-forwarded-for", "6.6.6.6, 7.7.7.7"))
+            .append_header(("x-forwarded-for", "1.2.3.4"))
+            .to_http_request();
+        let chain = forwarded_for(&req);
+        assert_eq!(chain, "6.6.6.6, 7.7.7.7,1.2.3.4");
+        let proxy = "10.0.0.1".parse().ok();
+        let trusted = ["10.0.0.1".parse().expect("ip")];
+        assert_eq!(
+            client_ip(proxy, &chain, &trusted),
+            "1.2.3.4".parse().ok(),
+            "the proxy's own line (the last) names the client"
+        );
+        let two_proxies = [
+            "10.0.0.1".parse().expect("ip"),
+            "1.2.3.4".parse().expect("ip"),
+        ];
+        assert_eq!(
+            client_ip(proxy, &chain, &two_proxies),
+            "7.7.7.7".parse().ok()
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let proxy = "10.0.0.1".parse().ok();
+        let trusted = ["10.0.0.1".parse().expect("ip")];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        // No trusted proxy: the peer, whatever the header says.
+        assert_eq!(client_ip(proxy, "1.2.3.4", &[]), proxy);
+        // Behind the proxy: the address it saw.
+        assert_eq!(client_ip(proxy, "1.2.3.4", &trusted), ip("1.2.3.4"));
+        // A client prepending a fake hop gets its own address anyway.
+        assert_eq!(
+            client_ip(proxy, "6.6.6.6, 1.2.3.4", &trusted),
+            ip("1.2.3.4")
+        );
+        // Garbage stops the walk at the proxy.
+        assert_eq!(client_ip(proxy, "nonsense", &trusted), proxy);
+        assert_eq!(client_ip(None, "1.2.3.4", &trusted), None);
+    }
 }

@@ -32,15 +32,17 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
     let settings = app.settings.clone();
     let state = AppState {
         metrics: app.metrics.clone(),
-        limiter: Arc::new(crate::auth::LoginLimiter::new(
+        logins: Arc::new(crate::auth::LoginGate::new(
+            app.broker.clone(),
             settings.auth.login_attempts,
             Duration::from_secs(settings.auth.login_window_secs),
+            settings.auth.password_checks,
+            settings.auth.login_queue,
         )),
         hub: crate::hub::Hub::new(app.clone()),
         app,
     };
     let limit = settings.server.max_body_bytes;
-    let email_limit = settings.channels.email.max_body_bytes;
     let mut server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(web::Data::new(state.clone()))
@@ -55,7 +57,7 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
             .service(resource("/healthz").route(web::get().to(healthz)))
             .service(resource("/readyz").route(web::get().to(readyz)))
             .service(resource("/metrics").route(web::get().to(metrics)))
-            .configure(|cfg| crate::webhooks::configure(cfg, email_limit))
+            .configure(crate::webhooks::configure)
             .configure(crate::api::configure)
             .configure(crate::realtime::configure)
             .configure(crate::console::configure)
@@ -177,14 +179,12 @@ async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let metrics = state.as_ref().map(|s| s.metrics.clone());
     // Refuse a declared oversized body before anyone reads it; extractors
-    // enforce the same limit on bodies without Content-Length.
-    let limit = state.as_ref().map(|s| {
-        if route.starts_with("/webhooks/email/") {
-            s.app.settings.channels.email.max_body_bytes
-        } else {
-            s.app.settings.server.max_body_bytes
-        }
-    });
+    // enforce the same limit on bodies without Content-Length. The email
+    // routes check their account first (404 before 413) and their own limit.
+    let limit = state
+        .as_ref()
+        .filter(|_| !route.starts_with("/webhooks/email/"))
+        .map(|s| s.app.settings.server.max_body_bytes);
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -246,9 +246,39 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Whether the caller may read internals (error texts of `/readyz`):
+/// connected from this machine (no proxy in between), or carrying the
+/// metrics token, a session or an API token.
+async fn privileged(state: &AppState, req: &actix_web::HttpRequest) -> bool {
+    let forwarded = req.headers().contains_key("x-forwarded-for");
+    if !forwarded && req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
+        return true;
+    }
+    let Some(token) = crate::auth::token_of(req, false) else {
+        return false;
+    };
+    if metrics_token_matches(state, &token) == Some(true) {
+        return true;
+    }
+    crate::auth::authenticate(&state.app, Some(&token))
+        .await
+        .is_ok()
+}
+
+/// Whether `token` is the metrics token; `None` when none is configured.
+fn metrics_token_matches(state: &AppState, token: &str) -> Option<bool> {
+    let expected = state.app.settings.security.metrics_token.as_deref()?;
+    Some(channels::constant_time_eq(
+        token.as_bytes(),
+        expected.as_bytes(),
+    ))
+}
+
 /// `GET /readyz`: the database and (when configured) Redis answer, and the
-/// bot files were applied. 503 with the failing checks otherwise.
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// bot files were applied. 503 with the failing checks otherwise. Why a
+/// check fails is shown to local and authenticated callers only: error
+/// texts name hosts, paths and versions.
+async fn readyz(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let database = match tokio::time::timeout(TIMEOUT, state.app.db.ping()).await {
         Ok(Ok(())) => {
@@ -297,6 +327,20 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     checks.insert("knowledge".into(), knowledge);
     let ready = checks.values().all(|c| c["ok"] == json!(true));
+    if !privileged(&state, &req).await {
+        for check in checks.values_mut() {
+            if let Some(check) = check.as_object_mut() {
+                for key in ["error", "degraded", "warnings", "files"] {
+                    if check.remove(key).is_some() && key != "files" {
+                        check.insert(
+                            key.into(),
+                            json!("hidden: ask from this machine or with a token"),
+                        );
+                    }
+                }
+            }
+        }
+    }
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "checks": checks });
     if ready {
         HttpResponse::Ok().json(body)
@@ -305,8 +349,18 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// `GET /metrics`: Prometheus text format; with `security.metrics_token`
+/// set, only for `Authorization: Bearer` with that token.
+async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    let token = crate::auth::token_of(&req, false).unwrap_or_default();
+    if metrics_token_matches(&state, &token) == Some(false) {
+        use actix_web::ResponseError;
+        return ApiError::new(
+            ErrorKind::Unauthorized,
+            "GET /metrics needs Authorization: Bearer with security.metrics_token",
+        )
+        .error_response();
+    }
     let mut buffer = Vec::new();
     match prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buffer) {
         Ok(()) => HttpResponse::Ok()

@@ -21,6 +21,12 @@ pub enum Reason {
     UnsafeOutput,
     /// An agent or an API client asked for it.
     Requested,
+    /// An email whose sender failed authentication (SPF and DKIM): the bot
+    /// does not answer whoever `From` claims to be.
+    UnverifiedSender,
+    /// The bot reached its most replies in the conversation for the hour
+    /// (another machine may be answering it).
+    ReplyLimit,
 }
 
 impl Reason {
@@ -33,6 +39,8 @@ impl Reason {
             Reason::GenerationFailed => "generation_failed",
             Reason::UnsafeOutput => "unsafe_output",
             Reason::Requested => "requested",
+            Reason::UnverifiedSender => "unverified_sender",
+            Reason::ReplyLimit => "reply_limit",
         }
     }
 
@@ -45,6 +53,8 @@ impl Reason {
             Reason::GenerationFailed,
             Reason::UnsafeOutput,
             Reason::Requested,
+            Reason::UnverifiedSender,
+            Reason::ReplyLimit,
         ]
         .into_iter()
         .find(|r| r.as_str() == name)

@@ -13,6 +13,8 @@
 //!   Every key is under `redis.key_prefix`.
 //! - [`memory`] — [`memory::MemoryBroker`]: the same semantics in process,
 //!   the embedded default (no `redis.url`).
+//! - [`limits`] — rate limits: sliding windows of attempts per key, kept in
+//!   process or in Redis sorted sets.
 //! - `tests/conformance.rs` — the one suite both must pass.
 //!
 //! # Data flow
@@ -36,8 +38,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod limits;
 pub mod memory;
 pub mod redis;
+
+pub use limits::Limit;
 
 /// A broker failure (Redis down, a script refused).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -187,6 +192,19 @@ pub trait Broker: Send + Sync + 'static {
     /// Subscribes to `topic`.
     fn subscribe(&self, topic: &str) -> impl Future<Output = BrokerResult<Subscription>> + Send;
 
+    /// Admits attempt `id` when every limit has room in the last `window`,
+    /// counting it against each at once (see [`limits`]); otherwise returns
+    /// how long until there is room. Shared by every node on Redis.
+    fn admit(
+        &self,
+        limits: &[Limit],
+        id: &str,
+        window: Duration,
+    ) -> impl Future<Output = BrokerResult<Option<Duration>>> + Send;
+
+    /// Takes attempt `id` back from each key (it succeeded).
+    fn forgive(&self, keys: &[String], id: &str) -> impl Future<Output = BrokerResult<()>> + Send;
+
     /// Whether the broker answers.
     fn ping(&self) -> impl Future<Output = BrokerResult<()>> + Send;
 }
@@ -253,6 +271,17 @@ impl Broker for AnyBroker {
     }
     async fn subscribe(&self, topic: &str) -> BrokerResult<Subscription> {
         delegate!(self, b => b.subscribe(topic))
+    }
+    async fn admit(
+        &self,
+        limits: &[Limit],
+        id: &str,
+        window: Duration,
+    ) -> BrokerResult<Option<Duration>> {
+        delegate!(self, b => b.admit(limits, id, window))
+    }
+    async fn forgive(&self, keys: &[String], id: &str) -> BrokerResult<()> {
+        delegate!(self, b => b.forgive(keys, id))
     }
     async fn ping(&self) -> BrokerResult<()> {
         delegate!(self, b => b.ping())

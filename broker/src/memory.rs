@@ -28,6 +28,7 @@ struct State {
     dead: VecDeque<DeadLetter>,
     dead_total: u64,
     topics: HashMap<String, Vec<tokio::sync::mpsc::Sender<String>>>,
+    limits: crate::limits::Windows,
 }
 
 /// The in-process broker. Cheap to clone (shared).
@@ -267,6 +268,20 @@ impl Broker for MemoryBroker {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         self.with(|s| s.topics.entry(topic.to_owned()).or_default().push(tx))?;
         Ok(rx)
+    }
+
+    async fn admit(
+        &self,
+        limits: &[crate::Limit],
+        id: &str,
+        window: Duration,
+    ) -> BrokerResult<Option<Duration>> {
+        let now = Instant::now();
+        self.with(|s| s.limits.admit(limits, id, window, now))
+    }
+
+    async fn forgive(&self, keys: &[String], id: &str) -> BrokerResult<()> {
+        self.with(|s| s.limits.forgive(keys, id))
     }
 
     async fn ping(&self) -> BrokerResult<()> {

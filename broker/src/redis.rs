@@ -68,6 +68,32 @@ const ENQUEUE_SCRIPT: &str = r"
     end
     return 0";
 
+/// Admits an attempt on sliding windows (sorted sets scored by Redis's own
+/// clock, so every node agrees): `KEYS` the windows, `ARGV` the window in
+/// ms, the attempt's id, then each key's limit. Returns 0, or the ms to wait.
+const ADMIT_SCRIPT: &str = r"
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local window = tonumber(ARGV[1])
+    local wait = 0
+    for i, key in ipairs(KEYS) do
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+        local limit = tonumber(ARGV[2 + i])
+        if redis.call('ZCARD', key) >= limit then
+            local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+            local room = window
+            if oldest[2] then room = tonumber(oldest[2]) + window - now end
+            if room < 1 then room = 1 end
+            if room > wait then wait = room end
+        end
+    end
+    if wait > 0 then return wait end
+    for _, key in ipairs(KEYS) do
+        redis.call('ZADD', key, now, ARGV[2])
+        redis.call('PEXPIRE', key, window)
+    end
+    return 0";
+
 impl RedisBroker {
     /// Connects to `url` (checking it answers) with keys under `prefix`.
     pub async fn connect(url: &str, prefix: &str, pool_size: usize) -> BrokerResult<Self> {
@@ -502,6 +528,38 @@ impl Broker for RedisBroker {
             }
         });
         Ok(rx)
+    }
+
+    async fn admit(
+        &self,
+        limits: &[crate::Limit],
+        id: &str,
+        window: Duration,
+    ) -> BrokerResult<Option<Duration>> {
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let script = Script::new(ADMIT_SCRIPT);
+        let mut call = script.prepare_invoke();
+        for limit in limits {
+            call.key(self.key(&format!("limit:{}", limit.key)));
+        }
+        call.arg(window.as_millis().max(1) as u64).arg(id);
+        for limit in limits {
+            call.arg(limit.max);
+        }
+        let mut conn = self.conn().await?;
+        let wait_ms: u64 = call.invoke_async(&mut conn).await.map_err(err)?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
+    async fn forgive(&self, keys: &[String], id: &str) -> BrokerResult<()> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.zrem(self.key(&format!("limit:{key}")), id).ignore();
+        }
+        let mut conn = self.conn().await?;
+        pipe.query_async::<()>(&mut conn).await.map_err(err)
     }
 
     async fn ping(&self) -> BrokerResult<()> {

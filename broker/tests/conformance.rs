@@ -266,6 +266,77 @@ async fn batches_behave_like_single_calls<B: Broker>(broker: B) {
     assert_eq!(next(&mut two).await.as_deref(), Some("b"));
 }
 
+async fn rate_limits_count_every_admitted_attempt<B: Broker>(broker: B) {
+    use broker::Limit;
+    let window = Duration::from_secs(60);
+    let limits = [Limit::new("email:a", 2), Limit::new("ip:1", 3)];
+    assert_eq!(
+        broker.admit(&limits, "1", window).await.expect("admit"),
+        None
+    );
+    assert_eq!(
+        broker.admit(&limits, "2", window).await.expect("admit"),
+        None
+    );
+    let wait = broker
+        .admit(&limits, "3", window)
+        .await
+        .expect("admit")
+        .expect("the email is full");
+    assert!(wait > Duration::from_secs(50) && wait <= window, "{wait:?}");
+    // The refused attempt did not count against the address.
+    let other = [Limit::new("email:b", 5), Limit::new("ip:1", 3)];
+    assert_eq!(
+        broker.admit(&other, "4", window).await.expect("admit"),
+        None
+    );
+    assert!(
+        broker
+            .admit(&other, "5", window)
+            .await
+            .expect("admit")
+            .is_some()
+    );
+    // A success is taken back.
+    broker
+        .forgive(&["email:a".into(), "ip:1".into()], "2")
+        .await
+        .expect("forgive");
+    assert_eq!(
+        broker.admit(&limits, "6", window).await.expect("admit"),
+        None
+    );
+    // Concurrent attempts cannot all slip past a limit.
+    let burst = [Limit::new("burst", 5)];
+    let tries = (0..40).map(|i| {
+        let id = format!("b{i}");
+        let broker = &broker;
+        let burst = &burst;
+        async move { broker.admit(burst, &id, window).await.expect("admit") }
+    });
+    let waits = futures_util::future::join_all(tries).await;
+    assert_eq!(waits.iter().filter(|w| w.is_none()).count(), 5);
+    // A short window lets attempts in again.
+    let short = [Limit::new("short", 1)];
+    let window = Duration::from_millis(200);
+    assert_eq!(
+        broker.admit(&short, "s1", window).await.expect("admit"),
+        None
+    );
+    assert!(
+        broker
+            .admit(&short, "s2", window)
+            .await
+            .expect("admit")
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        broker.admit(&short, "s3", window).await.expect("admit"),
+        None
+    );
+}
+
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -295,4 +366,5 @@ conformance!(
     locks_expire_and_are_fenced,
     dead_letters_and_pubsub,
     batches_behave_like_single_calls,
+    rate_limits_count_every_admitted_attempt,
 );

@@ -21,8 +21,8 @@ use sha2::Digest;
 use crate::form::Form;
 use crate::{
     Attachment, Channel, ChannelKind, EmailThread, InboundEvent, InboundMessage, Limits, Origin,
-    OutboundMessage, ParseError, Recipient, RoutedEvent, Secrets, SendError, Sender, Sent,
-    VerifyError, WebhookRequest, verify_hmac_sha256,
+    OutboundMessage, ParseError, Recipient, RoutedEvent, Secrets, SendError, Sender, SenderAuth,
+    Sent, VerifyError, WebhookRequest, verify_hmac_sha256,
 };
 
 /// How far a webhook's timestamp may be from now, in seconds.
@@ -111,15 +111,30 @@ impl Channel for Email {
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
         let form = Form::parse(request.header("content-type"), &request.body)?;
-        let message = match form.bytes("body-mime") {
-            Some(raw) => {
-                if let Some(reason) = automatic(raw) {
-                    return Ok(vec![RoutedEvent::skipped(reason)]);
-                }
-                parse_mime(raw)?
+        // Both payload forms go through one MIME parser, so the automatic
+        // and bulk skips and the sender checks read the same headers.
+        let rebuilt;
+        let raw = match form.bytes("body-mime") {
+            Some(raw) => raw,
+            None => {
+                rebuilt = fields_as_mime(&form);
+                rebuilt.as_bytes()
             }
-            None => parse_fields(&form)?,
         };
+        if let Some(reason) = automatic(raw) {
+            return Ok(vec![RoutedEvent::skipped(reason)]);
+        }
+        let mut message = parse_mime(raw)?;
+        if form.bytes("body-mime").is_none() {
+            message.attachments = field_attachments(&form);
+        }
+        // Mailgun's `sender` is the envelope sender it received (SMTP
+        // `MAIL FROM`), the one its SPF verdict is about.
+        if let (Some(envelope), Some(thread)) = (form.text("sender"), message.email.as_mut()) {
+            thread.auth.envelope_from =
+                Some(envelope.trim().trim_matches(['<', '>']).to_lowercase());
+            thread.auth.authenticated = thread.auth.is_aligned(&message.sender.external_id);
+        }
         Ok(vec![RoutedEvent::unrouted(InboundEvent::Message(message))])
     }
 
@@ -162,7 +177,9 @@ impl Channel for Email {
                 .parse()
                 .map_err(|e| SendError::Permanent(format!("bad To address: {e}")))?)
             .subject(subject)
-            .message_id(Some(format!("<{message_id}>")));
+            .message_id(Some(format!("<{message_id}>")))
+            // RFC 3834: a machine wrote this; other machines must not answer.
+            .header(AutoSubmitted);
         if let Some(parent) = &reply.in_reply_to {
             builder = builder.in_reply_to(format!("<{parent}>"));
         }
@@ -214,6 +231,24 @@ impl Channel for Email {
         _to: &Recipient,
     ) -> Result<(), SendError> {
         Ok(())
+    }
+}
+
+/// `Auto-Submitted: auto-replied` (RFC 3834), on every reply we send.
+#[derive(Debug, Clone, Copy)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-replied".to_owned())
     }
 }
 
@@ -271,6 +306,7 @@ pub fn parse_mime(raw: &[u8]) -> Result<InboundMessage, ParseError> {
         .ok_or_else(|| ParseError::new("email has no From address"))?
         .trim()
         .to_lowercase();
+    let auth = sender_auth(&message, &address);
     let body = message
         .body_text(0)
         .map(|t| t.into_owned())
@@ -318,6 +354,7 @@ pub fn parse_mime(raw: &[u8]) -> Result<InboundMessage, ParseError> {
             references: ids(message.references()),
             subject: message.subject().unwrap_or_default().to_owned(),
             reply_to,
+            auth,
         }),
     })
 }
@@ -349,21 +386,79 @@ pub fn automatic(raw: &[u8]) -> Option<String> {
     None
 }
 
-/// Builds a message from Mailgun's parsed fields (routes without `body-mime`).
-fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
-    // Rebuild a small MIME message from the original headers so one parser
-    // handles addresses, encodings and ids.
+/// The first value of header `name`, as written (unfolded, trimmed). The
+/// first is the receiving side's own: Mailgun adds its headers on top.
+fn first_header<'a>(message: &'a mail_parser::Message<'_>, name: &str) -> Option<&'a str> {
+    message
+        .headers_raw()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// The SPF and DKIM verdicts Mailgun wrote into the message's headers
+/// (`X-Mailgun-Spf`, `X-Mailgun-Dkim-Check-Result`), the signing domains
+/// of its `DKIM-Signature`s, its envelope sender (`X-Envelope-From`), and
+/// whether they authenticate `from`.
+fn sender_auth(message: &mail_parser::Message<'_>, from: &str) -> SenderAuth {
+    let verdict = |name| {
+        first_header(message, name)
+            .map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let dkim_domains = message
+        .headers_raw()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("DKIM-Signature"))
+        .filter_map(|(_, v)| {
+            v.split(';').find_map(|tag| {
+                let (key, value) = tag.split_once('=')?;
+                (key.trim() == "d").then(|| value.trim().to_ascii_lowercase())
+            })
+        })
+        .take(MAX_THREAD_IDS)
+        .collect();
+    let mut auth = SenderAuth {
+        spf: verdict("X-Mailgun-Spf"),
+        dkim: verdict("X-Mailgun-Dkim-Check-Result"),
+        envelope_from: first_header(message, "X-Envelope-From")
+            .map(|v| v.trim_matches(['<', '>']).to_lowercase())
+            .filter(|v| v.contains('@')),
+        dkim_domains,
+        authenticated: false,
+    };
+    auth.authenticated = auth.is_aligned(from);
+    auth
+}
+
+/// Headers not carried over when Mailgun's parsed fields are rebuilt into
+/// a message: the body is rebuilt too, as plain text or HTML.
+const BODY_HEADERS: [&str; 3] = ["content-type", "content-transfer-encoding", "mime-version"];
+
+/// Mailgun's parsed fields (routes without `body-mime`) as one small MIME
+/// message: the original headers from `message-headers`, the fields for
+/// those missing, and the text body.
+fn fields_as_mime(form: &Form) -> String {
     let headers: Vec<(String, String)> = form
         .text("message-headers")
         .and_then(|h| serde_json::from_str(&h).ok())
         .unwrap_or_default();
     let mut raw = String::new();
+    // Values stay on their line: a hostile value cannot add headers.
+    let mut push = |name: &str, value: &str| {
+        let clean = |s: &str| s.replace(['\r', '\n'], " ");
+        raw.push_str(&format!(
+            "{}: {}\r\n",
+            clean(name).replace(':', ""),
+            clean(value)
+        ));
+    };
     for (name, value) in &headers {
-        if matches!(
-            name.to_ascii_lowercase().as_str(),
-            "from" | "message-id" | "in-reply-to" | "references" | "subject" | "date"
-        ) {
-            raw.push_str(&format!("{name}: {value}\r\n"));
+        if !BODY_HEADERS.contains(&name.to_ascii_lowercase().as_str()) && !name.trim().is_empty() {
+            push(name, value);
         }
     }
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
@@ -375,14 +470,14 @@ fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
         if !has(header)
             && let Some(value) = form.text(field)
         {
-            raw.push_str(&format!("{header}: {value}\r\n"));
+            push(header, &value);
         }
     }
     if !has("From")
         && form.text("from").is_none()
         && let Some(sender) = form.text("sender")
     {
-        raw.push_str(&format!("From: {sender}\r\n"));
+        push("From", &sender);
     }
     match form
         .text("body-plain")
@@ -397,11 +492,18 @@ fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
             raw.push_str(&form.text("body-html").unwrap_or_default());
         }
     }
-    let mut message = parse_mime(raw.as_bytes())?;
-    message.attachments = (1..=form
+    raw
+}
+
+/// The attachments Mailgun's parsed fields announce (`attachment-count`),
+/// as metadata.
+fn field_attachments(form: &Form) -> Vec<Attachment> {
+    let count = form
         .text("attachment-count")
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0usize))
+        .unwrap_or(0usize)
+        .min(MAX_PARTS);
+    (0..count)
         .map(|_| Attachment {
             kind: "file".into(),
             url: None,
@@ -410,8 +512,7 @@ fn parse_fields(form: &Form) -> Result<InboundMessage, ParseError> {
             mime_type: None,
             size: None,
         })
-        .collect();
-    Ok(message)
+        .collect()
 }
 
 /// The new text of a reply: quoted history and signature removed.
@@ -761,6 +862,32 @@ mod tests {
         );
     }
 
+    /// What the adapter makes of a form post with these fields.
+    fn parse_form<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> InboundEvent {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let request = WebhookRequest {
+            headers: vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            query: String::new(),
+            body: body.into(),
+            received_at: chrono::Utc::now(),
+        };
+        let mut events = Email::new(None).parse(&request).expect("parsed");
+        assert_eq!(events.len(), 1);
+        events.remove(0).event
+    }
+
+    fn message(event: InboundEvent) -> InboundMessage {
+        match event {
+            InboundEvent::Message(m) => m,
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
     #[test]
     fn mailgun_parsed_fields() {
         let fields: std::collections::BTreeMap<String, String> = serde_json::from_slice(
@@ -768,16 +895,136 @@ mod tests {
                 .expect("read"),
         )
         .expect("json");
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields.iter())
-            .finish();
-        let form =
-            Form::parse(Some("application/x-www-form-urlencoded"), body.as_bytes()).expect("form");
-        let m = parse_fields(&form).expect("message");
+        let m = message(parse_form(
+            fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
         assert_eq!(m.sender.external_id, "from+test@example.org");
         assert_eq!(m.text, "Test body plain");
         assert_eq!(m.external_id, "CAEPk3R+4Zr@mail.example.org");
-        assert_eq!(m.email.expect("thread").subject, "Test subject");
+        let thread = m.email.expect("thread");
+        assert_eq!(thread.subject, "Test subject");
+        // Mailgun's verdicts, a DKIM signature of example.org and an
+        // envelope sender there: From is authenticated.
+        assert_eq!(thread.auth.spf.as_deref(), Some("pass"));
+        assert_eq!(thread.auth.dkim.as_deref(), Some("pass"));
+        assert_eq!(thread.auth.dkim_domains, ["example.org"]);
+        assert_eq!(
+            thread.auth.envelope_from.as_deref(),
+            Some("envelope-from@example.org")
+        );
+        assert!(thread.auth.authenticated);
+    }
+
+    /// A raw message from `from`, with Mailgun's verdicts as headers.
+    fn mime(from: &str, extra: &str) -> String {
+        format!("{extra}From: {from}\r\nMessage-ID: <t@x>\r\nSubject: Hi\r\n\r\nWhere is my order?")
+    }
+
+    #[test]
+    fn senders_are_authenticated_only_by_aligned_passing_verdicts() {
+        let auth = |from: &str, extra: &str, envelope: Option<&str>| {
+            let raw = mime(from, extra);
+            let mut fields = vec![("body-mime", raw.as_str())];
+            fields.extend(envelope.map(|e| ("sender", e)));
+            message(parse_form(fields)).email.expect("thread").auth
+        };
+        let spf_pass = "X-Mailgun-Spf: Pass\r\n";
+        let dkim_pass = "X-Mailgun-Dkim-Check-Result: Pass\r\n";
+        // SPF for an envelope sender on the same domain, or a subdomain.
+        assert!(
+            auth(
+                "ann@shop.example",
+                spf_pass,
+                Some("bounce@mail.shop.example")
+            )
+            .authenticated
+        );
+        // SPF for someone else's envelope says nothing of From.
+        assert!(!auth("ann@shop.example", spf_pass, Some("x@evil.example")).authenticated);
+        // No verdicts at all: not authenticated.
+        let none = auth("ann@shop.example", "", Some("ann@shop.example"));
+        assert!(!none.authenticated && none.spf.is_none() && none.dkim.is_none());
+        // Failing verdicts.
+        let failed = auth(
+            "ann@shop.example",
+            "X-Mailgun-Spf: Fail\r\nX-Mailgun-Dkim-Check-Result: Fail\r\nDKIM-Signature: v=1; d=shop.example; s=a\r\n",
+            Some("ann@shop.example"),
+        );
+        assert_eq!(
+            (failed.spf.as_deref(), failed.dkim.as_deref()),
+            (Some("fail"), Some("fail"))
+        );
+        assert!(!failed.authenticated);
+        // DKIM passes only for aligned signing domains, all of them.
+        let signed = |domains: &[&str]| {
+            let sigs: String = domains
+                .iter()
+                .map(|d| format!("DKIM-Signature: v=1; a=rsa-sha256; d={d}; s=k\r\n"))
+                .collect();
+            auth("ann@shop.example", &format!("{dkim_pass}{sigs}"), None).authenticated
+        };
+        assert!(signed(&["shop.example"]));
+        assert!(signed(&["Shop.Example", "eu.shop.example"]));
+        assert!(!signed(&["mailer.example"]));
+        assert!(!signed(&["shop.example", "mailer.example"]));
+        assert!(!signed(&[]), "a pass without a signature proves nothing");
+        // The receiving side's headers come first; a sender's own copy
+        // further down is not read.
+        let forged = auth(
+            "ann@shop.example",
+            "X-Mailgun-Spf: Fail\r\nX-Mailgun-Spf: Pass\r\n",
+            Some("ann@shop.example"),
+        );
+        assert!(!forged.authenticated);
+    }
+
+    #[test]
+    fn reply_to_is_kept_for_agents_on_both_forms() {
+        let raw = mime("ann@shop.example", "Reply-To: <Pay@Evil.Example>\r\n");
+        let m = message(parse_form([("body-mime", raw.as_str())]));
+        assert_eq!(
+            m.email.expect("thread").reply_to.as_deref(),
+            Some("pay@evil.example")
+        );
+        let headers = r#"[["From", "ann@shop.example"], ["Reply-To", "pay@evil.example"], ["Subject", "Hi"]]"#;
+        let m = message(parse_form([
+            ("message-headers", headers),
+            ("body-plain", "Hello"),
+        ]));
+        assert_eq!(
+            m.email.expect("thread").reply_to.as_deref(),
+            Some("pay@evil.example")
+        );
+    }
+
+    #[test]
+    fn automatic_mail_is_skipped_on_both_forms() {
+        let raw = mime("robot@shop.example", "Auto-Submitted: auto-replied\r\n");
+        assert!(matches!(
+            parse_form([("body-mime", raw.as_str())]),
+            InboundEvent::Skipped { .. }
+        ));
+        for header in [
+            r#"["Auto-Submitted", "auto-generated"]"#,
+            r#"["Precedence", "bulk"]"#,
+            r#"["List-Id", "<news.shop.example>"]"#,
+            r#"["X-Autoreply", "yes"]"#,
+        ] {
+            let headers = format!(r#"[["From", "robot@shop.example"], {header}]"#);
+            let event = parse_form([
+                ("message-headers", headers.as_str()),
+                ("body-plain", "Away"),
+            ]);
+            assert!(
+                matches!(event, InboundEvent::Skipped { .. }),
+                "{header}: {event:?}"
+            );
+        }
+        // A header value cannot smuggle in another header.
+        let headers =
+            r#"[["From", "ann@shop.example"], ["Subject", "Hi\r\nAuto-Submitted: auto-replied"]]"#;
+        let event = parse_form([("message-headers", headers), ("body-plain", "Hello")]);
+        assert!(matches!(event, InboundEvent::Message(_)), "{event:?}");
     }
 
     #[test]

@@ -229,9 +229,82 @@ pub struct EmailThread {
     pub references: Vec<String>,
     /// `Subject`.
     pub subject: String,
-    /// `Reply-To`, when the sender asks for replies elsewhere.
+    /// `Reply-To`, when the sender asks for replies elsewhere. Used only
+    /// when it is on the authenticated `From`'s domain; otherwise agents see
+    /// it and nobody writes to it automatically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// Whether the sender is who `From` says (SPF and DKIM, as Mailgun
+    /// checked them).
+    #[serde(default)]
+    pub auth: SenderAuth,
+}
+
+/// What the receiving side verified of an email's sender. `From` counts as
+/// authenticated when DKIM passed for a signing domain aligned with its
+/// domain, or SPF passed for an envelope sender aligned with it (DMARC's
+/// relaxed alignment, without the public-suffix list: one domain equal to or
+/// under the other).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SenderAuth {
+    /// The SPF verdict (`pass`, `fail`, `softfail`, `neutral`, `none`, …),
+    /// lowercased; `None` when none was given.
+    #[serde(default)]
+    pub spf: Option<String>,
+    /// The DKIM verdict (`pass`, `fail`, …), lowercased.
+    #[serde(default)]
+    pub dkim: Option<String>,
+    /// The envelope sender SPF checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_from: Option<String>,
+    /// The domains of the message's DKIM signatures (`d=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dkim_domains: Vec<String>,
+    /// Whether `From` is authenticated (see the type).
+    #[serde(default)]
+    pub authenticated: bool,
+}
+
+impl SenderAuth {
+    /// Whether these verdicts authenticate `from`: DKIM passed and every
+    /// signing domain is aligned with `from`'s (Mailgun gives one verdict
+    /// for all signatures, so an unaligned one could be the one that
+    /// passed), or SPF passed for an envelope sender aligned with it.
+    pub fn is_aligned(&self, from: &str) -> bool {
+        let Some(domain) = email_domain(from) else {
+            return false;
+        };
+        let dkim = self.dkim.as_deref() == Some("pass")
+            && !self.dkim_domains.is_empty()
+            && self
+                .dkim_domains
+                .iter()
+                .all(|d| domains_aligned(d, &domain));
+        let spf = self.spf.as_deref() == Some("pass")
+            && self
+                .envelope_from
+                .as_deref()
+                .and_then(email_domain)
+                .is_some_and(|d| domains_aligned(&d, &domain));
+        dkim || spf
+    }
+}
+
+/// The domain of an address (`a@Shop.Example` → `shop.example`).
+pub fn email_domain(address: &str) -> Option<String> {
+    let domain = address.trim().trim_matches(['<', '>']).rsplit_once('@')?.1;
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    (!domain.is_empty()).then_some(domain)
+}
+
+/// Whether two domains are aligned: equal, or one under the other.
+pub fn domains_aligned(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let under = |sub: &str, parent: &str| {
+        sub.strip_suffix(parent)
+            .is_some_and(|head| head.ends_with('.'))
+    };
+    !a.is_empty() && (a == b || under(&a, &b) || under(&b, &a))
 }
 
 /// A customer's message, normalized.
@@ -482,7 +555,7 @@ pub trait Channel: Send + Sync {
 }
 
 /// Constant-time comparison of two byte strings.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }

@@ -135,10 +135,12 @@ pub fn verify_signature(
     }
 }
 
-/// The page ids a batch is for, to find the accounts (and the app secret)
-/// before verifying. Reads only `entry[].id`.
-pub fn page_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
+/// The distinct page ids a batch is for, in order of appearance, to find
+/// the accounts (and the app secret) before verifying; more than `max` is
+/// an error. Reads only `entry[].id`, in time linear in the body.
+pub fn page_ids(body: &[u8], max: usize) -> Result<Vec<String>, ParseError> {
     let batch = json_body(body)?;
+    let mut seen = std::collections::HashSet::new();
     let mut ids: Vec<String> = Vec::new();
     for id in batch["entry"]
         .as_array()
@@ -146,7 +148,12 @@ pub fn page_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
         .flatten()
         .filter_map(|e| id_string(&e["id"]))
     {
-        if !ids.contains(&id) {
+        if seen.insert(id.clone()) {
+            if ids.len() == max {
+                return Err(ParseError::new(format!(
+                    "more than {max} distinct page ids in one batch"
+                )));
+            }
             ids.push(id);
         }
     }
@@ -543,6 +550,25 @@ mod tests {
     }
 
     #[test]
+    fn page_ids_are_distinct_and_capped_in_linear_time() {
+        let entries: Vec<String> = (0..120_000)
+            .map(|i| format!(r#"{{"id":"{}","time":1}}"#, i % 150_000))
+            .collect();
+        let body = format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","));
+        assert!(body.len() < 4 << 20);
+        let error = page_ids(body.as_bytes(), 100).expect_err("capped");
+        assert!(error.to_string().contains("more than 100"), "{error}");
+        let repeated = format!(
+            r#"{{"object":"page","entry":[{}]}}"#,
+            vec![r#"{"id":"p1"},{"id":"p2"}"#; 50_000].join(",")
+        );
+        assert_eq!(
+            page_ids(repeated.as_bytes(), 100).expect("ids"),
+            ["p1", "p2"]
+        );
+    }
+
+    #[test]
     fn batches_route_every_event_by_page() {
         let events =
             parse_batch(&read("botbuilder-dotnet/PayloadWithStandby.json")).expect("parses");
@@ -553,7 +579,7 @@ mod tests {
             matches!(&events[1].event, InboundEvent::Skipped { reason } if reason.contains("standby"))
         );
         assert_eq!(
-            page_ids(&read("botbuilder-dotnet/Payload.json"))
+            page_ids(&read("botbuilder-dotnet/Payload.json"), 100)
                 .expect("ids")
                 .len(),
             1

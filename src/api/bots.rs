@@ -13,7 +13,9 @@ use crate::botfiles::{ChannelFile, channel_spec};
 use crate::error::{ApiError, ErrorKind};
 use crate::http::AppState;
 use store::crypto::Secret;
-use store::models::bot::{Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted};
+use store::models::bot::{
+    Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted, WidgetOrigins,
+};
 use store::models::channel_account::{AccountSpec, ChannelAccount};
 use store::models::knowledge::Document;
 use store::models::user::Role;
@@ -136,6 +138,7 @@ const BOT_FIELDS: &[(&str, &str, bool)] = &[
         "object {provider, model, temperature, max_tokens}",
         false,
     ),
+    ("widget_origins", "array of origins", false),
 ];
 
 /// A bot as the API shows it.
@@ -151,6 +154,7 @@ pub fn bot_json(bot: &Bot) -> Value {
             "fallback_message": bot.fallback_message,
         },
         "llm": bot.llm_settings,
+        "widget_origins": bot.widget_origins,
         "managed_by_file": bot.source_file,
         "created_at": bot.created_at,
         "updated_at": bot.updated_at,
@@ -203,6 +207,7 @@ struct BotFields {
     language: Option<String>,
     handoff: Option<HandoffFields>,
     llm: Option<BotLlm>,
+    widget_origins: Option<Vec<String>>,
 }
 
 /// `base` with the fields the client sent.
@@ -255,6 +260,15 @@ fn merged(base: BotSpec, fields: BotFields) -> Result<BotSpec, ApiError> {
         }
         spec.llm_settings = llm;
     }
+    if let Some(origins) = fields.widget_origins {
+        if origins.len() > 50 {
+            return Err(bad_request("widget_origins holds at most 50 origins"));
+        }
+        if let Some(problem) = origins.iter().find_map(|o| WidgetOrigins::problem(o)) {
+            return Err(bad_request(format!("widget_origins: {problem}")));
+        }
+        spec.widget_origins = WidgetOrigins(origins);
+    }
     Ok(spec)
 }
 
@@ -293,6 +307,7 @@ async fn create_bot(
         fallback_message: "Let me get a colleague to help you with that.".into(),
         knowledge_paths: KnowledgePaths::default(),
         source_file: None,
+        widget_origins: WidgetOrigins::default(),
     };
     let spec = merged(base, body)?;
     let mut conn = state.app.db.get().await?;
@@ -353,6 +368,7 @@ async fn update_bot(
         fallback_message: bot.fallback_message.clone(),
         knowledge_paths: bot.knowledge_paths.clone(),
         source_file: None,
+        widget_origins: bot.widget_origins.clone(),
     };
     let spec = merged(base, body)?;
     let mut conn = state.app.db.get().await?;

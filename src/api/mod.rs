@@ -9,14 +9,14 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{FromRequest, HttpRequest, web};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ErrorKind};
-use crate::http::{AppState, RequestId, resource};
+use crate::http::{AppState, resource};
 use store::models::audit::Audit;
 use store::models::user::Role;
 
@@ -24,6 +24,7 @@ pub mod bots;
 pub mod conversations;
 pub mod knowledge;
 pub mod openapi;
+pub mod passwords;
 pub mod session;
 pub mod users;
 
@@ -55,6 +56,7 @@ pub fn routes() -> Vec<Route> {
     [
         session::ROUTES,
         users::ROUTES,
+        passwords::ROUTES,
         bots::ROUTES,
         conversations::ROUTES,
     ]
@@ -124,56 +126,7 @@ impl FromRequest for Principal {
     }
 }
 
-/// Where a request comes from, for audit entries and rate limits.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// Client address (the TCP peer).
-    pub ip: Option<String>,
-    /// The request id.
-    pub request_id: Option<String>,
-}
-
-impl Origin {
-    /// Of `req`: the TCP peer, or when the peer is a trusted proxy, the
-    /// nearest untrusted address of `X-Forwarded-For`.
-    pub fn of(req: &HttpRequest) -> Self {
-        let trusted = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| s.app.settings.server.trusted_proxies.clone())
-            .unwrap_or_default();
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        Self {
-            ip: client_ip(req.peer_addr().map(|a| a.ip()), forwarded, &trusted)
-                .map(|ip| ip.to_string()),
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-        }
-    }
-}
-
-/// The client's address: walking `X-Forwarded-For` from the right (the
-/// hop nearest us) while the sender is a trusted proxy. A client cannot
-/// forge its way past the first untrusted hop.
-fn client_ip(
-    peer: Option<std::net::IpAddr>,
-    forwarded: &str,
-    trusted: &[std::net::IpAddr],
-) -> Option<std::net::IpAddr> {
-    let mut client = peer?;
-    for hop in forwarded.rsplit(',') {
-        if !trusted.contains(&client) {
-            break;
-        }
-        match hop.trim().parse() {
-            Ok(ip) => client = ip,
-            Err(_) => break,
-        }
-    }
-    Some(client)
-}
+pub use crate::http::Origin;
 
 /// One audit entry, for [`record`].
 #[derive(Debug, Clone, Default)]
@@ -259,6 +212,17 @@ pub fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::BadRequest, message)
 }
 
+/// 429 saying `why` and when to come back (`Retry-After`, and
+/// `retry_after_secs` in the details).
+pub fn too_many(why: &str, wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
+        ErrorKind::TooManyRequests,
+        format!("{why}; try again in {secs} s"),
+    )
+    .with_details(serde_json::json!({ "retry_after_secs": secs }))
+}
+
 /// 404 for a `what` that does not exist in the caller's workspace.
 pub fn not_found(what: &str) -> ApiError {
     ApiError::new(ErrorKind::NotFound, format!("no such {what}"))
@@ -285,28 +249,4 @@ pub fn text_field(name: &str, value: &str, max: usize) -> Result<String, ApiErro
         )));
     }
     Ok(value.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::client_ip;
-
-    #[test]
-    fn forwarded_addresses_count_only_behind_trusted_proxies() {
-        let proxy = "10.0.0.1".parse().ok();
-        let trusted = ["10.0.0.1".parse().expect("ip")];
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
-        // No trusted proxy: the peer, whatever the header says.
-        assert_eq!(client_ip(proxy, "1.2.3.4", &[]), proxy);
-        // Behind the proxy: the address it saw.
-        assert_eq!(client_ip(proxy, "1.2.3.4", &trusted), ip("1.2.3.4"));
-        // A client prepending a fake hop gets its own address anyway.
-        assert_eq!(
-            client_ip(proxy, "6.6.6.6, 1.2.3.4", &trusted),
-            ip("1.2.3.4")
-        );
-        // Garbage stops the walk at the proxy.
-        assert_eq!(client_ip(proxy, "nonsense", &trusted), proxy);
-        assert_eq!(client_ip(None, "1.2.3.4", &trusted), None);
-    }
 }

@@ -12,7 +12,7 @@ use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::http::AppState;
 use store::models::audit::AuditEntry;
-use store::models::session::{ApiToken, Session};
+use store::models::session::{ApiToken, Creator, Session, effective_role};
 use store::models::user::{Role, User};
 
 pub(super) const ROUTES: &[Route] = &[
@@ -314,6 +314,8 @@ async fn remove_user(
     let mut conn = state.app.db.get().await?;
     User::remove_from(&mut conn, &user.id, &who.workspace_id).await?;
     Session::revoke_in(&mut conn, &user.id, &who.workspace_id).await?;
+    // Their API tokens end with them, for good (disabling only pauses them).
+    ApiToken::revoke_created_by(&mut conn, &user.id, &who.workspace_id).await?;
     drop(conn);
     record(
         &state,
@@ -334,7 +336,22 @@ async fn remove_user(
 async fn list_tokens(state: web::Data<AppState>, who: Principal) -> Result<HttpResponse, ApiError> {
     who.require(Role::Owner)?;
     let mut conn = state.app.db.get().await?;
-    let items = ApiToken::list(&mut conn, &who.workspace_id).await?;
+    let tokens = ApiToken::list(&mut conn, &who.workspace_id).await?;
+    let mut items = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        // Who answers for it, and the role it acts with now.
+        let creator = token.creator(&mut conn).await?;
+        let mut item = serde_json::to_value(&token).unwrap_or_default();
+        item["owned_by"] = json!(match creator {
+            Creator::Workspace => "workspace",
+            _ => "creator",
+        });
+        item["acting_role"] = json!(effective_role(token.role, creator));
+        if creator == Creator::Gone {
+            item["inactive"] = json!("its creator was disabled or left the workspace");
+        }
+        items.push(item);
+    }
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": null })))
 }
 

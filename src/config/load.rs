@@ -52,6 +52,7 @@ impl Settings {
                 email: EmailSettings {
                     smtp_url: None,
                     max_body_bytes: 32 * 1024 * 1024,
+                    max_replies_per_hour: 5,
                 },
             },
             embedding: EmbeddingSettings {
@@ -94,12 +95,15 @@ impl Settings {
                 stale_choice_message: "Sorry, that option is no longer available. Could you \
                     ask your question again in your own words?"
                     .into(),
+                max_question_chars: 2000,
             },
             auth: AuthSettings {
                 session_ttl_hours: 12,
                 login_attempts: 10,
                 login_window_secs: 300,
                 secure_cookie: false,
+                password_checks: 0,
+                login_queue: 64,
             },
             realtime: RealtimeSettings {
                 replay_limit: 1000,
@@ -107,6 +111,10 @@ impl Settings {
                 heartbeat_secs: 15,
                 max_frame_bytes: 4096,
                 chat_messages_per_minute: 20,
+                chat_sessions_per_ip_per_minute: 20,
+                chat_sessions_per_bot_per_minute: 600,
+                chat_messages_per_ip_per_minute: 60,
+                chat_messages_per_bot_per_minute: 1200,
             },
             log: LogSettings {
                 format: LogFormat::Text,

@@ -125,6 +125,9 @@ pub struct SecuritySettings {
     /// generated there (mode 0600) on first run. Losing it loses the stored
     /// credentials; a different key is refused at start-up.
     pub master_key: Option<String>,
+    /// Bearer token that `GET /metrics` requires (`Authorization: Bearer
+    /// …`). Unset: `/metrics` is open, for a scraper on a private network.
+    pub metrics_token: Option<String>,
 }
 
 impl fmt::Debug for SecuritySettings {
@@ -133,6 +136,10 @@ impl fmt::Debug for SecuritySettings {
             .field(
                 "master_key",
                 &self.master_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
             )
             .finish()
     }
@@ -180,6 +187,9 @@ pub struct EmailSettings {
     /// Largest inbound email webhook body, in bytes (attachments included;
     /// Mailgun accepts messages up to 25 MB).
     pub max_body_bytes: usize,
+    /// Most bot replies in one conversation per hour; past it the
+    /// conversation goes to agents (two autoresponders cannot loop).
+    pub max_replies_per_hour: u32,
 }
 
 impl fmt::Debug for EmailSettings {
@@ -187,6 +197,7 @@ impl fmt::Debug for EmailSettings {
         f.debug_struct("EmailSettings")
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_replies_per_hour", &self.max_replies_per_hour)
             .finish()
     }
 }
@@ -270,6 +281,9 @@ pub struct AnswerSettings {
     /// Said when a customer picks an option that is no longer offered (an
     /// old offer, or the knowledge changed).
     pub stale_choice_message: String,
+    /// Longest question, in characters, passed to retrieval and the model;
+    /// the rest of a longer one is left out (agents still see all of it).
+    pub max_question_chars: usize,
 }
 
 /// `[auth]`
@@ -277,14 +291,19 @@ pub struct AnswerSettings {
 pub struct AuthSettings {
     /// How long a login lasts, in hours.
     pub session_ttl_hours: u64,
-    /// Failed logins allowed per email (five times as many per client address)
-    /// `login_window_secs`; more get 429.
+    /// Login attempts allowed per email (five times as many per client
+    /// address) in `login_window_secs`; more get 429. Every attempt counts
+    /// from its start; a successful one is taken back.
     pub login_attempts: u32,
     /// The window of `login_attempts`, in seconds.
     pub login_window_secs: u64,
     /// Marks the session cookie `Secure` (serve over HTTPS, or behind a
     /// proxy that terminates TLS).
     pub secure_cookie: bool,
+    /// Password checks (Argon2, 19 MiB each) running at once; 0: one per core.
+    pub password_checks: usize,
+    /// Logins waiting for a password check, at most; more get 429.
+    pub login_queue: usize,
 }
 
 /// `[realtime]`
@@ -300,6 +319,14 @@ pub struct RealtimeSettings {
     pub max_frame_bytes: usize,
     /// Messages one chat widget session may send per minute; more close the socket.
     pub chat_messages_per_minute: u32,
+    /// New chat widget sessions per client address per minute; more get 429.
+    pub chat_sessions_per_ip_per_minute: u32,
+    /// New chat widget sessions per bot per minute (all addresses); more get 429.
+    pub chat_sessions_per_bot_per_minute: u32,
+    /// Chat widget messages per client address per minute (all its sessions).
+    pub chat_messages_per_ip_per_minute: u32,
+    /// Chat widget messages per bot per minute (all sessions).
+    pub chat_messages_per_bot_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, Message as WsMessage, Session};
+use broker::Limit;
 use channels::webchat;
 use channels::{ChannelKind, InboundEvent, RoutedEvent};
 use serde_json::{Value, json};
@@ -63,6 +64,31 @@ pub(super) async fn chat_socket(
         .await?
         .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no such bot"))?;
     drop(conn);
+    let page = req.headers().get("origin").and_then(|o| o.to_str().ok());
+    if !bot.widget_origins.allow(page) {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "this bot's chat widget may only be opened from its own pages, not from {}",
+                page.unwrap_or("a request without Origin")
+            ),
+        ));
+    }
+    let ip = crate::http::Origin::of(&req).ip;
+    let settings = &state.app.settings.realtime;
+    let limits = [
+        Limit::new(
+            format!("chat:sessions:ip:{}", ip.as_deref().unwrap_or("?")),
+            settings.chat_sessions_per_ip_per_minute,
+        ),
+        Limit::new(
+            format!("chat:sessions:bot:{}", bot.id),
+            settings.chat_sessions_per_bot_per_minute,
+        ),
+    ];
+    admit(&state.app, &limits)
+        .await
+        .map_err(|wait| crate::api::too_many("too many chat sessions opened", wait))?;
     let account = webchat_account(&state.app, &bot).await?;
     if account.status != store::models::channel_account::AccountStatus::Active {
         return Err(ApiError::new(
@@ -98,6 +124,7 @@ pub(super) async fn chat_socket(
             account,
             visitor: webchat::visitor_id(&token),
             token,
+            ip,
         };
         let outcome = chat.run(after, session, stream, feed).await;
         metrics.ws_connections.with_label_values(&["chat"]).dec();
@@ -114,6 +141,29 @@ struct Chat {
     account: ChannelAccount,
     token: String,
     visitor: String,
+    /// The client's address, for the per-address limits.
+    ip: Option<String>,
+}
+
+/// Admits one attempt against `limits` over a minute, in whole seconds to
+/// wait when refused. When the broker does not answer, the attempt is let
+/// through: the per-socket limit still holds.
+async fn admit(app: &App, limits: &[Limit]) -> Result<(), Duration> {
+    use broker::Broker;
+    match app
+        .broker
+        .admit(limits, &auth::new_token(""), Duration::from_secs(60))
+        .await
+    {
+        Ok(None) => Ok(()),
+        Ok(Some(wait)) => Err(Duration::from_secs(
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "chat limits not checked: the broker does not answer");
+            Ok(())
+        }
+    }
 }
 
 /// A stored message as the widget shows it.
@@ -241,6 +291,18 @@ impl Chat {
                         return Ok(());
                     }
                     sent.push_back(now);
+                    if let Err(wait) = admit(&self.app, &self.message_limits()).await {
+                        session
+                            .text(json!({
+                                "type": "error",
+                                "code": "rate_limited",
+                                "message": format!("too many messages; send this again in {} s", wait.as_secs()),
+                                "retry_after_secs": wait.as_secs(),
+                            }).to_string())
+                            .await
+                            .map_err(|_| "closed")?;
+                        continue;
+                    }
                     match self.receive(&text).await {
                         Ok(Some(id)) => {
                             if conversation.as_deref() != Some(id.as_str()) {
@@ -306,6 +368,21 @@ impl Chat {
                 },
             }
         }
+    }
+
+    /// The per-address and per-bot limits on messages.
+    fn message_limits(&self) -> [Limit; 2] {
+        let settings = &self.app.settings.realtime;
+        [
+            Limit::new(
+                format!("chat:messages:ip:{}", self.ip.as_deref().unwrap_or("?")),
+                settings.chat_messages_per_ip_per_minute,
+            ),
+            Limit::new(
+                format!("chat:messages:bot:{}", self.bot.id),
+                settings.chat_messages_per_bot_per_minute,
+            ),
+        ]
     }
 
     /// Stores a customer message from the widget; returns its conversation.

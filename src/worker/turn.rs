@@ -91,6 +91,13 @@ impl Worker {
             let first_reply = !Message::bot_has_replied(&mut conn, &conversation_id)
                 .await
                 .map_err(|e| e.to_string())?;
+            let held = match channel {
+                ChannelKind::Email => self
+                    .email_gate(&mut conn, &conversation_id, &last)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                _ => None,
+            };
             drop(conn);
             let input = TurnInput {
                 conversation: conversation.clone(),
@@ -98,6 +105,23 @@ impl Worker {
                 channel,
                 first_reply,
             };
+            if let Some((reason, detail)) = held {
+                // People answer this one; the bot writes nothing.
+                tracing::info!(conversation = %conversation_id, reason = reason.as_str(), %detail, "email held for agents");
+                let request = handoff_request(&input, reason, detail);
+                crate::handoff::request(app, &conversation_id, request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
+                Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Outcome::Answered {
+                    conversation: conversation_id,
+                    answered: messages.len(),
+                    replies: 0,
+                });
+            }
             // Boxed: the streaming future is large.
             return Box::pin(self.stream_turn(&input, lock, token, covered)).await;
         }
@@ -181,7 +205,7 @@ impl Worker {
         covered: i64,
         lock: &Lock,
     ) -> Result<Step, String> {
-        use crate::handoff::{Reason, Request};
+        use crate::handoff::Reason;
         let noticed = replies.iter().find_map(|r| {
             let metadata: serde_json::Value = serde_json::from_str(r.metadata.as_deref()?).ok()?;
             Reason::parse(metadata.get("notice")?.as_str()?)
@@ -235,26 +259,77 @@ impl Worker {
         if let Step::Stop(_) = step {
             return Ok(step);
         }
-        let question: Vec<&str> = input
-            .messages
-            .iter()
-            .filter(|m| m.direction == store::models::message::Direction::Inbound)
-            .map(|m| m.body.as_str())
-            .collect();
-        let question = question.join("\n");
-        let request = Request {
-            reason,
-            detail: Some(detail.to_owned()),
-            triage: answer::triage::by_rules(&question, None),
-            question,
-            draft: String::new(),
-            sources: Vec::new(),
-            confidence: 0.0,
-            requested_by: None,
-        };
+        let request = handoff_request(input, reason, detail.to_owned());
         crate::handoff::request(&self.app, &input.conversation.id, request)
             .await
             .map_err(|e| e.to_string())?;
         Ok(step)
+    }
+
+    /// Why the bot must not answer this email, if it must not: its sender
+    /// failed authentication (SPF and DKIM, as Mailgun checked them), or
+    /// the bot already wrote `channels.email.max_replies_per_hour` replies
+    /// in the conversation this past hour.
+    async fn email_gate(
+        &self,
+        conn: &mut store::db::DbConn,
+        conversation_id: &str,
+        last: &Message,
+    ) -> Result<Option<(crate::handoff::Reason, String)>, store::db::DbError> {
+        use crate::handoff::Reason;
+        let thread: Option<channels::EmailThread> = last
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+            .and_then(|m| serde_json::from_value(m["email"].clone()).ok());
+        let auth = thread.map(|t| t.auth).unwrap_or_default();
+        if !auth.authenticated {
+            let verdict = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+            return Ok(Some((
+                Reason::UnverifiedSender,
+                format!(
+                    "the sender is not authenticated (SPF {}, DKIM {}): the bot does not answer whoever From claims to be",
+                    verdict(auth.spf),
+                    verdict(auth.dkim)
+                ),
+            )));
+        }
+        let cap = self.app.settings.channels.email.max_replies_per_hour;
+        let hour_ago = store::db::now() - chrono::Duration::hours(1);
+        let recent = Message::bot_replies_since(conn, conversation_id, Some(hour_ago)).await?;
+        if recent >= i64::from(cap) {
+            return Ok(Some((
+                Reason::ReplyLimit,
+                format!(
+                    "the bot wrote {recent} replies in this conversation in the past hour (channels.email.max_replies_per_hour = {cap})"
+                ),
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// A handoff of the turn's customer messages, without a draft.
+fn handoff_request(
+    input: &TurnInput,
+    reason: crate::handoff::Reason,
+    detail: String,
+) -> crate::handoff::Request {
+    let question: Vec<&str> = input
+        .messages
+        .iter()
+        .filter(|m| m.direction == store::models::message::Direction::Inbound)
+        .map(|m| m.body.as_str())
+        .collect();
+    let question = question.join("\n");
+    crate::handoff::Request {
+        reason,
+        detail: Some(detail),
+        triage: answer::triage::by_rules(&question, None),
+        question,
+        draft: String::new(),
+        sources: Vec::new(),
+        confidence: 0.0,
+        requested_by: None,
     }
 }

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! PostgreSQL goes through diesel-async's `AsyncPgConnection` (tokio-postgres,
-//! no libpq). SQLite (bundled) runs in WAL mode with a busy timeout and foreign
+//! no libpq), over TLS as the URL's `sslmode` says ([`crate::tls`]). SQLite (bundled) runs in WAL mode with a busy timeout and foreign
 //! keys on, behind `SyncConnectionWrapper`, which moves each query onto the
 //! blocking pool. Migrations are embedded in the binary, one folder per backend.
 
@@ -28,6 +28,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 use crate::settings::{DatabaseSettings, DatabaseUrl};
+use crate::tls::PgConnector;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -129,7 +130,15 @@ impl Db {
         let timeout = Duration::from_secs(settings.connect_timeout_secs.max(1));
         let db = match &settings.url {
             DatabaseUrl::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.clone());
+                let connector =
+                    PgConnector::new(url).map_err(|e| connect_error(&settings.url, e))?;
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |_url| {
+                    let connector = connector.clone();
+                    async move { connector.connect().await }.boxed()
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
                 Self::Postgres(pool(manager, settings, timeout)?)
             }
             DatabaseUrl::Sqlite(path) => {
@@ -149,9 +158,11 @@ impl Db {
                 Self::Sqlite(pool(manager, settings, timeout)?)
             }
         };
-        db.ping()
-            .await
-            .map_err(|e| connect_error(&settings.url, e))?;
+        db.ping().await.map_err(|e| match e {
+            // The pool's wording adds nothing to why the connection failed.
+            DbError::Pool(reason) => connect_error(&settings.url, reason),
+            e => connect_error(&settings.url, e),
+        })?;
         Ok(db)
     }
 
@@ -166,16 +177,8 @@ impl Db {
     /// A pooled connection.
     pub async fn get(&self) -> Result<DbConn, DbError> {
         match self {
-            Self::Postgres(pool) => pool
-                .get()
-                .await
-                .map(DbConn::Postgres)
-                .map_err(|e| DbError::Pool(e.to_string())),
-            Self::Sqlite(pool) => pool
-                .get()
-                .await
-                .map(DbConn::Sqlite)
-                .map_err(|e| DbError::Pool(e.to_string())),
+            Self::Postgres(pool) => pool.get().await.map(DbConn::Postgres).map_err(pool_error),
+            Self::Sqlite(pool) => pool.get().await.map(DbConn::Sqlite).map_err(pool_error),
         }
     }
 
@@ -192,19 +195,51 @@ impl Db {
         Ok(())
     }
 
+    /// Whether this process's connections to PostgreSQL are encrypted (as
+    /// the server sees one of them, in `pg_stat_ssl`); `None` on SQLite.
+    pub async fn encrypted(&self) -> Result<Option<bool>, DbError> {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Ssl {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ssl: bool,
+        }
+        match self.get().await? {
+            DbConn::Postgres(mut conn) => {
+                let row: Ssl =
+                    diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                        .get_result(&mut *conn)
+                        .await?;
+                Ok(Some(row.ssl))
+            }
+            DbConn::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Applies pending migrations; returns the versions applied now (empty
     /// when the database was up to date). Runs on its own connection on the
     /// blocking pool, so it works on any runtime flavour.
     pub async fn migrate(&self, settings: &DatabaseSettings) -> Result<Vec<String>, DbError> {
         let url = settings.url.clone();
         let busy_ms = settings.sqlite_busy_timeout_ms;
-        tokio::task::spawn_blocking(move || match &url {
+        // PostgreSQL: connected here, as the pool connects (TLS included),
+        // then driven synchronously by the migration harness.
+        let pg = match &url {
             DatabaseUrl::Postgres(raw) => {
-                use diesel::Connection;
+                let connector = PgConnector::new(raw).map_err(|e| connect_error(&url, e))?;
+                let timeout = Duration::from_secs(settings.connect_timeout_secs.max(1));
+                let conn = tokio::time::timeout(timeout, connector.connect())
+                    .await
+                    .map_err(|_| connect_error(&url, "no connection within the connect timeout"))?
+                    .map_err(|e| connect_error(&url, e))?;
+                Some(conn)
+            }
+            DatabaseUrl::Sqlite(_) => None,
+        };
+        tokio::task::spawn_blocking(move || match (&url, pg) {
+            (DatabaseUrl::Postgres(_), Some(conn)) => {
                 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-                let mut conn =
-                    <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(raw)
-                        .map_err(|e| connect_error(&url, e))?;
+                let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
                 // Nodes starting together take turns; the lock is released
                 // below or when the session ends.
                 conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
@@ -216,7 +251,8 @@ impl Db {
                 let _ = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
                 applied
             }
-            DatabaseUrl::Sqlite(path) => {
+            (DatabaseUrl::Postgres(_), None) => Err(connect_error(&url, "no connection")),
+            (DatabaseUrl::Sqlite(path), _) => {
                 let mut conn =
                     establish_sqlite(path, busy_ms).map_err(|e| connect_error(&url, e))?;
                 // Two processes migrating one file at once: the loser fails
@@ -272,6 +308,15 @@ where
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| connect_error(&settings.url, e))
+}
+
+/// A pool error; a failed connection reads as its own reason, without
+/// deadpool's "Error occurred while creating a new object".
+fn pool_error<E: std::fmt::Display>(error: deadpool::managed::PoolError<E>) -> DbError {
+    match error {
+        deadpool::managed::PoolError::Backend(e) => DbError::Pool(e.to_string()),
+        e => DbError::Pool(e.to_string()),
+    }
 }
 
 fn connect_error(url: &DatabaseUrl, reason: impl std::fmt::Display) -> DbError {

@@ -7,6 +7,8 @@
 //! - [`db`] — one pool over either backend, the [`db_run!`] dispatch point
 //!   that compiles each query once per backend, and the migrations embedded
 //!   from the workspace's `migrations/postgres` and `migrations/sqlite`.
+//! - [`tls`] — PostgreSQL connections over TLS: libpq's `sslmode` and
+//!   `sslrootcert` on rustls.
 //! - [`schema`] — diesel's table definitions, portable types only (ids and
 //!   JSON as text).
 //! - [`models`] — one file per model: its struct and its queries.
@@ -27,3 +29,4 @@ pub mod db;
 pub mod models;
 pub mod schema;
 pub mod settings;
+pub mod tls;

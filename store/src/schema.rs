@@ -59,6 +59,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         knowledge_generation -> BigInt,
+        widget_origins -> Text,
     }
 }
 

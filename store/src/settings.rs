@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// `[database]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatabaseSettings {
-    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST:PORT/DB`.
+    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST:PORT/DB`,
+    /// with `?sslmode=disable|prefer|require|verify-ca|verify-full` (default
+    /// `prefer`) and `sslrootcert=PATH` as in libpq (see [`crate::tls`]).
     pub url: DatabaseUrl,
     /// Pooled connections per process.
     pub pool_size: usize,
@@ -24,7 +26,8 @@ pub struct DatabaseSettings {
 pub enum DatabaseUrl {
     /// `sqlite://PATH`; a relative path is relative to the working directory.
     Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…`, passed to tokio-postgres as is.
+    /// `postgres://…` or `postgresql://…`, as written: tokio-postgres reads
+    /// it once [`crate::tls`] has taken out `sslmode` and `sslrootcert`.
     Postgres(String),
 }
 
@@ -38,6 +41,8 @@ impl TryFrom<String> for DatabaseUrl {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // A bad sslmode stops start-up here, with the settings errors.
+            crate::tls::PgUrl::parse(&url).map_err(|e| format!("{}: {e}", redact_url(&url)))?;
             return Ok(Self::Postgres(url));
         }
         Err(format!(

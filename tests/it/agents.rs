@@ -15,9 +15,9 @@ use crate::common::{Backend, TestDb, TestServer, missing_service, redis_url, unt
 use store::models::user::{Role, User};
 use store::models::workspace::Workspace;
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -25,7 +25,12 @@ fn http() -> reqwest::Client {
 }
 
 /// A user with `role` in workspace `slug` (created if missing).
-async fn member(app: &frontdesk::context::App, slug: &str, email: &str, role: Role) -> User {
+pub(crate) async fn member(
+    app: &frontdesk::context::App,
+    slug: &str,
+    email: &str,
+    role: Role,
+) -> User {
     let mut conn = app.db.get().await.expect("conn");
     let workspace = Workspace::ensure(&mut conn, slug).await.expect("workspace");
     let hash = frontdesk::auth::hash_password(PASSWORD).expect("hash");
@@ -39,7 +44,7 @@ async fn member(app: &frontdesk::context::App, slug: &str, email: &str, role: Ro
 }
 
 /// Logs in; the bearer token.
-async fn login(server: &TestServer, email: &str) -> String {
+pub(crate) async fn login(server: &TestServer, email: &str) -> String {
     let res = http()
         .post(server.url("/api/v1/auth/login"))
         .json(&json!({ "email": email, "password": PASSWORD }))
@@ -59,7 +64,7 @@ async fn login(server: &TestServer, email: &str) -> String {
 }
 
 /// A request with the bearer token; the status and JSON body.
-async fn call(
+pub(crate) async fn call(
     server: &TestServer,
     token: Option<&str>,
     method: &str,
@@ -595,10 +600,10 @@ both_backends! {
 }
 
 /// A websocket client.
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(server: &TestServer, path: &str, token: Option<&str>) -> Socket {
+pub(crate) async fn connect(server: &TestServer, path: &str, token: Option<&str>) -> Socket {
     let url = format!("ws://{}{}", server.addr, path);
     let mut request = url.into_client_request().expect("request");
     if let Some(token) = token {
@@ -614,7 +619,7 @@ async fn connect(server: &TestServer, path: &str, token: Option<&str>) -> Socket
 }
 
 /// The next JSON text frame (pings are answered by the client library).
-async fn next_json(socket: &mut Socket) -> Value {
+pub(crate) async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await

@@ -218,12 +218,20 @@ impl Shop {
         let thread = in_reply_to
             .map(|id| format!("In-Reply-To: {id}\r\nReferences: {id}\r\n"))
             .unwrap_or_default();
+        // Mailgun's verdicts: SPF passed for the sender's own envelope.
         let mime = format!(
-            "From: {from}\r\nTo: support@northwind.example\r\nSubject: {subject}\r\n\
+            "X-Mailgun-Spf: Pass\r\nX-Envelope-From: <{from}>\r\n\
+             From: {from}\r\nTo: support@northwind.example\r\nSubject: {subject}\r\n\
              Message-ID: <q{n}@customer.example>\r\n{thread}\r\n{text}\r\n"
         );
+        self.email_mime(&mime).await;
+    }
+
+    /// A raw email, as Mailgun posts it.
+    async fn email_mime(&self, mime: &str) {
+        let n = self.next();
         let form = mailgun_form(
-            &mime,
+            mime,
             chrono::Utc::now().timestamp(),
             &format!("tok-{n}"),
             MAILGUN_KEY,
@@ -683,6 +691,33 @@ async fn extractive_answers_and_handoffs_on_every_channel() {
         mail.contains("30 days") && mail.contains("Source: Shipping and returns"),
         "{mail}"
     );
+    assert!(mail.contains("Auto-Submitted: auto-replied"), "{mail}");
+
+    // Senders that fail SPF and DKIM are people's to answer, wherever their
+    // Reply-To points; an authenticated sender's Reply-To on another
+    // domain is not where the bot writes either.
+    shop.email_mime(&format!(
+        "X-Mailgun-Spf: Fail\r\nX-Mailgun-Dkim-Check-Result: Fail\r\n\
+         X-Envelope-From: <mallory@elsewhere.example>\r\n\
+         From: ceo@customer.example\r\nReply-To: pay@elsewhere.example\r\n\
+         Subject: Refund\r\nMessage-ID: <forged@elsewhere.example>\r\n\r\n{IN_SCOPE} (spoofed)\r\n"
+    ))
+    .await;
+    let (handoff, _) = handoff_for(&app, "(spoofed)").await;
+    assert_eq!(handoff.reason, "unverified_sender");
+    shop.email_mime(&format!(
+        "X-Mailgun-Spf: Pass\r\nX-Envelope-From: <cy@customer.example>\r\n\
+         From: cy@customer.example\r\nReply-To: cy@elsewhere.example\r\n\
+         Subject: Returns again\r\nMessage-ID: <rt@customer.example>\r\n\r\n{IN_SCOPE}\r\n"
+    ))
+    .await;
+    eventually("the answer to cy", || shop.mails().len() >= 2).await;
+    let mails = shop.mails();
+    assert!(
+        mails.iter().all(|m| !m.contains("elsewhere.example")),
+        "{mails:#?}"
+    );
+    assert!(mails[1].contains("To: cy@customer.example"), "{mails:#?}");
 
     // Out of scope: the fallback text, then the conversation waits for people.
     shop.telegram_says(502, "Do you sell pizza with extra cheese?")

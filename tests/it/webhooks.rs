@@ -797,7 +797,7 @@ async fn every_messenger_fixture_is_accepted_when_signed() {
         } else if shape.starts_with("full body") {
             // Route the fixture's page to our account.
             let raw = String::from_utf8(fixture(&format!("messenger/{file}"))).expect("utf8");
-            let ids = channels::messenger::page_ids(raw.as_bytes()).expect("ids");
+            let ids = channels::messenger::page_ids(raw.as_bytes(), 100).expect("ids");
             ids.iter()
                 .fold(raw, |body, id| {
                     body.replace(&format!("\"{id}\""), "\"123123123\"")
@@ -1203,42 +1203,75 @@ async fn hostile_and_automatic_email(test_db: TestDb) {
     .expect("json");
     assert_eq!(gw.telegram(Some(TG_SECRET), &tg).await.0, 200);
 
-    // Reply-To: the reply goes where the customer asked.
-    let body = mailgun_form(
-        &mime(
+    // Reply-To: used only on the domain of an authenticated From.
+    let verified = "X-Mailgun-Spf: Pass\r\nX-Envelope-From: <ann@example.com>\r\n";
+    for (id, extra, to) in [
+        (
+            "rt1@x",
+            "Reply-To: Ann Home <ann@home.example>\r\n".to_owned(),
             "ann@example.com",
-            "rt@x",
-            "Reply-To: Ann Home <ann@home.example>\r\n",
-            "Please answer at home",
         ),
-        now,
-        "rt",
-        MAILGUN_KEY,
-    );
-    assert_eq!(
-        gw.post("/webhooks/email/shop-mail", &form, body).await.0,
-        200
-    );
-    let conversation = gw
-        .conversations("shop-mail")
-        .await
-        .into_iter()
-        .find(|c| c.thread_key == "rt@x")
-        .expect("thread");
-    let answer = reply_in(&gw, &conversation, "Sure.").await;
-    assert!(matches!(
-        deliver(&gw.server.app, &answer.id, false)
+        (
+            "rt2@x",
+            format!("{verified}Reply-To: Ann Home <ann@home.example>\r\n"),
+            "ann@example.com",
+        ),
+        (
+            "rt3@x",
+            format!("{verified}Reply-To: <billing@eu.example.com>\r\n"),
+            "billing@eu.example.com",
+        ),
+    ] {
+        let body = mailgun_form(
+            &mime("ann@example.com", id, &extra, "Please answer"),
+            now,
+            id,
+            MAILGUN_KEY,
+        );
+        assert_eq!(
+            gw.post("/webhooks/email/shop-mail", &form, body).await.0,
+            200
+        );
+        let conversation = gw
+            .conversations("shop-mail")
             .await
-            .expect("deliver"),
-        Delivery::Sent(_)
-    ));
-    assert!(
-        gw.smtp
-            .messages()
+            .into_iter()
+            .find(|c| c.thread_key == id)
+            .expect("thread");
+        let answer = reply_in(&gw, &conversation, "Sure.").await;
+        assert!(matches!(
+            deliver(&gw.server.app, &answer.id, false)
+                .await
+                .expect("deliver"),
+            Delivery::Sent(_)
+        ));
+        let sent = gw.smtp.messages();
+        let last = sent.last().expect("a mail");
+        assert!(last.contains(&format!("To: {to}")), "{id}: {last}");
+        assert!(last.contains("Auto-Submitted: auto-replied"), "{last}");
+    }
+    // The verdicts are stored with the message.
+    let verdicts: Vec<(serde_json::Value, serde_json::Value)> = gw
+        .messages("shop-mail")
+        .await
+        .iter()
+        .filter(|m| m.body == "Please answer")
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.metadata.as_deref()?).ok())
+        .map(|m| {
+            (
+                m["email"]["auth"]["spf"].clone(),
+                m["email"]["auth"]["authenticated"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+    assert_eq!(
+        verdicts
             .iter()
-            .any(|m| m.contains("To: ann@home.example")),
-        "{:?}",
-        gw.smtp.messages()
+            .filter(|(spf, ok)| spf == "pass" && ok == &json!(true))
+            .count(),
+        2,
+        "{verdicts:?}"
     );
 }
 
@@ -1452,5 +1485,88 @@ async fn messenger_replies_and_receipts() {
         gw.graph.calls("/me/messages").last().expect("typing").body["sender_action"],
         "typing_on"
     );
+    gw.stop().await;
+}
+
+/// Sends a request head declaring `declared` body bytes, then only `sent`
+/// of them, and reads what the server answers without the rest.
+async fn answer_to_partial_body(gw: &Gateway, path: &str, declared: usize, sent: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gw.server.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {declared}\r\n\r\n",
+        gw.server.addr
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&vec![b'a'; sent]).await.expect("body");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer without the rest of the body")
+        .expect("read");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_expensive_happens_before_verification() {
+    let test_db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    let gw = Gateway::start(test_db).await;
+
+    // A 30 MiB email to an unknown account: 404 with 1 KiB of it sent.
+    for path in ["/webhooks/email/no-such", "/webhooks/email/no-such/mime"] {
+        let answer = answer_to_partial_body(&gw, path, 30 << 20, 1024).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+    }
+    // To a known account, over the limit by its Content-Length: 413 unread.
+    let answer = answer_to_partial_body(&gw, "/webhooks/email/shop-mail", 40 << 20, 1024).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // A Messenger body just under 2 MiB naming 120,000 distinct pages,
+    // unsigned: refused as a whole, no page looked up.
+    let mut entries = Vec::new();
+    let mut body = String::new();
+    for i in 0.. {
+        entries.push(format!(r#"{{"id":"{i}"}}"#));
+        if i % 1000 == 0 {
+            body = format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","));
+            if body.len() > (2 << 20) - 20_000 {
+                break;
+            }
+        }
+    }
+    assert!(entries.len() > 120_000, "{}", entries.len());
+    let (status, reply) = gw
+        .post(
+            "/webhooks/messenger",
+            &[
+                ("content-type", "application/json"),
+                ("x-hub-signature-256", "sha256=00"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than 100 distinct page ids")),
+        "{reply}"
+    );
+    // The known page with a forged signature: 401; the server still answers.
+    let forged =
+        json!({ "object": "page", "entry": [{ "id": "123123123", "time": 1, "messaging": [] }] });
+    let (status, _) = gw
+        .messenger("wrong secret", forged.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 401);
+    let health = gw
+        .http
+        .get(gw.server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
     gw.stop().await;
 }

@@ -61,6 +61,9 @@ use sink::Sink;
 
 pub use error::LlmError;
 pub use options::ClientOptions;
+/// The event-stream parser a streamed call reads its body with, for the
+/// fuzz targets (`fuzz/`).
+pub use sse::{SseEvent, SseParser};
 pub use wire::{ChatMessage, ChatRequest, Role};
 
 /// How a streamed answer ended.

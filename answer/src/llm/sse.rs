@@ -42,16 +42,19 @@ pub(super) fn body_kind(headers: &HeaderMap) -> BodyKind {
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SseEvent {
+pub struct SseEvent {
     /// The `event` field, if any.
-    pub(super) event: Option<String>,
+    pub event: Option<String>,
     /// The `data` lines, joined by `\n`.
-    pub(super) data: String,
+    pub data: String,
 }
 
 /// An incremental `text/event-stream` parser over raw bytes.
+///
+/// Public so that the fuzz targets (`fuzz/`) can drive it without a
+/// server; the client is its only user in the crate.
 #[derive(Debug, Default)]
-pub(super) struct SseParser {
+pub struct SseParser {
     buf: Vec<u8>,
     data: String,
     has_data: bool,
@@ -61,7 +64,7 @@ pub(super) struct SseParser {
 
 impl SseParser {
     /// Takes the next bytes; returns the events they complete.
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
         self.buf.extend_from_slice(bytes);
         let buf = std::mem::take(&mut self.buf);
         let mut events = Vec::new();
@@ -86,7 +89,7 @@ impl SseParser {
     }
 
     /// The end of the body: the last line, and a pending unterminated event.
-    pub(super) fn finish(&mut self) -> Result<Option<SseEvent>, String> {
+    pub fn finish(&mut self) -> Result<Option<SseEvent>, String> {
         let mut buf = std::mem::take(&mut self.buf);
         let terminated = buf.last() == Some(&b'\r');
         if terminated {

@@ -71,6 +71,54 @@ impl TryFrom<String> for KnowledgePaths {
     }
 }
 
+/// The web origins (`https://shop.example`) whose pages may open a bot's
+/// chat widget; empty: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WidgetOrigins(pub Vec<String>);
+
+impl TryFrom<String> for WidgetOrigins {
+    type Error = serde_json::Error;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&s)
+    }
+}
+
+impl WidgetOrigins {
+    /// Whether a page of `origin` (the `Origin` header) may open the widget.
+    pub fn allow(&self, origin: Option<&str>) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Some(origin) = origin else {
+            return false;
+        };
+        let origin = origin.trim().trim_end_matches('/');
+        self.0
+            .iter()
+            .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+
+    /// Why `origin` is not a web origin, if it is not.
+    pub fn problem(origin: &str) -> Option<String> {
+        let Some((scheme, host)) = origin.split_once("://") else {
+            return Some(format!(
+                "`{origin}` is not an origin like https://shop.example"
+            ));
+        };
+        let host = host.trim_end_matches('/');
+        if !matches!(scheme, "http" | "https") {
+            return Some(format!("`{origin}`: the scheme must be http or https"));
+        }
+        if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
+            return Some(format!(
+                "`{origin}`: an origin is scheme://host[:port], without a path"
+            ));
+        }
+        None
+    }
+}
+
 /// A bot.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
 #[diesel(table_name = bots)]
@@ -101,6 +149,9 @@ pub struct Bot {
     pub knowledge_paths: KnowledgePaths,
     /// The bot file that manages this bot; `None` when managed by the API.
     pub source_file: Option<String>,
+    /// Pages that may open the chat widget; empty: any.
+    #[diesel(deserialize_as = String)]
+    pub widget_origins: WidgetOrigins,
     /// Created.
     pub created_at: NaiveDateTime,
     /// Last changed.
@@ -143,6 +194,8 @@ pub struct BotSpec {
     pub knowledge_paths: KnowledgePaths,
     /// Managing bot file.
     pub source_file: Option<String>,
+    /// Pages that may open the chat widget; empty: any.
+    pub widget_origins: WidgetOrigins,
 }
 
 /// What an upsert did.
@@ -181,12 +234,14 @@ impl Bot {
             && self.fallback_message == spec.fallback_message
             && self.knowledge_paths == spec.knowledge_paths
             && self.source_file == spec.source_file
+            && self.widget_origins == spec.widget_origins
     }
 
     /// Creates the bot `(workspace, name)` or brings it in line with `spec`.
     pub async fn upsert(conn: &mut DbConn, spec: &BotSpec) -> Result<Upserted<Bot>, DbError> {
         let llm = to_json(&spec.llm_settings)?;
         let paths = to_json(&spec.knowledge_paths)?;
+        let origins = to_json(&spec.widget_origins)?;
         let at = now();
         let fresh_id = new_id();
         let existing = db_run!(conn: {
@@ -203,6 +258,7 @@ impl Bot {
                     bots::fallback_message.eq(&spec.fallback_message),
                     bots::knowledge_paths.eq(&paths),
                     bots::source_file.eq(&spec.source_file),
+                    bots::widget_origins.eq(&origins),
                     bots::created_at.eq(at),
                     bots::updated_at.eq(at),
                 ))
@@ -233,6 +289,7 @@ impl Bot {
                             bots::fallback_message.eq(&spec.fallback_message),
                             bots::knowledge_paths.eq(&paths),
                             bots::source_file.eq(&spec.source_file),
+                            bots::widget_origins.eq(&origins),
                             bots::updated_at.eq(at),
                         ))
                         .returning(Bot::as_returning())

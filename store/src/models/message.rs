@@ -387,15 +387,26 @@ impl Message {
         conn: &mut DbConn,
         conversation_id: &str,
     ) -> Result<bool, DbError> {
-        let count: i64 = db_run!(conn: {
+        Ok(Self::bot_replies_since(conn, conversation_id, None).await? > 0)
+    }
+
+    /// How many messages the bot wrote in the conversation since `since`
+    /// (ever, when `None`).
+    pub async fn bot_replies_since(
+        conn: &mut DbConn,
+        conversation_id: &str,
+        since: Option<NaiveDateTime>,
+    ) -> Result<i64, DbError> {
+        let since = since.unwrap_or(chrono::DateTime::UNIX_EPOCH.naive_utc());
+        Ok(db_run!(conn: {
             messages::table
                 .filter(messages::conversation_id.eq(conversation_id))
                 .filter(messages::author_kind.eq(AuthorKind::Bot))
+                .filter(messages::created_at.gt(since))
                 .count()
                 .get_result(conn)
                 .await?
-        });
-        Ok(count > 0)
+        }))
     }
 
     /// The conversation's newest customer message.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::user::Role;
 use crate::db::{DbConn, DbError, new_id, now};
 use crate::db_run;
-use crate::schema::{api_tokens, sessions};
+use crate::schema::{api_tokens, memberships, sessions, users};
 
 /// A login session.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -150,6 +150,29 @@ impl Session {
     }
 }
 
+/// Who answers for an API token, as things stand now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creator {
+    /// Created without a user (`frontdesk token create`): the workspace.
+    Workspace,
+    /// Its creator, an active member of the token's workspace with this role.
+    Member(Role),
+    /// Its creator was disabled, removed from the workspace, or deleted.
+    Gone,
+}
+
+/// The role a token of `role` acts with: its own, but never more than its
+/// creator's current role; none at all once its creator is gone. A
+/// workspace's token keeps its own.
+pub fn effective_role(role: Role, creator: Creator) -> Option<Role> {
+    match creator {
+        Creator::Workspace => Some(role),
+        Creator::Member(theirs) if theirs.rank() < role.rank() => Some(theirs),
+        Creator::Member(_) => Some(role),
+        Creator::Gone => None,
+    }
+}
+
 /// An API token for machines. The token itself is shown once, at creation.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
 #[diesel(table_name = api_tokens)]
@@ -165,7 +188,11 @@ pub struct ApiToken {
     /// SHA-256 (hex) of the token.
     #[serde(skip)]
     pub token_hash: String,
-    /// The user who created it.
+    /// The user who created it and answers for it: the token acts only
+    /// while they are an active member of its workspace, and never with
+    /// more than their role there. `None`: created without a user (`frontdesk
+    /// token create`), the workspace answers for it; it lives until revoked
+    /// or expired.
     pub created_by: Option<String>,
     /// Created.
     pub created_at: NaiveDateTime,
@@ -206,7 +233,10 @@ impl ApiToken {
         }))
     }
 
-    /// The usable token with this hash.
+    /// The usable token with this hash: not revoked, not expired, and its
+    /// creator (when a user) still an active member of its workspace. Its
+    /// `role` is the one it acts with now (see [`effective_role`]), which
+    /// may be less than the role it was created with.
     pub async fn live(conn: &mut DbConn, hash: &str) -> Result<Option<ApiToken>, DbError> {
         let at = now();
         let token: Option<ApiToken> = db_run!(conn: {
@@ -218,7 +248,76 @@ impl ApiToken {
                 .await
                 .optional()?
         });
-        Ok(token.filter(|t| t.expires_at.is_none_or(|e| e > at)))
+        let Some(mut token) = token.filter(|t| t.expires_at.is_none_or(|e| e > at)) else {
+            return Ok(None);
+        };
+        let Some(role) = token.acting_role(conn).await? else {
+            return Ok(None);
+        };
+        token.role = role;
+        Ok(Some(token))
+    }
+
+    /// Where the token's creator stands in its workspace now.
+    pub async fn creator(&self, conn: &mut DbConn) -> Result<Creator, DbError> {
+        let Some(user_id) = &self.created_by else {
+            return Ok(Creator::Workspace);
+        };
+        let role: Option<Role> = db_run!(conn: {
+            memberships::table
+                .inner_join(users::table)
+                .filter(memberships::workspace_id.eq(&self.workspace_id))
+                .filter(memberships::user_id.eq(user_id))
+                .filter(users::disabled.eq(false))
+                .select(memberships::role)
+                .first::<Role>(conn)
+                .await
+                .optional()?
+        });
+        Ok(role.map_or(Creator::Gone, Creator::Member))
+    }
+
+    /// The role the token acts with now, whatever its state otherwise
+    /// (revoked, expired); `None` once its creator is gone.
+    pub async fn acting_role(&self, conn: &mut DbConn) -> Result<Option<Role>, DbError> {
+        Ok(effective_role(self.role, self.creator(conn).await?))
+    }
+
+    /// The workspace's token `id`.
+    pub async fn find(
+        conn: &mut DbConn,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Option<ApiToken>, DbError> {
+        Ok(db_run!(conn: {
+            api_tokens::table
+                .find(id)
+                .filter(api_tokens::workspace_id.eq(workspace_id))
+                .select(ApiToken::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        }))
+    }
+
+    /// Revokes the live tokens `user_id` created in the workspace (they
+    /// were removed from it): for good, even if they come back.
+    pub async fn revoke_created_by(
+        conn: &mut DbConn,
+        user_id: &str,
+        workspace_id: &str,
+    ) -> Result<usize, DbError> {
+        Ok(db_run!(conn: {
+            diesel::update(
+                api_tokens::table
+                    .filter(api_tokens::created_by.eq(user_id))
+                    .filter(api_tokens::workspace_id.eq(workspace_id))
+                    .filter(api_tokens::revoked_at.is_null()),
+            )
+            .set(api_tokens::revoked_at.eq(now()))
+            .execute(conn)
+            .await?
+        }))
     }
 
     /// Records use, at most once a minute.
@@ -269,5 +368,41 @@ impl ApiToken {
             .await
             .optional()?
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Creator, effective_role};
+    use crate::models::user::Role;
+
+    #[test]
+    fn a_token_never_acts_above_its_creator() {
+        // The workspace's own tokens keep their role.
+        for role in Role::ALL {
+            assert_eq!(effective_role(*role, Creator::Workspace), Some(*role));
+        }
+        // A user's token: the lower of the two, their role checked now.
+        assert_eq!(
+            effective_role(Role::Owner, Creator::Member(Role::Admin)),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            effective_role(Role::Admin, Creator::Member(Role::Agent)),
+            Some(Role::Agent)
+        );
+        assert_eq!(
+            effective_role(Role::Agent, Creator::Member(Role::Owner)),
+            Some(Role::Agent),
+            "a promotion of the creator does not lift the token above its own role"
+        );
+        assert_eq!(
+            effective_role(Role::Admin, Creator::Member(Role::Admin)),
+            Some(Role::Admin)
+        );
+        // Gone (disabled, removed, deleted): the token does nothing.
+        for role in Role::ALL {
+            assert_eq!(effective_role(*role, Creator::Gone), None);
+        }
     }
 }

@@ -2,13 +2,13 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
 use super::text_enum;
 use crate::db::{DbConn, DbError, new_id, now};
 use crate::db_run;
-use crate::schema::{memberships, users};
+use crate::schema::{memberships, sessions, users};
 
 text_enum! {
     /// What a user may do in a workspace. Each role includes the ones below it.
@@ -203,6 +203,38 @@ impl User {
                 .await?;
         });
         Ok(())
+    }
+
+    /// Sets the password hash and ends the user's sessions, all but `keep`
+    /// (the session that changed its own password), in one transaction: no
+    /// session opened with the old password outlives the change. Returns how
+    /// many sessions ended.
+    pub async fn change_password(
+        conn: &mut DbConn,
+        id: &str,
+        hash: &str,
+        keep: Option<&str>,
+    ) -> Result<usize, DbError> {
+        let at = now();
+        let keep = keep.unwrap_or("");
+        Ok(db_run!(conn: {
+            conn.transaction(async |conn| {
+                diesel::update(users::table.find(id))
+                    .set((users::password_hash.eq(hash), users::updated_at.eq(at)))
+                    .execute(conn)
+                    .await?;
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::user_id.eq(id))
+                        .filter(sessions::id.ne(keep))
+                        .filter(sessions::revoked_at.is_null()),
+                )
+                .set(sessions::revoked_at.eq(at))
+                .execute(conn)
+                .await
+            })
+            .await?
+        }))
     }
 
     /// Enables or disables the account; a disabled user cannot log in and
