@@ -2,8 +2,9 @@
 //! one start-up function `main`, the tests and the benchmarks share.
 //!
 //! [`open`]: connect the database → apply migrations → load the master key
-//! and check it against the database → apply the bot files → connect Redis
-//! when configured. Each step fails with one line that says what and where.
+//! and check it against the database ([`open_master_key`], which finishes an
+//! interrupted key rotation) → apply the bot files → connect Redis when
+//! configured. Each step fails with one line that says what and where.
 //! [`start`] then runs what the command needs: the knowledge sync of the
 //! bot files, the worker loops, the HTTP server.
 
@@ -28,8 +29,9 @@ use crate::metrics::Metrics;
 use broker::memory::MemoryBroker;
 use broker::redis::RedisBroker;
 use broker::{AnyBroker, Broker};
-use store::crypto::MasterKey;
+use store::crypto::{KeyFiles, KeyFilesLock, KeyRole, MasterKey};
 use store::db::Db;
+use store::models::channel_account::ChannelAccount;
 use store::models::instance_meta;
 
 /// Opens the database (migrating it), the master key, the bot files and Redis.
@@ -58,9 +60,7 @@ async fn open_with(
     if !applied.is_empty() {
         tracing::info!(count = applied.len(), versions = ?applied, "applied database migrations");
     }
-    let key_file = settings.master_key_file();
-    let master_key = MasterKey::load(settings.security.master_key.as_deref(), &key_file)?;
-    instance_meta::verify_master_key(&db, &master_key, &key_file).await?;
+    let master_key = open_master_key(&db, &settings).await?;
     let bot_files = bot_files.apply(&db, &master_key).await?;
     tracing::info!(
         dir = %settings.bots.dir.display(),
@@ -132,6 +132,106 @@ async fn open_with(
         metrics,
         bot_files,
     })
+}
+
+/// The database (migrated) and the master key, nothing else: what
+/// `frontdesk keys …` needs. No bot file is read or applied.
+pub async fn open_keys(settings: &Settings) -> anyhow::Result<(Db, MasterKey)> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+    let db = Db::connect(&settings.database).await?;
+    db.migrate(&settings.database).await?;
+    let master_key = open_master_key(&db, settings).await?;
+    Ok((db, master_key))
+}
+
+/// Loads the master keyring and checks it against the database. A rotation
+/// that committed but did not promote `master.key.new` (the process stopped
+/// in between) is finished here; a database sealed with a key that only
+/// opens, and credentials left on a previous key, are reported.
+pub async fn open_master_key(db: &Db, settings: &Settings) -> anyhow::Result<MasterKey> {
+    let key_file = settings.master_key_file();
+    let load = || {
+        MasterKey::load(
+            settings.security.master_key.as_deref(),
+            &settings.security.previous_master_keys,
+            &key_file,
+        )
+    };
+    let mut key = load()?;
+    let mut sealed_with = instance_meta::verify_master_key(db, &key, &key_file).await?;
+    if sealed_with.role == KeyRole::Pending
+        && let Some(files) = key.files().cloned()
+    {
+        // Under the lock, a rotation running beside this start-up finishes
+        // first; then the files say what is left to do.
+        let _lock = lock_key_files(&files).await?;
+        key = load()?;
+        sealed_with = instance_meta::verify_master_key(db, &key, &key_file).await?;
+        if sealed_with.role == KeyRole::Pending {
+            files.promote_new().context(
+                "the database uses the key of an unfinished rotation, which cannot be promoted",
+            )?;
+            key = load()?;
+            sealed_with = instance_meta::verify_master_key(db, &key, &key_file).await?;
+            tracing::warn!(
+                key_file = %files.current.display(),
+                previous = %files.previous.display(),
+                "finished an interrupted master key rotation: the database was re-sealed with \
+                 master.key.new, now promoted to master.key; the old key is kept as master.key.previous"
+            );
+        }
+    }
+    if sealed_with.role != KeyRole::Primary {
+        tracing::warn!(
+            sealed_with = %sealed_with.origin,
+            primary = %key.origin(),
+            "the database is sealed with a key that only opens here: a key rotation is not finished \
+             on this node; make that key the master key and this one a previous key (docs/keys.md). \
+             Credentials open; new ones are sealed with the primary"
+        );
+    }
+    let others = key.others();
+    if others.iter().any(|(role, _)| *role == KeyRole::Pending) {
+        tracing::warn!(
+            key_file = %key_file.display(),
+            "master.key.new exists but the database does not use it: a `frontdesk keys rotate` is \
+             running, or one stopped before its commit and changed nothing; the next rotation \
+             replaces it"
+        );
+    }
+    if others.iter().any(|(role, _)| *role == KeyRole::Previous) {
+        let mut conn = db.get().await?;
+        let left = ChannelAccount::count_not_on_primary(&mut conn, &key).await?;
+        let previous: Vec<String> = others
+            .iter()
+            .map(|(_, origin)| origin.to_string())
+            .collect();
+        if left > 0 {
+            tracing::warn!(
+                accounts = left,
+                previous = ?previous,
+                "channel credentials are still sealed with a previous master key; keep the previous \
+                 keys until `frontdesk keys rotate` has re-sealed them"
+            );
+        } else {
+            tracing::info!(
+                previous = ?previous,
+                "every channel credential is sealed with the primary master key; the previous keys \
+                 are no longer needed here"
+            );
+        }
+    }
+    Ok(key)
+}
+
+/// Takes the lock of the key files, off the async threads (it waits for a
+/// rotation in progress).
+pub async fn lock_key_files(files: &KeyFiles) -> anyhow::Result<KeyFilesLock> {
+    let files = files.clone();
+    Ok(tokio::task::spawn_blocking(move || files.lock())
+        .await
+        .context("the key file lock was abandoned")??)
 }
 
 /// Applies migrations only (`frontdesk migrate`); returns the versions applied.

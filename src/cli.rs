@@ -16,6 +16,7 @@ use crate::config::{LogFormat, Settings};
 
 pub mod ask;
 pub mod kb;
+pub mod keys;
 pub mod user;
 
 /// Frontdesk: a multi-channel customer-support gateway.
@@ -62,6 +63,9 @@ pub enum Command {
     /// API tokens for machines.
     #[command(subcommand)]
     Token(user::TokenCommand),
+    /// The master key that seals channel credentials at rest.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// `frontdesk models …`
@@ -151,6 +155,7 @@ pub async fn run(
             let app = crate::app::open_local(settings, env).await?;
             user::run_token(&app, command).await
         }
+        Command::Keys(command) => keys::run(&settings, env, command).await,
         Command::Ask(args) => {
             let app = crate::app::open_local(settings, env).await?;
             return ask::run(app, env, args).await;

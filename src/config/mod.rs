@@ -125,6 +125,12 @@ pub struct SecuritySettings {
     /// generated there (mode 0600) on first run. Losing it loses the stored
     /// credentials; a different key is refused at start-up.
     pub master_key: Option<String>,
+    /// Keys that open credentials but never seal them, in the same form:
+    /// the old key while nodes move to a rotated one (see
+    /// `frontdesk keys rotate`), or the coming key before a rotation. A
+    /// TOML list, or in an environment variable keys separated by commas.
+    #[serde(default, deserialize_with = "store::crypto::deserialize_key_list")]
+    pub previous_master_keys: Vec<String>,
     /// Bearer token that `GET /metrics` requires (`Authorization: Bearer
     /// …`). Unset: `/metrics` is open, for a scraper on a private network.
     pub metrics_token: Option<String>,
@@ -136,6 +142,10 @@ impl fmt::Debug for SecuritySettings {
             .field(
                 "master_key",
                 &self.master_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "previous_master_keys",
+                &format_args!("[{} redacted]", self.previous_master_keys.len()),
             )
             .field(
                 "metrics_token",

@@ -540,3 +540,349 @@ async fn stored_order(url: &str) -> std::collections::BTreeMap<String, Vec<Strin
     }
     out
 }
+
+// `frontdesk keys rotate` (docs/keys.md).
+
+/// A bot file with one Telegram account: credentials to seal.
+const KEYS_BOT: &str = "workspace = \"shop\"\nname = \"help\"\nsystem_prompt = \"x\"\n\
+    [[channels]]\nkind = \"telegram\"\nid = \"shop-tg\"\n\
+    bot_token = \"4242:tg-token\"\nsecret_token = \"tg-secret\"\n";
+
+/// A fresh install with the Telegram bot file, on `test_db`'s backend
+/// (SQLite in the install's own `data/`), and its environment.
+fn keys_install(test_db: &TestDb) -> (tempfile::TempDir, Vec<(String, String)>) {
+    let dir = fresh_install();
+    std::fs::write(dir.path().join("config/bots/shop.toml"), KEYS_BOT).expect("bot file");
+    let mut env = Vec::new();
+    if matches!(test_db.url, frontdesk::config::DatabaseUrl::Postgres(_)) {
+        env.push((
+            "FRONTDESK__DATABASE__URL".to_owned(),
+            test_db.url.to_string(),
+        ));
+    }
+    (dir, env)
+}
+
+/// Runs `args` with `base` plus `extra` in the environment.
+fn run_keys(
+    cwd: &Path,
+    args: &[&str],
+    base: &[(String, String)],
+    extra: &[(&str, &str)],
+) -> Output {
+    let mut env: Vec<(&str, &str)> = base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    run(cwd, args, &env)
+}
+
+/// A command that opens the database, the master key and the bot files
+/// (whose credentials are compared decrypted).
+const OPEN: &[&str] = &[
+    "token",
+    "create",
+    "--workspace",
+    "shop",
+    "--name",
+    "ops",
+    "--role",
+    "admin",
+];
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn key_file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join("data").join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+async fn telegram_webhook(served: &Served, secret: &str) -> u16 {
+    let body = serde_json::json!({
+        "update_id": 1,
+        "message": {
+            "message_id": 1, "date": 1, "text": "hello",
+            "chat": { "id": 7, "type": "private" }, "from": { "id": 7, "first_name": "C" }
+        }
+    });
+    reqwest::Client::new()
+        .post(format!("http://{}/webhooks/telegram/shop-tg", served.addr))
+        .header("x-telegram-bot-api-secret-token", secret)
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+/// A key kept in `data/master.key`: rotated through the files, the server
+/// opens the credentials with the new key, the old key alone is refused, and
+/// kept as a previous key it still opens.
+async fn keys_rotate_key_file(test_db: TestDb) {
+    let (dir, env) = keys_install(&test_db);
+    let cwd = dir.path();
+    let out = run_keys(cwd, OPEN, &env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = key_file(cwd, "master.key");
+
+    let out = run_keys(cwd, &["keys", "rotate"], &env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.starts_with(
+            "rotated 2 sealed values to a new master key (key file data/master.key; \
+             previous key kept at data/master.key.previous)"
+        ),
+        "{printed}"
+    );
+    let new = key_file(cwd, "master.key");
+    assert_ne!(new, old);
+    assert_eq!(key_file(cwd, "master.key.previous"), old);
+    assert!(!cwd.join("data/master.key.new").exists());
+    assert!(
+        !printed.contains(&new) && !stderr(&out).contains(&new),
+        "key shown"
+    );
+    #[cfg(unix)]
+    for name in ["master.key", "master.key.previous"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cwd.join("data").join(name))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+
+    // The server opens the credentials: the webhook secret verifies.
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let served = serve_with(cwd, &env_refs, &["serve", "--no-worker"]);
+    assert_eq!(telegram_webhook(&served, "tg-secret").await, 200);
+    assert_ne!(telegram_webhook(&served, "wrong").await, 200);
+    let (status, log) = served.terminate();
+    assert!(status.success(), "{log}");
+
+    // The old key alone is refused; as a previous key beside the new one,
+    // it is accepted.
+    std::fs::rename(cwd.join("data/master.key.previous"), cwd.join("old.key")).expect("mv");
+    let out = run_keys(
+        cwd,
+        OPEN,
+        &env,
+        &[("FRONTDESK__SECURITY__MASTER_KEY", &old)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        one_error_line(&out)
+            .contains("is not the one that encrypted this database's channel credentials"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_keys(
+        cwd,
+        OPEN,
+        &env,
+        &[
+            ("FRONTDESK__SECURITY__MASTER_KEY", &old),
+            ("FRONTDESK__SECURITY__PREVIOUS_MASTER_KEYS", &new),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the database is sealed with a key that only opens here"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&new) && !stderr(&out).contains(&old));
+}
+
+/// A key from `security.master_key`: the new key comes from a variable
+/// (never printed) or is generated and printed once; nodes move over with
+/// the old key as a previous key.
+async fn keys_rotate_configured_key(test_db: TestDb) {
+    let (dir, env) = keys_install(&test_db);
+    let cwd = dir.path();
+    let k1 = "11".repeat(32);
+    let k2 = "22".repeat(32);
+    let out = run_keys(cwd, OPEN, &env, &[("FRONTDESK__SECURITY__MASTER_KEY", &k1)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run_keys(
+        cwd,
+        &["keys", "rotate", "--new-key-env", "NEW_KEY"],
+        &env,
+        &[("FRONTDESK__SECURITY__MASTER_KEY", &k1), ("NEW_KEY", &k2)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.starts_with("rotated 2 sealed values to a new master key\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("the new master key is the one in NEW_KEY"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("security.previous_master_keys"),
+        "{printed}"
+    );
+    assert!(!printed.contains(&k2) && !stderr(&out).contains(&k2));
+    assert!(
+        !cwd.join("data/master.key").exists(),
+        "no key file for a configured key"
+    );
+
+    // The old key alone: refused. The old key with the new one as a
+    // previous key (a node not moved yet): works, and says so.
+    let out = run_keys(cwd, OPEN, &env, &[("FRONTDESK__SECURITY__MASTER_KEY", &k1)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run_keys(
+        cwd,
+        OPEN,
+        &env,
+        &[
+            ("FRONTDESK__SECURITY__MASTER_KEY", &k1),
+            ("FRONTDESK__SECURITY__PREVIOUS_MASTER_KEYS", &k2),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a key rotation is not finished on this node"),
+        "{}",
+        stderr(&out)
+    );
+    // Moved: the new key, the old one as a previous key, no longer needed.
+    let out = run_keys(
+        cwd,
+        OPEN,
+        &env,
+        &[
+            ("FRONTDESK__SECURITY__MASTER_KEY", &k2),
+            ("FRONTDESK__SECURITY__PREVIOUS_MASTER_KEYS", &k1),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("every channel credential is sealed with the primary master key"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Generated: printed once on stdout, never in the log.
+    let out = run_keys(
+        cwd,
+        &["keys", "rotate"],
+        &env,
+        &[("FRONTDESK__SECURITY__MASTER_KEY", &k2)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let k3 = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("new master key (shown once"))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("new master key"))
+        .unwrap_or_else(|| panic!("no key in:\n{printed}"))
+        .to_owned();
+    assert!(!stderr(&out).contains(&k3), "the new key was logged");
+    let out = run_keys(cwd, OPEN, &env, &[("FRONTDESK__SECURITY__MASTER_KEY", &k3)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+crate::both_backends! {
+    keys_rotate_file => keys_rotate_key_file;
+    keys_rotate_config => keys_rotate_configured_key;
+}
+
+#[test]
+fn keys_rotate_refuses_bad_input_and_changes_nothing() {
+    let dir = fresh_install();
+    std::fs::write(dir.path().join("config/bots/shop.toml"), KEYS_BOT).expect("bot file");
+    let out = run(dir.path(), OPEN, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = key_file(dir.path(), "master.key");
+
+    let out = run(
+        dir.path(),
+        &["keys", "rotate", "--new-key-env", "NEW_KEY"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        "error: --new-key-env NEW_KEY: the variable is not set; nothing was changed"
+    );
+    let out = run(
+        dir.path(),
+        &["keys", "rotate", "--new-key-env", "NEW_KEY"],
+        &[("NEW_KEY", "too-short")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        "error: --new-key-env: nothing was changed: environment variable NEW_KEY: a master key \
+         must be 32 bytes written as 64 hex characters or base64"
+    );
+    assert!(!stderr(&out).contains("too-short"));
+    assert_eq!(key_file(dir.path(), "master.key"), before);
+    assert!(!dir.path().join("data/master.key.new").exists());
+    assert!(!dir.path().join("data/master.key.previous").exists());
+}
+
+/// The states a crash leaves: a new key file written but never committed
+/// (ignored, then replaced), and a commit whose key file was not promoted
+/// (finished by the next start-up).
+#[test]
+fn keys_rotate_recovers_from_a_crash_at_each_step() {
+    let dir = fresh_install();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("config/bots/shop.toml"), KEYS_BOT).expect("bot file");
+    let out = run(cwd, OPEN, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let old = key_file(cwd, "master.key");
+
+    // Before the commit: master.key.new exists, the database does not use it.
+    std::fs::write(
+        cwd.join("data/master.key.new"),
+        format!("{}\n", "33".repeat(32)),
+    )
+    .expect("new");
+    let out = run(cwd, OPEN, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("master.key.new exists but the database does not use it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_file(cwd, "master.key"), old);
+    let out = run(cwd, &["keys", "rotate"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = key_file(cwd, "master.key");
+    assert!(new != old && new != "33".repeat(32));
+    assert!(!cwd.join("data/master.key.new").exists());
+
+    // After the commit, before the promotion: as the files were then.
+    std::fs::rename(cwd.join("data/master.key"), cwd.join("data/master.key.new")).expect("mv");
+    std::fs::rename(
+        cwd.join("data/master.key.previous"),
+        cwd.join("data/master.key"),
+    )
+    .expect("mv");
+    let out = run(cwd, OPEN, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("finished an interrupted master key rotation"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(key_file(cwd, "master.key"), new);
+    assert_eq!(key_file(cwd, "master.key.previous"), old);
+    assert!(!cwd.join("data/master.key.new").exists());
+    let out = run(cwd, OPEN, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("interrupted"), "{}", stderr(&out));
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::bot::Upserted;
 use super::text_enum;
-use crate::crypto::{CryptoError, MasterKey, Secret};
+use crate::crypto::{CryptoError, KeyRole, MasterKey, NewMasterKey, Secret};
 use crate::db::{DbConn, DbError, new_id, now};
 use crate::db_run;
 use crate::schema::channel_accounts;
@@ -95,6 +95,18 @@ impl ChannelAccount {
     pub fn open_credentials(&self, key: &MasterKey) -> Result<Credentials, CryptoError> {
         let plain = key.open(&self.credentials, &seal_context(&self.public_id))?;
         serde_json::from_slice(&plain).map_err(|_| CryptoError::Format)
+    }
+
+    /// The credentials sealed anew under `target`, opened with the ring:
+    /// one step of a key rotation.
+    pub fn resealed_credentials(
+        &self,
+        key: &MasterKey,
+        target: &NewMasterKey,
+    ) -> Result<String, CryptoError> {
+        let context = seal_context(&self.public_id);
+        let plain = key.open(&self.credentials, &context)?;
+        Ok(target.seal(&plain, &context))
     }
 
     /// Creates the account or brings it in line with `spec` (and active).
@@ -333,6 +345,28 @@ impl UpsertAccountError {
 }
 
 impl ChannelAccount {
+    /// How many accounts' credentials open with a key of the ring other
+    /// than the primary: left by a rotation, or sealed by a node that still
+    /// ran with the old key. Until none is, the other keys are needed.
+    pub async fn count_not_on_primary(
+        conn: &mut DbConn,
+        key: &MasterKey,
+    ) -> Result<usize, DbError> {
+        let all: Vec<ChannelAccount> = db_run!(conn: {
+            channel_accounts::table
+                .select(ChannelAccount::as_select())
+                .load(conn)
+                .await?
+        });
+        Ok(all
+            .iter()
+            .filter(|a| {
+                key.open_with_role(&a.credentials, &seal_context(&a.public_id))
+                    .is_ok_and(|opened| opened.role != KeyRole::Primary)
+            })
+            .count())
+    }
+
     /// The bot's accounts, active and disabled, by public id.
     pub async fn of_bot(conn: &mut DbConn, bot_id: &str) -> Result<Vec<ChannelAccount>, DbError> {
         Ok(db_run!(conn: {
