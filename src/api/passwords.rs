@@ -105,21 +105,48 @@ async fn change_own(
     if new == current {
         return Err(bad_request("new must differ from the current password"));
     }
-    let hashed = hash(new).await?;
+    set(
+        &state,
+        &req,
+        &who,
+        (id, None),
+        new,
+        Some(session),
+        "user.password_change",
+    )
+    .await
+}
+
+/// Sets the password of user `id` (`email` for the audit entry), ending
+/// their sessions but `keep`, and records `action`.
+async fn set(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    (id, email): (&str, Option<&str>),
+    password: String,
+    keep: Option<&str>,
+    action: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let hashed = hash(password).await?;
     let mut conn = state.app.db.get().await?;
-    let ended = User::change_password(&mut conn, id, &hashed, Some(session)).await?;
+    let ended = User::change_password(&mut conn, id, &hashed, keep).await?;
     drop(conn);
     let after = json!({ "sessions_ended": ended });
+    let mut audited = after.clone();
+    if let Some(email) = email {
+        audited["email"] = json!(email);
+    }
     record(
-        &state,
-        &who,
-        &Origin::of(&req),
+        state,
+        who,
+        &Origin::of(req),
         Change {
-            action: "user.password_change",
+            action,
             target_kind: "user",
             target_id: Some(id),
             before: None,
-            after: Some(after.clone()),
+            after: Some(audited),
         },
     )
     .await;
@@ -165,23 +192,14 @@ async fn reset(
     if let Some(problem) = auth::password_problem(&password) {
         return Err(bad_request(format!("password: {problem}")));
     }
-    let hashed = hash(password).await?;
-    let mut conn = state.app.db.get().await?;
-    let ended = User::change_password(&mut conn, &user.id, &hashed, None).await?;
-    drop(conn);
-    let after = json!({ "sessions_ended": ended });
-    record(
+    set(
         &state,
+        &req,
         &who,
-        &Origin::of(&req),
-        Change {
-            action: "user.password_reset",
-            target_kind: "user",
-            target_id: Some(&user.id),
-            before: None,
-            after: Some(json!({ "email": user.email, "sessions_ended": ended })),
-        },
+        (&user.id, Some(&user.email)),
+        password,
+        None,
+        "user.password_reset",
     )
-    .await;
-    Ok(HttpResponse::Ok().json(after))
+    .await
 }

@@ -106,7 +106,28 @@ impl Worker {
         if let Some(outcome) = stopped {
             return Ok(outcome);
         }
-        if let Some(request) = verdict.handoff {
+        self.conclude(
+            conversation_id,
+            (token, covered),
+            verdict.handoff,
+            input.messages.len(),
+            sent,
+        )
+        .await
+    }
+
+    /// Ends a turn that answered `answered` messages with `replies`: its
+    /// handoff (if any) first, then the turn's fence (`token`, `covered`).
+    pub(super) async fn conclude(
+        &self,
+        conversation_id: String,
+        (token, covered): (i64, i64),
+        handoff: Option<crate::handoff::Request>,
+        answered: usize,
+        replies: usize,
+    ) -> Result<Outcome, String> {
+        let app = &self.app;
+        if let Some(request) = handoff {
             crate::handoff::request(app, &conversation_id, request)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -117,8 +138,8 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         Ok(Outcome::Answered {
             conversation: conversation_id,
-            answered: input.messages.len(),
-            replies: sent,
+            answered,
+            replies,
         })
     }
 

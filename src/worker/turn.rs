@@ -109,18 +109,15 @@ impl Worker {
                 // People answer this one; the bot writes nothing.
                 tracing::info!(conversation = %conversation_id, reason = reason.as_str(), %detail, "email held for agents");
                 let request = handoff_request(&input, reason, detail);
-                crate::handoff::request(app, &conversation_id, request)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut conn = app.db.get().await.map_err(|e| e.to_string())?;
-                Conversation::finish_turn(&mut conn, &conversation_id, token, covered)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(Outcome::Answered {
-                    conversation: conversation_id,
-                    answered: messages.len(),
-                    replies: 0,
-                });
+                return self
+                    .conclude(
+                        conversation_id,
+                        (token, covered),
+                        Some(request),
+                        messages.len(),
+                        0,
+                    )
+                    .await;
             }
             // Boxed: the streaming future is large.
             return Box::pin(self.stream_turn(&input, lock, token, covered)).await;
