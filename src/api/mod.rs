@@ -20,6 +20,7 @@ use crate::http::{AppState, resource};
 use store::models::audit::Audit;
 use store::models::user::Role;
 
+pub mod analytics;
 pub mod bots;
 pub mod conversations;
 pub mod knowledge;
@@ -59,6 +60,7 @@ pub fn routes() -> Vec<Route> {
         passwords::ROUTES,
         bots::ROUTES,
         conversations::ROUTES,
+        analytics::ROUTES,
     ]
     .concat()
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod agents;
+mod analytics;
 mod answer;
 mod browser;
 mod cli;

@@ -4,6 +4,7 @@
 //! PostgreSQL and SQLite alike. States are enums, stored as text; ids are
 //! text UUIDs (v7).
 
+pub mod analytics;
 pub mod audit;
 pub mod bot;
 pub mod channel_account;
