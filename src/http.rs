@@ -68,6 +68,26 @@ pub fn same_origin(req: &HttpRequest) -> bool {
         .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
 }
 
+/// 413 for a body whose `Content-Length` is over `limit`, before anyone
+/// reads it; `None` when it is within the limit or undeclared.
+pub fn declared_too_large(
+    headers: &actix_web::http::header::HeaderMap,
+    limit: usize,
+) -> Option<crate::error::ApiError> {
+    let length = headers
+        .get(actix_web::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&length| length > limit as u64)?;
+    Some(crate::error::ApiError::new(
+        crate::error::ErrorKind::PayloadTooLarge,
+        format!("request body of {length} bytes is over the limit of {limit} bytes"),
+    ))
+}
+
 /// Where a request comes from, for audit entries and rate limits.
 #[derive(Debug, Clone)]
 pub struct Origin {

@@ -181,31 +181,24 @@ async fn observe(
     // Refuse a declared oversized body before anyone reads it; extractors
     // enforce the same limit on bodies without Content-Length. The email
     // routes check their account first (404 before 413) and their own limit.
-    let limit = state
+    let too_large = state
         .as_ref()
         .filter(|_| !route.starts_with("/webhooks/email/"))
-        .map(|s| s.app.settings.server.max_body_bytes);
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|s| {
+            crate::http::declared_too_large(req.headers(), s.app.settings.server.max_body_bytes)
+        });
     let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
     let started = Instant::now();
 
     // Never hold a clone of the HttpRequest across this call: routing needs
     // the request uniquely owned.
-    let result = match (declared, limit) {
-        (Some(length), Some(limit)) if length > limit as u64 => {
+    let result = match too_large {
+        Some(error) => {
             use actix_web::ResponseError;
-            let error = ApiError::new(
-                ErrorKind::PayloadTooLarge,
-                format!("request body of {length} bytes is over the limit of {limit} bytes"),
-            );
             let (http_req, _) = req.into_parts();
             Ok(ServiceResponse::new(http_req, error.error_response()).map_into_right_body())
         }
-        _ => next
+        None => next
             .call(req)
             .instrument(span.clone())
             .await

@@ -360,19 +360,8 @@ async fn read_body(
     payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
-    let too_large = |size: String| {
-        ApiError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("request body of {size} is over the limit of {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(length) = declared.filter(|&l| l > limit as u64) {
-        return Err(too_large(format!("{length} bytes")));
+    if let Some(error) = crate::http::declared_too_large(req.headers(), limit) {
+        return Err(error);
     }
     match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok(body),
@@ -380,7 +369,10 @@ async fn read_body(
             ErrorKind::BadRequest,
             format!("the request body could not be read: {error}"),
         )),
-        Err(_) => Err(too_large("more bytes".into())),
+        Err(_) => Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body of more bytes is over the limit of {limit} bytes"),
+        )),
     }
 }
 

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Change, Json, Origin, Route, bad_request, conflict, not_found, record, too_many};
+use super::{Change, Json, Origin, Route, bad_request, conflict, record, too_many};
 use crate::auth::{self, Actor, Principal};
 use crate::error::{ApiError, ErrorKind};
 use crate::http::AppState;
@@ -167,12 +167,8 @@ async fn reset(
     body: Json<NewPassword>,
 ) -> Result<HttpResponse, ApiError> {
     who.require(Role::Owner)?;
+    let (user, _) = super::users::member(&state, &who, &id).await?;
     let mut conn = state.app.db.get().await?;
-    let member = User::role_in(&mut conn, &id, &who.workspace_id).await?;
-    let user = User::find_by_id(&mut conn, &id).await?;
-    let (Some(user), Some(_)) = (user, member) else {
-        return Err(not_found("user"));
-    };
     if who.user_id() == Some(user.id.as_str()) {
         return Err(ApiError::new(
             ErrorKind::Forbidden,

@@ -217,7 +217,11 @@ async fn add_user(
 
 /// The member `id` of the caller's workspace, with their role: 404 for
 /// anyone else.
-async fn member(state: &AppState, who: &Principal, id: &str) -> Result<(User, Role), ApiError> {
+pub(super) async fn member(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<(User, Role), ApiError> {
     let mut conn = state.app.db.get().await?;
     let role = User::role_in(&mut conn, id, &who.workspace_id).await?;
     let user = User::find_by_id(&mut conn, id).await?;

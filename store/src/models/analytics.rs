@@ -470,13 +470,7 @@ async fn conversations_of(
             .await
             .map_err(DbError::from)?
     });
-    if rows.len() as i64 > MAX_CONVERSATIONS {
-        return Err(AnalyticsError::TooMany {
-            what: "conversations",
-            limit: MAX_CONVERSATIONS,
-        });
-    }
-    Ok(rows)
+    at_most(rows, MAX_CONVERSATIONS, "conversations")
 }
 
 /// When each customer message of the range was stored.
@@ -505,11 +499,14 @@ async fn customer_message_times(
             .await
             .map_err(DbError::from)?
     });
-    if rows.len() as i64 > MAX_CUSTOMER_MESSAGES {
-        return Err(AnalyticsError::TooMany {
-            what: "customer messages",
-            limit: MAX_CUSTOMER_MESSAGES,
-        });
+    at_most(rows, MAX_CUSTOMER_MESSAGES, "customer messages")
+}
+
+/// `rows`, fetched with a limit of `limit + 1`, or the error that says the
+/// range holds more than `limit` of `what`.
+fn at_most<T>(rows: Vec<T>, limit: i64, what: &'static str) -> Result<Vec<T>, AnalyticsError> {
+    if rows.len() as i64 > limit {
+        return Err(AnalyticsError::TooMany { what, limit });
     }
     Ok(rows)
 }
