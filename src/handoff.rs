@@ -99,6 +99,8 @@ pub async fn request(
         },
     )
     .await;
+    // After the agents were told: embedding the question takes a moment.
+    crate::gaps::remember(app, &conversation.bot_id, &handoff).await;
     Ok(Some(handoff))
 }
 

@@ -26,7 +26,8 @@
 //! - [`events`] — realtime events: logged, then published per workspace;
 //!   [`hub`] — this node's subscriptions, shared by its websockets.
 //! - [`ingest`] — verified inbound events → stored messages → queued turns;
-//!   [`handoff`] — who answers a conversation (bot, people);
+//!   [`handoff`] — who answers a conversation (bot, people); [`gaps`] —
+//!   what handoffs teach: knowledge gaps and similar resolved cases;
 //!   [`delivery`] — a stored reply → the customer's channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
@@ -73,6 +74,7 @@ pub mod delivery;
 pub mod door;
 pub mod error;
 pub mod events;
+pub mod gaps;
 pub mod handoff;
 pub mod http;
 pub mod hub;

@@ -108,6 +108,25 @@ impl Passage {
     }
 }
 
+/// FAQ entries that give the same answer as a better-ranked entry are one
+/// candidate (one question asked several ways, as an answered knowledge
+/// gap is stored): the later ones are dropped and their probability added
+/// to the kept one, at most 1. Offering two choices that lead to one
+/// answer would only make the customer pick.
+pub fn merge_same_answers(passages: Vec<Passage>) -> Vec<Passage> {
+    let mut kept: Vec<Passage> = Vec::with_capacity(passages.len());
+    for passage in passages {
+        let same = kept
+            .iter_mut()
+            .find(|k| passage.faq && k.faq && k.body.trim() == passage.body.trim());
+        match same {
+            Some(same) => same.probability = (same.probability + passage.probability).min(1.0),
+            None => kept.push(passage),
+        }
+    }
+    kept
+}
+
 /// The first `n` words of `text` (its first sentence if shorter), with an
 /// ellipsis when cut.
 fn first_words(text: &str, n: usize) -> String {
@@ -169,4 +188,37 @@ pub struct Options {
     pub choices_message: String,
     /// The option that hands off when none of the others fits.
     pub none_of_these: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, faq: bool, body: &str, probability: f32) -> Passage {
+        Passage {
+            chunk_id: id.into(),
+            doc_ref: id.into(),
+            faq,
+            title: Some(format!("question {id}")),
+            heading_path: String::new(),
+            body: body.into(),
+            score: probability,
+            probability,
+        }
+    }
+
+    #[test]
+    fn faq_entries_with_one_answer_are_one_candidate() {
+        let merged = merge_same_answers(vec![
+            entry("a", true, "Yes, on Saturdays.", 0.5),
+            entry("b", true, "No.", 0.3),
+            entry("c", true, " Yes, on Saturdays. ", 0.45),
+            entry("d", false, "Yes, on Saturdays.", 0.2),
+            entry("e", true, "Yes, on Saturdays.", 0.4),
+        ]);
+        let ids: Vec<&str> = merged.iter().map(|p| p.chunk_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "d"], "passages are never merged");
+        assert!((merged[0].probability - 1.0).abs() < 1e-6, "capped at 1");
+        assert!((merged[1].probability - 0.3).abs() < 1e-6);
+    }
 }

@@ -128,6 +128,7 @@ impl Pipeline {
             retriever,
             choice,
         } = found;
+        let passages = crate::input::merge_same_answers(passages);
         let mut sources: Vec<Source> = passages
             .iter()
             .enumerate()

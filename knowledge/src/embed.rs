@@ -330,6 +330,138 @@ pub(crate) mod tests {
         assert!(dot(&alone[0], &v[0]) > 0.999, "batching changed the vector");
     }
 
+    /// Customer questions written for this test (not from any benchmark):
+    /// pairs that ask the same thing in other words, and pairs that do not
+    /// (some on the same topic). Each model's `same_question` bar must
+    /// keep them apart, and its `similar_case` bar must keep the related
+    /// pairs above it.
+    #[test]
+    fn questions_of_one_meaning_meet_the_bar() {
+        let Some(dir) = std::env::var_os("FRONTDESK_TEST_MODEL_DIR")
+            .map(PathBuf::from)
+            .or_else(default_model_dir)
+        else {
+            return;
+        };
+        let same = [
+            (
+                "Do you deliver wedding cakes to Malmö?",
+                "Can you deliver a wedding cake to Malmö?",
+            ),
+            (
+                "How do I reset my password?",
+                "I forgot my password, how can I change it?",
+            ),
+            (
+                "Are you open on Sundays?",
+                "What are your opening hours on Sunday?",
+            ),
+            ("Can I pay with PayPal?", "Do you accept PayPal payments?"),
+            (
+                "Is there a student discount?",
+                "Do students get a discount?",
+            ),
+            (
+                "How long does the battery last?",
+                "What is the battery life?",
+            ),
+            (
+                "Where is my order?",
+                "My order hasn't arrived yet, where is it?",
+            ),
+            (
+                "Can I cancel my subscription?",
+                "How do I cancel my subscription?",
+            ),
+        ];
+        let different = [
+            (
+                "Do you deliver wedding cakes to Malmö?",
+                "Can I pay with an invoice for my company order?",
+            ),
+            ("How do I reset my password?", "Are you open on Sundays?"),
+            (
+                "Is there a student discount?",
+                "How long does the battery last?",
+            ),
+            (
+                "Do you ship to Canada?",
+                "How long does shipping to Germany take?",
+            ),
+            (
+                "Can I return a used item?",
+                "Can I exchange a gift without the receipt?",
+            ),
+            (
+                "Is there parking for electric cars near your shop?",
+                "Do you deliver wedding cakes to Malmö?",
+            ),
+            (
+                "Can I cancel my subscription?",
+                "Can I pause my subscription for a month?",
+            ),
+            (
+                "Where is my order?",
+                "Can I change the delivery address of my order?",
+            ),
+        ];
+        let related = [
+            (
+                "Is there parking for electric cars near your shop?",
+                "Where can I charge my electric car near the bakery?",
+            ),
+            (
+                "Can I book the bakery for a private party?",
+                "Is it possible to rent your shop for a private event?",
+            ),
+        ];
+        for model in crate::models::EMBEDDING_MODELS {
+            let embedder = match Embedder::load(&ModelPaths::new(&dir), model, None) {
+                Ok(e) => e,
+                Err(e) => {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "CI needs {}: {e}",
+                        model.id
+                    );
+                    eprintln!("\n!!! SKIPPING {}: {e}\n", model.id);
+                    continue;
+                }
+            };
+            let cosine = |(a, b): (&str, &str)| {
+                let a = embedder.embed_query(a).expect("query");
+                let b = embedder.embed_query(b).expect("query");
+                dot(&a, &b)
+            };
+            let same: Vec<f32> = same.iter().map(|p| cosine(*p)).collect();
+            let different: Vec<f32> = different.iter().map(|p| cosine(*p)).collect();
+            let related: Vec<f32> = related.iter().map(|p| cosine(*p)).collect();
+            eprintln!(
+                "{}: same {same:.3?}\ndifferent {different:.3?}\nrelated {related:.3?}",
+                model.id
+            );
+            let lowest_same = same.iter().copied().fold(f32::MAX, f32::min);
+            let highest_different = different.iter().copied().fold(f32::MIN, f32::max);
+            assert!(
+                lowest_same >= model.same_question,
+                "{}: {lowest_same}",
+                model.id
+            );
+            assert!(
+                highest_different < model.same_question,
+                "{}: {highest_different}",
+                model.id
+            );
+            for score in related {
+                assert!(
+                    score >= model.similar_case,
+                    "{}: related at {score}",
+                    model.id
+                );
+            }
+        }
+    }
+
     #[test]
     fn token_counter_counts_without_truncation() {
         let Some(dir) = default_model_dir() else {

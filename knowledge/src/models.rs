@@ -25,7 +25,7 @@ pub const RUNTIME_FILE: &str = "libonnxruntime.so.1.31.1";
 /// A sentence-embedding model Frontdesk can run. Its `id` is stamped on
 /// every vector it made (in SQL and in the index), so vectors of two models
 /// are never compared.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct EmbeddingModel {
     /// Stamped on vectors; the value of `embedding.model`.
     pub id: &'static str,
@@ -40,6 +40,14 @@ pub struct EmbeddingModel {
     pub passage_prefix: &'static str,
     /// What it is, for `models install` and logs.
     pub about: &'static str,
+    /// Cosine at or above which two customer questions are taken to ask
+    /// the same thing (knowledge gaps group them). Measured on paraphrase
+    /// pairs: see `questions_of_one_meaning_meet_the_bar` in `embed.rs`.
+    pub same_question: f32,
+    /// Cosine at or above which an earlier question is close enough to
+    /// show its resolved case beside a new escalation (looser: related, not
+    /// only the same).
+    pub similar_case: f32,
 }
 
 impl EmbeddingModel {
@@ -71,6 +79,8 @@ pub const MINILM: EmbeddingModel = EmbeddingModel {
     query_prefix: "",
     passage_prefix: "",
     about: "sentence-transformers/all-MiniLM-L6-v2, int8 (English)",
+    same_question: 0.8,
+    similar_case: 0.5,
 };
 
 /// multilingual-e5-small (4-bit weights): about 100 languages, 12 layers.
@@ -86,6 +96,8 @@ pub const MULTILINGUAL_E5: EmbeddingModel = EmbeddingModel {
     query_prefix: "query: ",
     passage_prefix: "passage: ",
     about: "intfloat/multilingual-e5-small, 4-bit (about 100 languages)",
+    same_question: 0.93,
+    similar_case: 0.9,
 };
 
 /// Every embedding model, the default first.

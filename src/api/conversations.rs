@@ -324,6 +324,19 @@ async fn detail_json(state: &AppState, c: &Conversation) -> Result<Value, ApiErr
     body["messages"] = messages.iter().map(message_json).collect();
     body["handoffs"] = handoffs.iter().map(handoff_json).collect();
     body["notes"] = serde_json::to_value(&notes).unwrap_or_default();
+    drop(conn);
+    // The open escalation comes with the earlier resolved cases like it.
+    if let Some(open) = open {
+        let similar = crate::gaps::similar(&state.app, &c.bot_id, open).await?;
+        let similar = serde_json::to_value(&similar).unwrap_or_default();
+        body["handoff"]["similar"] = similar.clone();
+        if let Some(entry) = body["handoffs"]
+            .as_array_mut()
+            .and_then(|all| all.iter_mut().find(|h| h["id"] == json!(open.id)))
+        {
+            entry["similar"] = similar;
+        }
+    }
     Ok(body)
 }
 

@@ -23,6 +23,7 @@ use store::models::user::Role;
 pub mod analytics;
 pub mod bots;
 pub mod conversations;
+pub mod gaps;
 pub mod knowledge;
 pub mod openapi;
 pub mod passwords;
@@ -61,6 +62,7 @@ pub fn routes() -> Vec<Route> {
         bots::ROUTES,
         conversations::ROUTES,
         analytics::ROUTES,
+        gaps::ROUTES,
     ]
     .concat()
 }

@@ -262,6 +262,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    handoff_vectors (handoff_id) {
+        handoff_id -> Text,
+        bot_id -> Text,
+        model -> Text,
+        vector -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    knowledge_gaps (id) {
+        id -> Text,
+        workspace_id -> Text,
+        bot_id -> Text,
+        question -> Text,
+        model -> Text,
+        vector -> Binary,
+        examples -> Text,
+        count -> BigInt,
+        first_seen -> Timestamp,
+        last_seen -> Timestamp,
+        answered_at -> Nullable<Timestamp>,
+        answered_by -> Nullable<Text>,
+        document_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(bots -> workspaces (workspace_id));
@@ -273,6 +301,7 @@ diesel::joinable!(conversations -> customers (customer_id));
 diesel::joinable!(conversations -> channel_accounts (channel_account_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(handoffs -> conversations (conversation_id));
+diesel::joinable!(handoff_vectors -> handoffs (handoff_id));
 diesel::joinable!(notes -> conversations (conversation_id));
 diesel::joinable!(sessions -> users (user_id));
 
@@ -295,4 +324,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     notes,
     events,
+    handoff_vectors,
+    knowledge_gaps,
 );

@@ -15,6 +15,7 @@ mod answer;
 mod browser;
 mod cli;
 mod common;
+mod gaps;
 mod hygiene;
 mod knowledge;
 mod migrations;

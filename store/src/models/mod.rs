@@ -11,6 +11,7 @@ pub mod channel_account;
 pub mod conversation;
 pub mod customer;
 pub mod event;
+pub mod gap;
 pub mod handoff;
 pub mod inbound;
 pub mod instance_meta;

@@ -1,0 +1,2 @@
+DROP TABLE knowledge_gaps;
+DROP TABLE handoff_vectors;
