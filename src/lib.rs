@@ -27,7 +27,9 @@
 //!   [`hub`] — this node's subscriptions, shared by its websockets.
 //! - [`ingest`] — verified inbound events → stored messages → queued turns;
 //!   [`handoff`] — who answers a conversation (bot, people);
-//!   [`delivery`] — a stored reply → the customer's channel.
+//!   [`delivery`] — a stored reply → the customer's channel;
+//!   [`channel_setup`] — registering webhooks with platforms, and what a
+//!   business pastes where to connect a channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
 //!   and knowledge (the production responder); [`worker`] — one turn at a
@@ -65,6 +67,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod botfiles;
+pub mod channel_setup;
 pub mod cli;
 pub mod config;
 pub mod console;
