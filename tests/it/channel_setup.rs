@@ -184,6 +184,22 @@ async fn telegram_with_the_token_alone(db: TestDb) {
         "{listed}"
     );
 
+    // Registered again on request, with the stored secret.
+    let (status, again) = call(
+        &server,
+        Some(&admin),
+        "POST",
+        &format!("{channels}/acme-tg/webhook"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["connected"], true);
+    let calls = telegram.calls("/setWebhook");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].body["secret_token"], secret.as_str());
+    assert_eq!(calls[1].body["url"], hook_url.as_str());
+
     // The same Telegram bot under another id: refused before Telegram is told.
     let (status, body) = call(
         &server,
@@ -194,7 +210,7 @@ async fn telegram_with_the_token_alone(db: TestDb) {
     )
     .await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(telegram.calls("/setWebhook").len(), 1, "Telegram untouched");
+    assert_eq!(telegram.calls("/setWebhook").len(), 2, "Telegram untouched");
 
     // Full URLs for the other platforms.
     let (status, fb) = call(
@@ -279,8 +295,8 @@ async fn telegram_with_the_token_alone(db: TestDb) {
     .await;
     assert_eq!(status, 201, "{again}");
     let calls = telegram.calls("/setWebhook");
-    assert_eq!(calls.len(), 2);
-    let new_secret = calls[1].body["secret_token"].as_str().expect("secret");
+    assert_eq!(calls.len(), 3);
+    let new_secret = calls[2].body["secret_token"].as_str().expect("secret");
     assert_ne!(new_secret, secret, "a new secret");
     assert_eq!(telegram_update(&server, "acme-tg", &secret).await, 401);
     assert_eq!(telegram_update(&server, "acme-tg", new_secret).await, 200);
