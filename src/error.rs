@@ -36,8 +36,14 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// 415: the body is not of the expected type.
     UnsupportedMediaType,
+    /// 422: well-formed, but a platform refused what the caller gave (a bot
+    /// token Telegram does not know).
+    Unprocessable,
     /// 429: too many attempts; retry later.
     TooManyRequests,
+    /// 502: a platform (Telegram, Meta) refused or failed a call made on
+    /// the caller's behalf; the message quotes its answer.
+    BadGateway,
     /// 503: a dependency is down.
     Unavailable,
     /// 500: a bug or an unexpected failure; details are in the log.
@@ -57,6 +63,8 @@ impl ErrorKind {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +82,8 @@ impl ErrorKind {
             Self::PayloadTooLarge => "payload_too_large",
             Self::TooManyRequests => "too_many_requests",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unprocessable => "unprocessable",
+            Self::BadGateway => "bad_gateway",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

@@ -351,6 +351,7 @@ mod tests {
             status: AccountStatus::Active,
             created_at: store::db::now(),
             updated_at: store::db::now(),
+            webhook_set_at: None,
         }
     }
 

@@ -28,7 +28,9 @@
 //! - [`ingest`] — verified inbound events → stored messages → queued turns;
 //!   [`handoff`] — who answers a conversation (bot, people); [`gaps`] —
 //!   what handoffs teach: knowledge gaps and similar resolved cases;
-//!   [`delivery`] — a stored reply → the customer's channel.
+//!   [`delivery`] — a stored reply → the customer's channel;
+//!   [`channel_setup`] — registering webhooks with platforms, and what a
+//!   business pastes where to connect a channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
 //!   and knowledge (the production responder); [`worker`] — one turn at a
@@ -66,6 +68,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod botfiles;
+pub mod channel_setup;
 pub mod cli;
 pub mod config;
 pub mod console;

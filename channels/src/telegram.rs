@@ -175,6 +175,103 @@ impl Telegram {
     }
 }
 
+/// The update kinds a webhook set by [`Telegram::set_webhook`] asks for:
+/// the ones [`parse_update`] reads. Others would be delivered only to be
+/// skipped.
+pub const ALLOWED_UPDATES: &[&str] = &["message", "edited_message", "callback_query"];
+
+/// A Bot API call that Telegram refused or that did not reach it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{description}")]
+pub struct BotApiError {
+    /// Telegram's `error_code` (its HTTP status); `None` when Telegram was
+    /// not reached.
+    pub error_code: Option<u16>,
+    /// Telegram's `description`, verbatim (e.g. `Unauthorized`, `Bad
+    /// Request: bad webhook: An HTTPS URL must be provided for webhook`),
+    /// or why the request failed.
+    pub description: String,
+}
+
+impl BotApiError {
+    /// Whether Telegram does not know the bot token (401, or 404 for a
+    /// malformed one): the caller's input is wrong.
+    pub fn is_bad_token(&self) -> bool {
+        matches!(self.error_code, Some(401 | 404))
+    }
+}
+
+impl Telegram {
+    /// Points the bot's updates at `url` (`setWebhook`), signed with
+    /// `secret_token`, for [`ALLOWED_UPDATES`]. One attempt: a person is
+    /// waiting for the answer, and Telegram's refusal is what they need.
+    pub async fn set_webhook(
+        &self,
+        bot_token: &str,
+        url: &str,
+        secret_token: &str,
+    ) -> Result<(), BotApiError> {
+        let body = json!({
+            "url": url,
+            "secret_token": secret_token,
+            "allowed_updates": ALLOWED_UPDATES,
+        });
+        self.management_call(bot_token, "setWebhook", &body).await
+    }
+
+    /// Stops the bot's webhook (`deleteWebhook`). One attempt.
+    pub async fn delete_webhook(&self, bot_token: &str) -> Result<(), BotApiError> {
+        self.management_call(bot_token, "deleteWebhook", &json!({}))
+            .await
+    }
+
+    async fn management_call(
+        &self,
+        bot_token: &str,
+        method: &str,
+        body: &Value,
+    ) -> Result<(), BotApiError> {
+        let what = format!("telegram {method}");
+        let answer = self
+            .http
+            .once()
+            .post_json(
+                &what,
+                &self.method_url(bot_token, method),
+                None,
+                body,
+                |status, _, json| {
+                    if status.is_success() && json["ok"] == json!(true) {
+                        return Attempt::Ok(Ok(()));
+                    }
+                    let description = json["description"]
+                        .as_str()
+                        .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+                    let error_code = json["error_code"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .or(Some(status.as_u16()));
+                    Attempt::Ok(Err(BotApiError {
+                        error_code,
+                        description,
+                    }))
+                },
+            )
+            .await;
+        match answer {
+            Ok(result) => result,
+            Err(SendError::Exhausted { last, .. }) => Err(BotApiError {
+                error_code: None,
+                description: format!("Telegram could not be reached: {last}"),
+            }),
+            Err(other) => Err(BotApiError {
+                error_code: None,
+                description: other.to_string(),
+            }),
+        }
+    }
+}
+
 /// Options as an inline keyboard, one button a row. Button texts are fitted
 /// to [`MAX_BUTTON_CHARS`]; `callback_data` is limited to 64 bytes, and a
 /// payload over it is left out rather than cut (a cut payload would not

@@ -1,22 +1,18 @@
-//! Bots, their channel accounts and their knowledge. Agents may read bots;
-//! admins configure them. Bots declared by a bot file are changed in the
+//! Bots and their knowledge documents (their channel accounts are in
+//! [`super::channels`]). Agents may read bots; admins configure them. Bots declared by a bot file are changed in the
 //! file (the API answers 409 for them), so the file stays the truth.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use channels::ChannelKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Change, Json, Origin, Route, bad_request, conflict, not_found, record, text_field};
 use crate::auth::Principal;
-use crate::botfiles::{ChannelFile, channel_spec};
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::http::AppState;
-use store::crypto::Secret;
 use store::models::bot::{
     Bot, BotLlm, BotSpec, HandoffPolicy, KnowledgePaths, Upserted, WidgetOrigins,
 };
-use store::models::channel_account::{AccountSpec, ChannelAccount};
 use store::models::knowledge::Document;
 use store::models::user::Role;
 
@@ -60,37 +56,6 @@ pub(super) const ROUTES: &[Route] = &[
         query: &[],
         ok: 200,
         mount: |r| r.to(update_bot),
-    },
-    Route {
-        method: "GET",
-        path: "/bots/{id}/channels",
-        role: Some(Role::Admin),
-        summary: "The bot's channel accounts (never their credentials)",
-        body: &[],
-        query: &[],
-        ok: 200,
-        mount: |r| r.to(list_channels),
-    },
-    Route {
-        method: "POST",
-        path: "/bots/{id}/channels",
-        role: Some(Role::Admin),
-        summary: "Add a channel account; credentials are stored encrypted and never returned",
-        body: &[
-            ("kind", "string", true),
-            ("id", "string", true),
-            ("bot_token", "string", false),
-            ("secret_token", "string", false),
-            ("page_id", "string", false),
-            ("app_secret", "string", false),
-            ("page_access_token", "string", false),
-            ("verify_token", "string", false),
-            ("address", "string", false),
-            ("signing_key", "string", false),
-        ],
-        query: &[],
-        ok: 201,
-        mount: |r| r.to(create_channel),
     },
     Route {
         method: "GET",
@@ -392,123 +357,6 @@ async fn update_bot(
         .await;
     }
     Ok(HttpResponse::Ok().json(after))
-}
-
-fn channel_json(account: &ChannelAccount) -> Value {
-    json!({
-        "id": account.id,
-        "public_id": account.public_id,
-        "bot_id": account.bot_id,
-        "kind": account.kind.as_str(),
-        "external_id": account.external_id,
-        "status": account.status,
-        "webhook": match account.kind {
-            ChannelKind::Telegram => Some(format!("/webhooks/telegram/{}", account.public_id)),
-            ChannelKind::Email => Some(format!("/webhooks/email/{}", account.public_id)),
-            ChannelKind::Messenger => Some("/webhooks/messenger".to_owned()),
-            ChannelKind::Webchat => None,
-        },
-        "created_at": account.created_at,
-        "updated_at": account.updated_at,
-    })
-}
-
-async fn list_channels(
-    state: web::Data<AppState>,
-    who: Principal,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Admin)?;
-    let bot = workspace_bot(&state, &who, &id).await?;
-    let mut conn = state.app.db.get().await?;
-    let items: Vec<Value> = ChannelAccount::of_bot(&mut conn, &bot.id)
-        .await?
-        .iter()
-        .map(channel_json)
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": null })))
-}
-
-async fn create_channel(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    who: Principal,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Admin)?;
-    let bot = workspace_bot(&state, &who, &id).await?;
-    if let Some(file) = &bot.source_file {
-        return Err(conflict(format!(
-            "this bot is declared in {file}: add the channel to its [[channels]] there"
-        )));
-    }
-    // Parsed here, not by an extractor: serde would quote a bad value, and a
-    // value may be a credential.
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("invalid JSON body at line {}", e.line())))?;
-    let channel: ChannelFile = serde_json::from_value(raw).map_err(|e| {
-        bad_request(format!(
-            "not a channel: {}",
-            crate::botfiles::without_values(&e.to_string())
-        ))
-    })?;
-    // Credentials come inline: `env:` references are for bot files, never
-    // for API clients (they would read the server's environment).
-    let inline = |key: &str, raw: String| -> Result<Secret, (String, String)> {
-        if raw.trim().is_empty() {
-            return Err((key.to_owned(), "must not be empty".into()));
-        }
-        if raw.starts_with("env:") {
-            return Err((
-                key.to_owned(),
-                "env: references are only for bot files; send the value".into(),
-            ));
-        }
-        Ok(Secret::new(raw))
-    };
-    let loaded = channel_spec(channel, &inline, None)
-        .map_err(|(key, message)| bad_request(format!("`{key}` {message}")))?;
-    if loaded.public_id.starts_with("webchat-") {
-        return Err(bad_request(
-            "`id` must not start with `webchat-` (reserved for the chat widget)",
-        ));
-    }
-    let spec = AccountSpec {
-        public_id: loaded.public_id,
-        bot_id: bot.id.clone(),
-        kind: loaded.kind,
-        external_id: loaded.external_id,
-        credentials: loaded.credentials,
-    };
-    let mut conn = state.app.db.get().await?;
-    // Insert only: an existing id (anyone's) is a conflict, never taken over.
-    let account = ChannelAccount::create(&mut conn, &state.app.master_key, &spec)
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?
-        .ok_or_else(|| {
-            conflict(format!(
-                "a channel with id `{}` exists already",
-                spec.public_id
-            ))
-        })?;
-    drop(conn);
-    state.app.accounts.changed(&state.app.broker).await;
-    let after = channel_json(&account);
-    record(
-        &state,
-        &who,
-        &Origin::of(&req),
-        Change {
-            action: "channel.create",
-            target_kind: "channel_account",
-            target_id: Some(&account.id),
-            before: None,
-            after: Some(after.clone()),
-        },
-    )
-    .await;
-    Ok(HttpResponse::Created().json(after))
 }
 
 async fn list_documents(

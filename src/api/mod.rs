@@ -22,6 +22,7 @@ use store::models::user::Role;
 
 pub mod analytics;
 pub mod bots;
+pub mod channels;
 pub mod conversations;
 pub mod gaps;
 pub mod knowledge;
@@ -60,6 +61,7 @@ pub fn routes() -> Vec<Route> {
         users::ROUTES,
         passwords::ROUTES,
         bots::ROUTES,
+        channels::ROUTES,
         conversations::ROUTES,
         analytics::ROUTES,
         gaps::ROUTES,

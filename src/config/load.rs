@@ -27,6 +27,7 @@ impl Settings {
                 shutdown_timeout_secs: 30,
                 trusted_proxies: Vec::new(),
                 webhook_queue: 4096,
+                public_url: None,
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::Sqlite(PathBuf::from("data/frontdesk.db")),
@@ -652,6 +653,45 @@ mod tests {
     }
 
     #[test]
+    fn public_url_is_checked_and_trimmed() {
+        let dir = dir_with(None);
+        let load = |value: &str| {
+            Settings::load(
+                dir.path(),
+                None,
+                &env(&[("FRONTDESK__SERVER__PUBLIC_URL", value)]),
+            )
+        };
+        let s = load("https://support.example.com/").expect("load");
+        assert_eq!(
+            s.server.public_url.map(String::from).as_deref(),
+            Some("https://support.example.com")
+        );
+        let s = load("http://10.0.0.5:8080/desk/").expect("load");
+        assert_eq!(
+            s.server.public_url.map(String::from).as_deref(),
+            Some("http://10.0.0.5:8080/desk")
+        );
+        for bad in [
+            "support.example.com",
+            "ftp://support.example.com",
+            "https://support.example.com/?a=1",
+            "https://support.example.com/#top",
+            "https://ann:pw@support.example.com",
+        ] {
+            let err = load(bad).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(
+                    "invalid value for config key `server.public_url` in environment variable FRONTDESK__SERVER__PUBLIC_URL"
+                ),
+                "{bad}: {err}"
+            );
+        }
+        let s = Settings::load(dir.path(), None, &[]).expect("load");
+        assert!(s.server.public_url.is_none(), "unset by default");
+    }
+
+    #[test]
     fn syntax_error_has_a_location() {
         let dir = dir_with(Some("[server]\nbind = \n"));
         let err = Settings::load(dir.path(), None, &[]).expect_err("must fail");
@@ -694,6 +734,7 @@ mod tests {
         keys.extend(
             [
                 "redis.url",
+                "server.public_url",
                 "security.master_key",
                 "channels.email.smtp_url",
                 "llm.base_url",

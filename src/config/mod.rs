@@ -82,6 +82,67 @@ pub struct ServerSettings {
     /// Webhooks waiting to be stored, at most; beyond this the door answers
     /// 503 with `Retry-After` instead of queueing without bound.
     pub webhook_queue: usize,
+    /// The address platforms and browsers reach this gateway at, e.g.
+    /// `https://support.example.com` (an absolute http(s) URL, a path
+    /// allowed, no query or fragment; a trailing `/` is dropped). Used to
+    /// register webhooks (Telegram `setWebhook`) and in the setup
+    /// instructions of channels. Unset: channels show paths, and Telegram
+    /// webhooks are not registered by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<PublicUrl>,
+}
+
+/// A validated `server.public_url`: `http(s)://host[:port][/path]`, without
+/// a trailing `/`, so `format!("{url}/webhooks/…")` is the route's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    /// The URL, without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether platforms that insist on TLS (Telegram) will accept it.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        let url = reqwest::Url::parse(trimmed).map_err(|e| {
+            format!("`{trimmed}` is not an absolute URL ({e}), e.g. https://support.example.com")
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{trimmed}` must start with https:// (or http://)"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("`{trimmed}` has no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("`{trimmed}` must have no query or fragment"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not carry a user name or password".into());
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+    }
+}
+
+impl From<PublicUrl> for String {
+    fn from(url: PublicUrl) -> String {
+        url.0
+    }
+}
+
+impl fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

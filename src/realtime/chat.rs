@@ -17,40 +17,10 @@ use crate::error::{ApiError, ErrorKind};
 use crate::http::AppState;
 use crate::hub::Feed;
 use store::models::bot::Bot;
-use store::models::channel_account::{AccountSpec, ChannelAccount};
+use store::models::channel_account::ChannelAccount;
 use store::models::conversation::Conversation;
 use store::models::customer::Customer;
 use store::models::message::Message;
-/// The bot's web chat account, created on first use.
-async fn webchat_account(app: &App, bot: &Bot) -> Result<ChannelAccount, ApiError> {
-    let public_id = format!("webchat-{}", bot.id);
-    let mut conn = app.db.get().await?;
-    if let Some(account) = ChannelAccount::find_by_public_id(&mut conn, &public_id).await? {
-        // Only this bot's own web chat account: an id taken by anything
-        // else must never route this bot's customers elsewhere.
-        if account.bot_id == bot.id && account.kind == ChannelKind::Webchat {
-            return Ok(account);
-        }
-        tracing::error!(bot = %bot.id, account = %account.id, "the web chat account id is taken by another account");
-        return Err(ApiError::new(
-            ErrorKind::Unavailable,
-            "this bot's web chat is unavailable",
-        ));
-    }
-    let spec = AccountSpec {
-        public_id,
-        bot_id: bot.id.clone(),
-        kind: ChannelKind::Webchat,
-        external_id: None,
-        credentials: Default::default(),
-    };
-    let account = ChannelAccount::upsert(&mut conn, &app.master_key, &spec)
-        .await
-        .map(|u| u.row().clone())
-        .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
-    app.accounts.changed(&app.broker).await;
-    Ok(account)
-}
 
 /// `GET /ws/chat/{bot}?session=TOKEN&after=SEQ`.
 pub(super) async fn chat_socket(
@@ -89,7 +59,7 @@ pub(super) async fn chat_socket(
     admit(&state.app, &limits)
         .await
         .map_err(|wait| crate::api::too_many("too many chat sessions opened", wait))?;
-    let account = webchat_account(&state.app, &bot).await?;
+    let account = crate::channel_setup::webchat_account(&state.app, &bot).await?;
     if account.status != store::models::channel_account::AccountStatus::Active {
         return Err(ApiError::new(
             ErrorKind::NotFound,

@@ -112,6 +112,7 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        webhook_set_at -> Nullable<Timestamp>,
     }
 }
 
@@ -163,6 +164,7 @@ diesel::table! {
         delivery_error -> Nullable<Text>,
         created_at -> Timestamp,
         reply_key -> Nullable<Text>,
+        delivery_failed_at -> Nullable<Timestamp>,
     }
 }
 

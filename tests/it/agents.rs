@@ -386,6 +386,12 @@ async fn roles_scoping_and_audit(db: TestDb) {
             Some(json!({ "system_prompt": "pwned" })),
         ),
         ("GET", format!("/bots/{bot_id}/channels"), None),
+        ("DELETE", format!("/bots/{bot_id}/channels/acme-tg"), None),
+        (
+            "POST",
+            format!("/bots/{bot_id}/channels/acme-tg/webhook"),
+            None,
+        ),
         ("GET", format!("/bots/{bot_id}/documents"), None),
         ("GET", format!("/conversations/{conv_id}"), None),
         ("POST", format!("/conversations/{conv_id}/take_over"), None),

@@ -13,6 +13,7 @@ mod agents;
 mod analytics;
 mod answer;
 mod browser;
+mod channel_setup;
 mod cli;
 mod common;
 mod gaps;

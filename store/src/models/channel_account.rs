@@ -53,6 +53,9 @@ pub struct ChannelAccount {
     pub created_at: NaiveDateTime,
     /// Last changed.
     pub updated_at: NaiveDateTime,
+    /// When the server last registered the account's webhook with its
+    /// platform (Telegram `setWebhook`); `None` if it never did.
+    pub webhook_set_at: Option<NaiveDateTime>,
 }
 
 /// The associated data that binds sealed credentials to their account.
@@ -430,5 +433,98 @@ impl ChannelAccount {
                 .load(conn)
                 .await?
         }))
+    }
+}
+
+/// What an account has been doing, for the console: read from the stored
+/// messages, so the webhook path writes nothing extra for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AccountActivity {
+    /// When its latest customer message was stored (received by webhook,
+    /// or by the chat widget's socket).
+    pub last_inbound_at: Option<NaiveDateTime>,
+    /// Its latest failed delivery: when it was given up, and why.
+    pub last_delivery_error: Option<(NaiveDateTime, String)>,
+}
+
+impl ChannelAccount {
+    /// Records that the server registered the account's webhook now, or
+    /// (`false`) that it no longer stands.
+    pub async fn mark_webhook_set(
+        conn: &mut DbConn,
+        id: &str,
+        set: bool,
+    ) -> Result<Option<NaiveDateTime>, DbError> {
+        let at = set.then(now);
+        db_run!(conn: {
+            diesel::update(channel_accounts::table.find(id))
+                .set(channel_accounts::webhook_set_at.eq(at))
+                .execute(conn)
+                .await?;
+        });
+        Ok(at)
+    }
+
+    /// Disables one account (kept for its conversations' history; its
+    /// webhooks are refused from now on). Returns it as it is now.
+    pub async fn disable(conn: &mut DbConn, id: &str) -> Result<ChannelAccount, DbError> {
+        Ok(db_run!(conn: {
+            diesel::update(channel_accounts::table.find(id))
+                .set((
+                    channel_accounts::status.eq(AccountStatus::Disabled),
+                    channel_accounts::webhook_set_at.eq(None::<NaiveDateTime>),
+                    channel_accounts::updated_at.eq(now()),
+                ))
+                .returning(ChannelAccount::as_returning())
+                .get_result(conn)
+                .await?
+        }))
+    }
+
+    /// The activity of each of `ids` (absent: none). The latest customer
+    /// message is one aggregate over the account's inbound messages (the
+    /// `(channel_account_id, direction, external_id)` unique index serves
+    /// it); the latest failure one probe per account of the partial index
+    /// of failed messages.
+    pub async fn activity(
+        conn: &mut DbConn,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, AccountActivity>, DbError> {
+        use super::message::Direction;
+        use crate::schema::messages;
+        use diesel::dsl::max;
+        let mut out: BTreeMap<String, AccountActivity> = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let inbound: Vec<(String, Option<NaiveDateTime>)> = db_run!(conn: {
+            messages::table
+                .filter(messages::channel_account_id.eq_any(ids))
+                .filter(messages::direction.eq(Direction::Inbound))
+                .group_by(messages::channel_account_id)
+                .select((messages::channel_account_id, max(messages::created_at)))
+                .load(conn)
+                .await?
+        });
+        for (id, at) in inbound {
+            out.entry(id).or_default().last_inbound_at = at;
+        }
+        for id in ids {
+            let failure: Option<(Option<NaiveDateTime>, Option<String>)> = db_run!(conn: {
+                messages::table
+                    .filter(messages::channel_account_id.eq(id))
+                    .filter(messages::delivery_failed_at.is_not_null())
+                    .order(messages::delivery_failed_at.desc())
+                    .select((messages::delivery_failed_at, messages::delivery_error))
+                    .first(conn)
+                    .await
+                    .optional()?
+            });
+            if let Some((Some(at), error)) = failure {
+                out.entry(id.clone()).or_default().last_delivery_error =
+                    Some((at, error.unwrap_or_default()));
+            }
+        }
+        Ok(out)
     }
 }

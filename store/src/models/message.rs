@@ -515,6 +515,7 @@ impl Message {
                     messages::external_id.eq(parts.first()),
                     messages::metadata.eq(&metadata),
                     messages::delivery_error.eq(None::<String>),
+                    messages::delivery_failed_at.eq(None::<chrono::NaiveDateTime>),
                 ))
                 .execute(conn)
                 .await?;
@@ -538,12 +539,14 @@ impl Message {
         external_id: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), DbError> {
+        let failed_at = (status == DeliveryStatus::Failed).then(now);
         db_run!(conn: {
             diesel::update(messages::table.find(id))
                 .set((
                     messages::delivery_status.eq(status),
                     messages::external_id.eq(external_id),
                     messages::delivery_error.eq(error),
+                    messages::delivery_failed_at.eq(failed_at),
                 ))
                 .execute(conn)
                 .await?;

@@ -136,6 +136,24 @@ async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Byte
             "ok": true,
             "result": { "message_id": 5000 + id, "chat": { "id": body["chat_id"] }, "date": 0, "text": body["text"] }
         }))
+    } else if path.ends_with("/setWebhook") {
+        // As Telegram: only an HTTPS URL is accepted.
+        if body["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://"))
+        {
+            HttpResponse::Ok()
+                .json(json!({ "ok": true, "result": true, "description": "Webhook was set" }))
+        } else {
+            HttpResponse::BadRequest().json(json!({
+                "ok": false,
+                "error_code": 400,
+                "description": "Bad Request: bad webhook: An HTTPS URL must be provided for webhook",
+            }))
+        }
+    } else if path.ends_with("/deleteWebhook") {
+        HttpResponse::Ok()
+            .json(json!({ "ok": true, "result": true, "description": "Webhook was deleted" }))
     } else if path.ends_with("/sendChatAction") || path.ends_with("/answerCallbackQuery") {
         HttpResponse::Ok().json(json!({ "ok": true, "result": true }))
     } else if path.ends_with("/me/messages") {
