@@ -397,15 +397,14 @@ pub async fn start(
     // One pipeline for the worker loops and the console's trial questions.
     let answerer = Arc::new(Answerer::new(app.clone(), env));
     answerer.watch_bot_changes().await;
-    let workers = match startup.worker {
-        Some(consumer) => Some(tokio::spawn(crate::worker::run(
+    let workers = startup.worker.map(|consumer| {
+        tokio::spawn(crate::worker::run(
             app.clone(),
             answerer.clone(),
             consumer,
             stopped,
-        ))),
-        None => None,
-    };
+        ))
+    });
     let (server, addr) = match startup.http {
         Some(listener) => {
             app.accounts.watch(&app.broker).await;
