@@ -786,7 +786,7 @@
     const channel = h("select", { "aria-label": "Channel" }, option("", "All channels", true), ["telegram", "messenger", "email", "webchat"].map((c) => option(c, c)));
     channel.addEventListener("change", () => load());
     const range = rangeControls(() => load(), true);
-    const csv = h("button", { type: "button", disabled: true }, "Export CSV");
+    const csv = h("button", { type: "button", disabled: true, id: "analytics-csv" }, "Export CSV");
     let last = null;
     csv.addEventListener("click", () => { if (last) downloadCsv("analytics.csv", last.series || []); });
     root.append(h("div", { class: "toolbar" }, bot, channel, ...range.els, csv), box, out);

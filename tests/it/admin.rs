@@ -405,7 +405,7 @@ async fn an_owner_uploads_a_document_and_tries_a_question_in_the_console() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("✓ returns.md") && l.contains("chunks")),
+            .any(|l| l.starts_with("✓ returns.md") && l.contains(" chunk")),
         "{lines:?}"
     );
     assert!(
@@ -522,6 +522,46 @@ async fn an_owner_uploads_a_document_and_tries_a_question_in_the_console() {
             );
         }
     }
+    // The CSV export: made in the browser from the report, one row a bucket.
+    owner
+        .find(Locator::Css("#admin-nav button[data-view=analytics]"))
+        .await
+        .expect("nav")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &owner,
+        "the report",
+        "const b = document.getElementById('analytics-csv'); return b && !b.disabled;",
+    )
+    .await;
+    owner
+        .execute(
+            "const make = URL.createObjectURL; \
+             URL.createObjectURL = (blob) => { blob.text().then(t => { window.csvText = t; }); return make(blob); }; \
+             document.getElementById('analytics-csv').click(); return true;",
+            vec![],
+        )
+        .await
+        .expect("export");
+    let csv = wait_for(&owner, "the CSV", "return window.csvText;").await;
+    let csv = csv.as_str().unwrap_or_default();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("start,conversations,customer_messages,answered_by_bot,handed_off,"),
+        "{csv}"
+    );
+    assert!(
+        rows[0].contains(",first_response_seconds.p50,first_response_seconds.p90,"),
+        "{csv}"
+    );
+    // The last 30 days, by day: 30 or 31 buckets, each with zero conversations.
+    assert!((31..=32).contains(&rows.len()), "{csv}");
+    assert!(
+        rows[1..].iter().all(|r| r.split(',').nth(1) == Some("0")),
+        "{csv}"
+    );
     let violations = owner
         .execute("return window.cspViolations;", vec![])
         .await
