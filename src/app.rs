@@ -394,24 +394,22 @@ pub async fn start(
         KnowledgeSync::Skip => {}
     }
     let (stop, stopped) = watch::channel(false);
-    let workers = match startup.worker {
-        Some(consumer) => {
-            let answerer = Arc::new(Answerer::new(app.clone(), env));
-            answerer.watch_bot_changes().await;
-            Some(tokio::spawn(crate::worker::run(
-                app.clone(),
-                answerer,
-                consumer,
-                stopped,
-            )))
-        }
-        None => None,
-    };
+    // One pipeline for the worker loops and the console's trial questions.
+    let answerer = Arc::new(Answerer::new(app.clone(), env));
+    answerer.watch_bot_changes().await;
+    let workers = startup.worker.map(|consumer| {
+        tokio::spawn(crate::worker::run(
+            app.clone(),
+            answerer.clone(),
+            consumer,
+            stopped,
+        ))
+    });
     let (server, addr) = match startup.http {
         Some(listener) => {
             app.accounts.watch(&app.broker).await;
             tokio::spawn(crate::events::prune_events(app.clone()));
-            let (server, addr) = crate::server::build(app.clone(), listener)?;
+            let (server, addr) = crate::server::build(app.clone(), answerer, listener)?;
             (Some((server.handle(), tokio::spawn(server))), Some(addr))
         }
         None => (None, None),

@@ -1,5 +1,7 @@
-//! The pages the binary serves itself: the agent console at `/`, the chat
-//! widget script at `/widget.js`, and a demo page with the widget at
+//! The pages the binary serves itself: the agent console at `/` (with the
+//! admin views of `/admin.js`, which the console loads for admins and
+//! owners alike: the API decides what each role may do), the chat widget
+//! script at `/widget.js`, and a demo page with the widget at
 //! `/demo?bot=BOT_ID`. Plain HTML and JavaScript, no build step.
 
 use actix_web::http::header;
@@ -8,6 +10,7 @@ use actix_web::{HttpResponse, web};
 use crate::http::resource;
 
 const CONSOLE: &str = include_str!("../static/console.html");
+const ADMIN: &str = include_str!("../static/admin.js");
 const WIDGET: &str = include_str!("../static/widget.js");
 const DEMO: &str = include_str!("../static/demo.html");
 
@@ -15,6 +18,7 @@ const DEMO: &str = include_str!("../static/demo.html");
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/").route(web::get().to(console)))
         .service(resource("/demo").route(web::get().to(demo)))
+        .service(resource("/admin.js").route(web::get().to(admin)))
         .service(resource("/widget.js").route(web::get().to(widget)));
 }
 
@@ -83,6 +87,16 @@ async fn demo() -> HttpResponse {
     page(DEMO, &CSP)
 }
 
+async fn admin() -> HttpResponse {
+    // Same origin only (no CORS header); revalidated like the console that
+    // loads it, so both change together on an upgrade.
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(ADMIN)
+}
+
 async fn widget() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
@@ -114,5 +128,42 @@ mod tests {
             );
             assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
         }
+    }
+
+    /// The CSP would block inline handlers anyway; the pages must not rely
+    /// on them, nor build markup from strings (where data could inject it).
+    #[test]
+    fn the_console_scripts_use_no_inline_handlers_or_markup_strings() {
+        for (name, text) in [("console.html", CONSOLE), ("admin.js", ADMIN)] {
+            for bad in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                " eval(",
+                "new Function(",
+            ] {
+                assert!(!text.contains(bad), "{name} uses {bad}");
+            }
+            assert!(
+                !has_inline_handler(text),
+                "{name} has an inline on…= handler"
+            );
+        }
+        assert!(has_inline_handler(r#"<b onclick="x()">"#));
+        assert!(!has_inline_handler("ws.onclose = () => {}; a == b"));
+        assert!(CONSOLE.contains(r#"<script src="/admin.js"></script>"#));
+    }
+
+    /// Whether `text` holds an HTML attribute like ` onclick=` or a
+    /// `setAttribute("onclick", …)`.
+    fn has_inline_handler(text: &str) -> bool {
+        let lower = text.to_ascii_lowercase();
+        let bytes = lower.as_bytes();
+        lower.match_indices(" on").any(|(i, _)| {
+            let rest = &bytes[i + 3..];
+            let name = rest.iter().take_while(|b| b.is_ascii_lowercase()).count();
+            name > 0 && rest.get(name) == Some(&b'=') && rest.get(name + 1) != Some(&b'=')
+        }) || lower.contains("setattribute(\"on")
     }
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub logins: Arc<LoginGate>,
     /// This node's event subscriptions, shared by its websockets.
     pub hub: Hub,
+    /// The answer pipeline, for questions tried from the console.
+    pub answerer: Arc<crate::answerer::Answerer>,
 }
 
 /// The request id of the current request, for handlers and audit entries.

@@ -33,8 +33,10 @@
 //!   business pastes where to connect a channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
-//!   and knowledge (the production responder); [`worker`] — one turn at a
-//!   time under the conversation's lock, and the loops around it.
+//!   and knowledge (the production responder); [`rehearsal`] — a question
+//!   put to that pipeline with no customer (`frontdesk ask`, the console's
+//!   "try a question"); [`worker`] — one turn at a time under the
+//!   conversation's lock, and the loops around it.
 //! - [`auth`] — users, sessions, tokens, roles; [`http`] — what handlers
 //!   share: state, request id, 405 routes, the same-origin check.
 //! - Handlers: [`webhooks`] (one route family per channel), [`api`] (REST
@@ -85,6 +87,7 @@ pub mod ingest;
 pub mod kb;
 pub mod metrics;
 pub mod realtime;
+pub mod rehearsal;
 pub mod server;
 pub mod telemetry;
 pub mod turn;

@@ -20,6 +20,7 @@ use prometheus::Encoder;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::answerer::Answerer;
 use crate::context::App;
 use crate::error::{ApiError, ErrorKind};
 use crate::http::{AppState, REQUEST_ID, RequestId, resource};
@@ -27,7 +28,11 @@ use broker::{AnyBroker, Broker};
 
 /// Builds the server on `listener` (bind port 0 in tests). The caller awaits
 /// or spawns the returned [`Server`]; the address is where it listens.
-pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketAddr)> {
+pub fn build(
+    app: App,
+    answerer: Arc<Answerer>,
+    listener: TcpListener,
+) -> anyhow::Result<(Server, SocketAddr)> {
     let addr = listener.local_addr()?;
     let settings = app.settings.clone();
     let state = AppState {
@@ -40,6 +45,7 @@ pub fn build(app: App, listener: TcpListener) -> anyhow::Result<(Server, SocketA
             settings.auth.login_queue,
         )),
         hub: crate::hub::Hub::new(app.clone()),
+        answerer,
         app,
     };
     let limit = settings.server.max_body_bytes;

@@ -78,6 +78,16 @@ pub(super) const ROUTES: &[Route] = &[
         mount: |r| r.to(super::knowledge::upload),
     },
     Route {
+        method: "POST",
+        path: "/bots/{id}/ask",
+        role: Some(Role::Admin),
+        summary: "Try a question on the bot's real pipeline: the answer, sources with scores, confidence and decision; nothing is sent or stored",
+        body: &[("question", "string (1-2000 characters)", true)],
+        query: &[],
+        ok: 200,
+        mount: |r| r.to(super::knowledge::ask),
+    },
+    Route {
         method: "DELETE",
         path: "/bots/{id}/documents/{document_id}",
         role: Some(Role::Admin),

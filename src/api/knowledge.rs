@@ -1,6 +1,7 @@
 //! Knowledge uploads: multipart files, each chunked, embedded and indexed
 //! like `frontdesk kb ingest` does; progress goes to the workspace's agent
-//! sockets as `knowledge.progress` events while it runs.
+//! sockets as `knowledge.progress` events while it runs. And the question
+//! an admin tries on the bot, answered like `frontdesk ask` does.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -8,11 +9,12 @@ use std::time::{Duration, Instant};
 use actix_multipart::Multipart;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::bots::workspace_bot;
-use super::{Change, Origin, bad_request, not_found, record};
+use super::{Change, Json, Origin, bad_request, not_found, record, text_field};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorKind};
 use crate::events::{self, Event};
@@ -246,4 +248,30 @@ pub(super) async fn delete(
     )
     .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The longest question the console may try.
+const MAX_TRIAL_QUESTION_CHARS: usize = 2000;
+
+/// The body of `POST /bots/{id}/ask`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrialQuestion {
+    question: String,
+}
+
+/// `POST /bots/{id}/ask`: the bot's real pipeline on one question, as
+/// `frontdesk ask --json` prints it. No customer, no conversation: nothing
+/// is sent and nothing is stored.
+pub(super) async fn ask(
+    state: web::Data<AppState>,
+    who: Principal,
+    id: web::Path<String>,
+    body: Json<TrialQuestion>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Admin)?;
+    let bot = workspace_bot(&state, &who, &id).await?;
+    let question = text_field("question", &body.question, MAX_TRIAL_QUESTION_CHARS)?;
+    let rehearsal = crate::rehearsal::rehearse(&state.answerer, &bot, &question, |_| {}).await;
+    Ok(HttpResponse::Ok().json(rehearsal.report()))
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::http::AppState;
-use store::models::audit::AuditEntry;
+use store::models::audit::{AuditEntry, AuditFilter};
 use store::models::session::{ApiToken, Creator, Session, effective_role};
 use store::models::user::{Role, User};
 
@@ -103,6 +103,9 @@ pub(super) const ROUTES: &[Route] = &[
         body: &[],
         query: &[
             ("action", "string"),
+            ("actor_id", "string (a user or token id)"),
+            ("target_kind", "string"),
+            ("target_id", "string"),
             ("limit", "integer"),
             ("cursor", "string"),
         ],
@@ -448,11 +451,27 @@ async fn revoke_token(
 #[derive(Deserialize)]
 struct AuditQuery {
     action: Option<String>,
+    actor_id: Option<String>,
+    target_kind: Option<String>,
+    target_id: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
 impl AuditQuery {
+    /// The filter; a blank parameter filters nothing (an empty form field).
+    fn filter(&self) -> AuditFilter<'_> {
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        AuditFilter {
+            action: set(&self.action),
+            actor_id: set(&self.actor_id),
+            target_kind: set(&self.target_kind),
+            target_id: set(&self.target_id),
+        }
+    }
+
     fn page(&self) -> Page {
         Page {
             limit: self.limit,
@@ -476,7 +495,7 @@ async fn audit_log(
     let entries = AuditEntry::page(
         &mut conn,
         &who.workspace_id,
-        query.action.as_deref(),
+        query.filter(),
         before.as_deref(),
         limit + 1,
     )

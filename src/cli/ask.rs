@@ -5,12 +5,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use serde_json::json;
-use tokio::sync::mpsc;
-
-use crate::answerer::{Answer, Answerer, Question};
+use crate::answerer::{Answer, Answerer};
 use crate::context::App;
-use crate::turn::{Replies, Reply};
+use crate::rehearsal::rehearse;
 
 /// `frontdesk ask` arguments.
 #[derive(Debug, clap::Args)]
@@ -48,71 +45,22 @@ pub async fn run(app: App, env: &[(String, String)], args: AskArgs) -> anyhow::R
         }
     }
     let answerer = Answerer::new(app, env);
-    let (tx, mut rx) = mpsc::channel::<Reply>(16);
     let as_json = args.json;
-    let printer = async move {
-        let mut paragraphs = Vec::new();
-        while let Some(reply) = rx.recv().await {
-            if !as_json {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}\n", reply.text);
-                let _ = out.flush();
-            }
-            paragraphs.push(reply.text);
+    let rehearsal = rehearse(&answerer, &bot, &args.question, |paragraph| {
+        if !as_json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{paragraph}\n");
+            let _ = out.flush();
         }
-        paragraphs
-    };
-    let ask = async {
-        let out = Replies(tx);
-        answerer
-            .answer(
-                Question {
-                    bot: &bot,
-                    text: args.question.clone(),
-                    history: Vec::new(),
-                    first_reply: false,
-                },
-                &out,
-            )
-            .await
-    };
-    let (answer, paragraphs) = tokio::join!(ask, printer);
+    })
+    .await;
     let mut out = std::io::stdout().lock();
     if as_json {
-        writeln!(out, "{}", report(&answer, &paragraphs))?;
+        writeln!(out, "{}", rehearsal.report())?;
     } else {
-        print_text(&mut out, &answer, &paragraphs)?;
+        print_text(&mut out, &rehearsal.answer, &rehearsal.paragraphs)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn decision(answer: &Answer) -> &'static str {
-    match (&answer.handoff, answer.low_confidence, &answer.offer) {
-        (Some(_), _, _) => "handoff",
-        (None, _, Some(_)) => "choices",
-        (None, true, None) => "answered_low_confidence",
-        (None, false, None) => "answered",
-    }
-}
-
-fn report(answer: &Answer, paragraphs: &[String]) -> serde_json::Value {
-    json!({
-        "question": answer.question,
-        "paragraphs": paragraphs,
-        "provider": answer.provider,
-        "retriever": answer.retriever,
-        "confidence": answer.confidence,
-        "decision": decision(answer),
-        "handoff": answer.handoff.as_ref().map(|h| json!({
-            "reason": h.reason,
-            "detail": h.detail,
-            "triage": h.triage,
-        })),
-        "draft": answer.draft,
-        "choices": answer.offer.as_ref().map(|o| o.options.iter().map(|c| c.label.clone()).collect::<Vec<_>>()),
-        "sources": answer.sources,
-        "first_paragraph_ms": answer.first_paragraph.map(|d| d.as_millis() as u64),
-    })
 }
 
 fn print_text(out: &mut impl Write, answer: &Answer, paragraphs: &[String]) -> std::io::Result<()> {

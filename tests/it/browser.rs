@@ -1,18 +1,16 @@
-//! The console and the chat widget in a real browser: headless Chromium
-//! driven through ChromeDriver (Debian's `chromium` and `chromium-driver`,
-//! installed by `.ci/run`). A customer writes in the widget of the demo
+//! The console and the chat widget in a real browser (see
+//! [`crate::common::chrome`]). A customer writes in the widget of the demo
 //! page, asks for a person; an agent logs in to the console, sees the
 //! escalation, takes it over and replies; the customer sees the reply and
 //! the bot stays silent.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::json;
 
-use crate::common::{Backend, TestDb, TestServer, missing_service, until_turns_done};
+use crate::common::chrome::{browser, sign_in, start_driver, wait_for};
+use crate::common::{Backend, TestDb, TestServer, until_turns_done};
 use store::models::user::{Role, User};
 use store::models::workspace::Workspace;
 
@@ -22,83 +20,9 @@ name = "help"
 system_prompt = "You help."
 "#;
 
-/// ChromeDriver on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The whole group: browsers of a test that failed before closing
-        // them would outlive ChromeDriver otherwise.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_driver() -> Option<Driver> {
-    let installed = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
-        .iter()
-        .all(|p| std::path::Path::new(p).exists());
-    if !installed {
-        missing_service(
-            "Chromium and ChromeDriver",
-            "apt-get install chromium chromium-driver",
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    Some(Driver { child, port })
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800"],
-        }),
-    );
-    let url = format!("http://127.0.0.1:{}", driver.port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Plain HTTP to the local driver: no TLS stack needed.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let connected = ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await;
-        match connected {
-            Ok(client) => return client,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start Chromium through ChromeDriver: {e}"),
-        }
-    }
-}
-
-/// Evaluates `script` until it returns something truthy (or 30 s pass).
 /// The shop's bot file served with a worker (no debounce): its database,
 /// the server, the workspace and the bot.
-async fn shop() -> (TestDb, TestServer, Workspace, store::models::bot::Bot) {
+pub(crate) async fn shop() -> (TestDb, TestServer, Workspace, store::models::bot::Bot) {
     let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
     db.write_bot("shop.toml", BOT_FILE);
     let mut settings = db.settings();
@@ -114,24 +38,6 @@ async fn shop() -> (TestDb, TestServer, Workspace, store::models::bot::Bot) {
         .expect("bot");
     drop(conn);
     (db, server, workspace, bot)
-}
-
-async fn wait_for(client: &Client, what: &str, script: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let value = client.execute(script, vec![]).await.unwrap_or(Value::Null);
-        let truthy = !matches!(&value, Value::Null | Value::Bool(false))
-            && value != json!("")
-            && value != json!([]);
-        if truthy {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited 30 s for {what}; last: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,33 +82,13 @@ async fn a_customer_escalates_in_the_widget_and_an_agent_answers_from_the_consol
 
     // The agent logs in to the console and sees the escalation.
     let console = browser(&driver).await;
-    console.goto(&server.url("/")).await.expect("console");
-    console
-        .wait()
-        .for_element(Locator::Css("#login-form"))
-        .await
-        .expect("login form");
-    console
-        .find(Locator::Css("#login-form input[name=email]"))
-        .await
-        .expect("email")
-        .send_keys("sam@shop.test")
-        .await
-        .expect("type");
-    console
-        .find(Locator::Css("#login-form input[name=password]"))
-        .await
-        .expect("password")
-        .send_keys("agent password 1")
-        .await
-        .expect("type");
-    console
-        .find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    sign_in(
+        &console,
+        &server.url("/"),
+        "sam@shop.test",
+        "agent password 1",
+    )
+    .await;
     // The queue re-renders as events arrive: find and click in one step.
     let classes = wait_for(
         &console,

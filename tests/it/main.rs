@@ -9,6 +9,7 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod admin;
 mod agents;
 mod analytics;
 mod answer;

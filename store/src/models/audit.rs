@@ -126,13 +126,26 @@ impl AuditEntry {
     }
 }
 
+/// Which entries of a workspace to list: each set field must match exactly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditFilter<'a> {
+    /// Dotted verb, e.g. `bot.update`.
+    pub action: Option<&'a str>,
+    /// The user or token that acted.
+    pub actor_id: Option<&'a str>,
+    /// Kind of object changed, e.g. `bot`.
+    pub target_kind: Option<&'a str>,
+    /// The object changed.
+    pub target_id: Option<&'a str>,
+}
+
 impl AuditEntry {
-    /// A page of the workspace's entries, newest first: those older than
-    /// the entry `before` (ids are time-ordered), of `action` if given.
+    /// A page of the workspace's entries that pass `filter`, newest first:
+    /// those older than the entry `before` (ids are time-ordered).
     pub async fn page(
         conn: &mut DbConn,
         workspace_id: &str,
-        action: Option<&str>,
+        filter: AuditFilter<'_>,
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditEntry>, DbError> {
@@ -140,8 +153,17 @@ impl AuditEntry {
             let mut query = audit_log::table
                 .filter(audit_log::workspace_id.eq(workspace_id))
                 .into_boxed();
-            if let Some(action) = action {
+            if let Some(action) = filter.action {
                 query = query.filter(audit_log::action.eq(action));
+            }
+            if let Some(actor) = filter.actor_id {
+                query = query.filter(audit_log::actor_id.eq(actor));
+            }
+            if let Some(kind) = filter.target_kind {
+                query = query.filter(audit_log::target_kind.eq(kind));
+            }
+            if let Some(target) = filter.target_id {
+                query = query.filter(audit_log::target_id.eq(target));
             }
             if let Some(before) = before {
                 query = query.filter(audit_log::id.lt(before));

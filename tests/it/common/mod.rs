@@ -1,6 +1,7 @@
 //! Shared fixtures: per-test databases, settings, a running server, and
 //! fake platforms (Telegram Bot API, Graph API, SMTP) as real local servers.
 
+pub mod chrome;
 pub mod fakes;
 
 use std::net::{SocketAddr, TcpListener};
