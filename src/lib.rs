@@ -29,6 +29,8 @@
 //!   [`handoff`] — who answers a conversation (bot, people);
 //!   [`delivery`] — a stored reply → the customer's channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
+//!   [`usage`] — the model usage log: a turn's model calls, counted and
+//!   priced, stored off the turn's path;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
 //!   and knowledge (the production responder); [`worker`] — one turn at a
 //!   time under the conversation's lock, and the loops around it.
@@ -83,5 +85,6 @@ pub mod realtime;
 pub mod server;
 pub mod telemetry;
 pub mod turn;
+pub mod usage;
 pub mod webhooks;
 pub mod worker;

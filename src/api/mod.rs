@@ -27,6 +27,7 @@ pub mod knowledge;
 pub mod openapi;
 pub mod passwords;
 pub mod session;
+pub mod usage;
 pub mod users;
 
 /// One route of the API: what mounts it and what documents it. Routing
@@ -61,6 +62,7 @@ pub fn routes() -> Vec<Route> {
         bots::ROUTES,
         conversations::ROUTES,
         analytics::ROUTES,
+        usage::ROUTES,
     ]
     .concat()
 }

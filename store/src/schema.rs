@@ -262,6 +262,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    model_usage (id) {
+        id -> Text,
+        workspace_id -> Text,
+        bot_id -> Text,
+        conversation_id -> Text,
+        message_id -> Nullable<Text>,
+        provider -> Text,
+        model -> Nullable<Text>,
+        calls -> Integer,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        estimated -> Bool,
+        latency_ms -> BigInt,
+        cost -> Nullable<Double>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(memberships -> workspaces (workspace_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(bots -> workspaces (workspace_id));
@@ -295,4 +314,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     notes,
     events,
+    model_usage,
 );

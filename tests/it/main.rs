@@ -21,5 +21,6 @@ mod migrations;
 mod server;
 mod storage;
 mod tls;
+mod usage;
 mod webhooks;
 mod worker;
