@@ -24,12 +24,12 @@ use crate::common::fakes::{FakeLlm, FakePlatform, LlmBehaviour};
 use crate::common::{TestDb, TestServer, until_turns_done};
 
 /// A bot on its own Telegram account; `{extra}` adds its handoff and model.
-fn bot(name: &str, extra: &str) -> String {
+fn bot(name: &str, telegram_id: u32, extra: &str) -> String {
     format!(
         "workspace = \"acme\"\nname = \"{name}\"\nsystem_prompt = \"You help Acme's customers.\"\n\
          {extra}\n\
          [[channels]]\nkind = \"telegram\"\nid = \"acme-{name}\"\n\
-         bot_token = \"4242:{name}\"\nsecret_token = \"tg-secret\"\n"
+         bot_token = \"{telegram_id}:{name}\"\nsecret_token = \"tg-secret\"\n"
     )
 }
 
@@ -41,9 +41,9 @@ fn write_bots(db: &TestDb) {
             "[handoff]\non_unknown = \"ai_generate\"\n[llm]\nprovider = \"openai\"\nmodel = \"{m}\"\n"
         )
     };
-    db.write_bot("gen.toml", &bot("gen", &model("fake-model")));
-    db.write_bot("unpriced.toml", &bot("unpriced", &model("unpriced-model")));
-    db.write_bot("faq.toml", &bot("faq", ""));
+    db.write_bot("gen.toml", &bot("gen", 4201, &model("fake-model")));
+    db.write_bot("unpriced.toml", &bot("unpriced", 4202, &model("unpriced-model")));
+    db.write_bot("faq.toml", &bot("faq", 4203, ""));
     db.write_bot(
         "other.toml",
         "workspace = \"other\"\nname = \"theirs\"\nsystem_prompt = \"x\"\n",
