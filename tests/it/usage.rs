@@ -42,7 +42,10 @@ fn write_bots(db: &TestDb) {
         )
     };
     db.write_bot("gen.toml", &bot("gen", 4201, &model("fake-model")));
-    db.write_bot("unpriced.toml", &bot("unpriced", 4202, &model("unpriced-model")));
+    db.write_bot(
+        "unpriced.toml",
+        &bot("unpriced", 4202, &model("unpriced-model")),
+    );
     db.write_bot("faq.toml", &bot("faq", 4203, ""));
     db.write_bot(
         "other.toml",
