@@ -63,6 +63,8 @@ struct Shop {
     llm: FakeLlm,
     admin: String,
     workspace_id: String,
+    /// Where the tokenizer is (the estimate's, when it is not installed).
+    model_dir: std::path::PathBuf,
 }
 
 async fn open(db: &TestDb) -> Shop {
@@ -74,6 +76,10 @@ async fn open(db: &TestDb) -> Shop {
     ]))
     .await;
     let mut settings = db.settings();
+    if let Some(dir) = knowledge::embed::default_model_dir() {
+        settings.embedding.model_dir = dir;
+    }
+    let model_dir = settings.embedding.model_dir.clone();
     settings.channels.telegram.api_base = telegram.url.clone();
     settings.llm.base_url = Some(llm.url.clone());
     settings.llm.retries = 0;
@@ -98,6 +104,7 @@ async fn open(db: &TestDb) -> Shop {
         llm,
         admin,
         workspace_id,
+        model_dir,
     }
 }
 
@@ -236,10 +243,21 @@ async fn usage_log(db: TestDb) {
     let (estimated, _) = shop.row_of(3).await;
     assert!(estimated.estimated);
     assert_eq!(estimated.calls, 1);
-    assert!(
-        estimated.prompt_tokens > 8 && estimated.completion_tokens > 0,
-        "{estimated:?}"
+    let counter =
+        knowledge::embed::TokenCounter::load(&knowledge::models::ModelPaths::new(&shop.model_dir));
+    let sent = shop.llm.requests()[2]["messages"].clone();
+    let sent = sent.as_array().expect("messages");
+    let prompt: usize = sent
+        .iter()
+        .map(|m| counter.count(m["content"].as_str().expect("content")) + 4)
+        .sum();
+    let completion = counter.count("Returns are free within 30 days.");
+    assert_eq!(
+        (estimated.prompt_tokens, estimated.completion_tokens),
+        (prompt as i64, completion as i64),
+        "counted with the tokenizer, 4 more per message"
     );
+    assert!(prompt > 8 && completion > 0);
     let estimated_cost = cost_of(estimated.prompt_tokens, estimated.completion_tokens);
     assert!(close(estimated.cost.expect("priced"), estimated_cost));
 
