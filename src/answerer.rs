@@ -503,6 +503,7 @@ impl Responder for Answerer {
                     self.answer_from(question(asked), found, &out).await
                 }
             };
+            crate::usage::record(&self.app, turn, self.profile(&bot).model, &answer);
             Ok(Verdict {
                 handoff: answer.handoff,
             })

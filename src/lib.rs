@@ -32,6 +32,8 @@
 //!   [`channel_setup`] — registering webhooks with platforms, and what a
 //!   business pastes where to connect a channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
+//!   [`usage`] — the model usage log: a turn's model calls, counted and
+//!   priced, stored off the turn's path;
 //!   [`answerer`] — the `answer` crate's pipeline over this process's bots
 //!   and knowledge (the production responder); [`rehearsal`] — a question
 //!   put to that pipeline with no customer (`frontdesk ask`, the console's
@@ -91,5 +93,6 @@ pub mod rehearsal;
 pub mod server;
 pub mod telemetry;
 pub mod turn;
+pub mod usage;
 pub mod webhooks;
 pub mod worker;

@@ -23,6 +23,7 @@
 //! - [`triage`] — category, sentiment and urgency of a handoff, by the
 //!   model or by rules.
 //! - [`handoff`] — what a handoff carries.
+//! - [`usage`] — the model calls of a turn, their tokens and latency.
 //!
 //! # Data flow
 //!
@@ -33,7 +34,8 @@
 //! status and citation markup, [`stream::ParagraphBuffer`] cuts paragraphs,
 //! and each goes into the caller's channel as soon as it is complete. The
 //! returned [`Answer`] carries the sources, the draft and any handoff
-//! [`handoff::Request`] (with its [`triage::Triage`]).
+//! [`handoff::Request`] (with its [`triage::Triage`]) and the model calls
+//! made ([`usage::ModelCall`]).
 
 pub mod decision;
 pub mod extractive;
@@ -45,6 +47,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod stream;
 pub mod triage;
+pub mod usage;
 
 pub use input::{BotProfile, Choice, Generator, OnUnknown, Options, Passage, Retrieval};
 pub use pipeline::{Answer, Paragraph, Pipeline, Question};

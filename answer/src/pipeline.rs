@@ -19,11 +19,12 @@ use crate::decision::{self, Decision};
 use crate::extractive;
 use crate::handoff::{Reason, Request, Source};
 use crate::input::{BotProfile, Choice, Generator, OnUnknown, Options, Passage, Retrieval};
-use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError};
+use crate::llm::{ChatMessage, ChatRequest, LlmClient, LlmError, StreamEnd};
 use crate::phrases::HumanPhrases;
 use crate::prompt::{self, Past, Reference};
 use crate::stream::{self, InfoStatus, MarkupFilter, ParagraphBuffer};
 use crate::triage::{self, Triage};
+use crate::usage::{ModelCall, Purpose};
 
 /// One message of an answer: a paragraph, with JSON metadata to store
 /// beside it (provider, confidence, sources; or the handoff notice).
@@ -73,6 +74,9 @@ pub struct Answer {
     pub handoff: Option<Request>,
     /// From the start to the first paragraph sent.
     pub first_paragraph: Option<Duration>,
+    /// The requests made to the model, in order (none for extractive
+    /// bots).
+    pub calls: Vec<ModelCall>,
 }
 
 /// The answering core of one process: the model client (when one is
@@ -154,6 +158,7 @@ impl Pipeline {
             offer: None,
             handoff: None,
             first_paragraph: None,
+            calls: Vec::new(),
         };
         let metadata = json!({
             "answer": {
@@ -231,6 +236,7 @@ impl Pipeline {
             };
             answer.draft = generated.draft;
             answer.answered = emitter.sent > 0;
+            answer.calls.extend(generated.call);
             reason = generated.problem;
         }
         if out.is_closed() {
@@ -255,9 +261,10 @@ impl Pipeline {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned);
-            let triage = self
+            let (triage, call) = self
                 .triage(bot, &question.history, &text, topic.as_deref())
                 .await;
+            answer.calls.extend(call);
             answer.handoff = Some(Request {
                 reason,
                 detail,
@@ -342,6 +349,7 @@ impl Pipeline {
                     Reason::NoInformation,
                     Some("no passage to answer from".into()),
                 )),
+                call: None,
             };
         }
         let max = self.options.max_paragraph_chars;
@@ -357,6 +365,7 @@ impl Pipeline {
         Generated {
             draft,
             problem: None,
+            call: None,
         }
     }
 
@@ -371,6 +380,7 @@ impl Pipeline {
         let failed = |detail: String| Generated {
             draft: String::new(),
             problem: Some((Reason::GenerationFailed, Some(detail))),
+            call: None,
         };
         let Some(client) = self.llm.clone() else {
             return failed(format!(
@@ -404,7 +414,16 @@ impl Pipeline {
             max_tokens: Some(bot.max_tokens),
         };
         let (tx, mut rx) = mpsc::channel::<String>(64);
+        // Kept to count the prompt if the server does not.
+        let sent = request.messages.clone();
+        let model = request.model.clone();
+        let started = Instant::now();
         let call = tokio::spawn(async move { client.stream(&request, tx).await });
+        let called = |ended: &Result<StreamEnd, LlmError>, received: &str| {
+            let ended = ended.as_ref().map(|end| end.usage);
+            ModelCall::ended(Purpose::Answer, &model, &sent, started, ended, received)
+        };
+        let mut received = String::new();
         let mut filter = MarkupFilter::new();
         let mut buffer = ParagraphBuffer::new(self.options.max_paragraph_chars);
         let mut draft = String::new();
@@ -425,6 +444,7 @@ impl Pipeline {
             }
         };
         while let Some(token) = rx.recv().await {
+            received.push_str(&token);
             let clean = filter.push(&token);
             draft.push_str(&clean);
             for paragraph in buffer.push(&clean) {
@@ -435,10 +455,13 @@ impl Pipeline {
                 if problem.is_none() && !emitter.emit(paragraph).await {
                     // No one takes replies any more: stop the model.
                     drop(rx);
-                    let _ = call.await;
+                    let ended = call.await.unwrap_or_else(|e| {
+                        Err(LlmError::Connect(format!("the model call stopped: {e}")))
+                    });
                     return Generated {
                         draft,
                         problem: None,
+                        call: Some(called(&ended, &received)),
                     };
                 }
             }
@@ -451,6 +474,7 @@ impl Pipeline {
         let ended = call
             .await
             .unwrap_or_else(|e| Err(LlmError::Connect(format!("the model call stopped: {e}"))));
+        let model_call = called(&ended, &received);
         let rest = filter.finish();
         draft.push_str(&rest);
         if problem.is_none() {
@@ -506,27 +530,28 @@ impl Pipeline {
         Generated {
             draft: draft.trim().to_owned(),
             problem,
+            call: Some(model_call),
         }
     }
 
     /// Triage for a handoff: the model's when one is configured and up,
-    /// else the rules'.
+    /// else the rules'; with the model call, if one was made.
     async fn triage(
         &self,
         bot: &BotProfile,
         history: &[Past],
         text: &str,
         topic: Option<&str>,
-    ) -> Triage {
+    ) -> (Triage, Option<ModelCall>) {
         let rules = || triage::by_rules(text, topic);
         let (Generator::Model, Some(client)) = (bot.generator, &self.llm) else {
-            return rules();
+            return (rules(), None);
         };
         if client.breaker_open() {
-            return rules();
+            return (rules(), None);
         }
         let Some(model) = bot.model.clone() else {
-            return rules();
+            return (rules(), None);
         };
         let mut conversation = String::new();
         for past in history.iter().rev().take(6).rev() {
@@ -547,9 +572,26 @@ impl Pipeline {
             temperature: Some(0.0),
             max_tokens: Some(80),
         };
+        let started = Instant::now();
+        let called = |ended, received: &str| {
+            let call = ModelCall::ended(
+                Purpose::Triage,
+                &request.model,
+                &request.messages,
+                started,
+                ended,
+                received,
+            );
+            Some(call)
+        };
         match tokio::time::timeout(self.options.triage_timeout, client.complete(&request)).await {
-            Ok(Ok(reply)) => triage::parse_model(&reply).unwrap_or_else(rules),
-            _ => rules(),
+            Ok(Ok(reply)) => (
+                triage::parse_model(&reply.text).unwrap_or_else(rules),
+                called(Ok(reply.usage), &reply.text),
+            ),
+            Ok(Err(error)) => (rules(), called(Err(&error), "")),
+            // Given up on: the server may still have read the prompt.
+            Err(_) => (rules(), called(Ok(None), "")),
         }
     }
 }
@@ -558,6 +600,8 @@ impl Pipeline {
 struct Generated {
     draft: String,
     problem: Option<(Reason, Option<String>)>,
+    /// The model call, when one was made.
+    call: Option<ModelCall>,
 }
 
 /// Sends paragraphs, opening the first with the disclosure.

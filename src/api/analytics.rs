@@ -54,23 +54,34 @@ fn instant(name: &str, value: &str) -> Result<NaiveDateTime, ApiError> {
         })
 }
 
-async fn report(
-    state: web::Data<AppState>,
-    who: Principal,
-    query: web::Query<Query>,
-) -> Result<HttpResponse, ApiError> {
-    who.require(Role::Admin)?;
-    let to = match &query.to {
+/// The `from` and `to` of a report's query (RFC 3339, both optional): `to`
+/// defaults to now, `from` to 30 days before `to`. A malformed one, or
+/// `from` after `to`, is a 400 naming the parameter.
+pub(super) fn range(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(NaiveDateTime, NaiveDateTime), ApiError> {
+    let to = match to {
         Some(to) => instant("to", to)?,
         None => Utc::now().naive_utc(),
     };
-    let from = match &query.from {
+    let from = match from {
         Some(from) => instant("from", from)?,
         None => to - Duration::days(30),
     };
     if from > to {
         return Err(bad_request("from must not be after to"));
     }
+    Ok((from, to))
+}
+
+async fn report(
+    state: web::Data<AppState>,
+    who: Principal,
+    query: web::Query<Query>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Admin)?;
+    let (from, to) = range(query.from.as_deref(), query.to.as_deref())?;
     let interval = match query.interval.as_deref() {
         None | Some("day") => Interval::Day,
         Some("week") => Interval::Week,
@@ -128,11 +139,14 @@ async fn report(
     };
     let report = analytics::report(&mut conn, &scope)
         .await
-        .map_err(|e| match e {
-            AnalyticsError::Db(e) => ApiError::from(e),
-            too_many @ AnalyticsError::TooMany { .. } => {
-                bad_request(format!("from/to: {too_many}"))
-            }
-        })?;
+        .map_err(refused)?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// A report not made: a range holding too much is the caller's 400.
+pub(super) fn refused(error: AnalyticsError) -> ApiError {
+    match error {
+        AnalyticsError::Db(e) => ApiError::from(e),
+        too_many @ AnalyticsError::TooMany { .. } => bad_request(format!("from/to: {too_many}")),
+    }
 }

@@ -29,6 +29,7 @@ pub mod knowledge;
 pub mod openapi;
 pub mod passwords;
 pub mod session;
+pub mod usage;
 pub mod users;
 
 /// One route of the API: what mounts it and what documents it. Routing
@@ -65,6 +66,7 @@ pub fn routes() -> Vec<Route> {
         conversations::ROUTES,
         analytics::ROUTES,
         gaps::ROUTES,
+        usage::ROUTES,
     ]
     .concat()
 }

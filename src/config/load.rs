@@ -75,6 +75,7 @@ impl Settings {
                 retries: 2,
                 breaker_failures: 5,
                 breaker_cooldown_secs: 30,
+                prices: Prices::default(),
             },
             answer: AnswerSettings {
                 disclosure: "Hi! I'm an automated assistant: I answer from our help documents, \
@@ -394,6 +395,14 @@ impl Layers {
                 }
             }
         }
+        if let Err((price, message)) = settings.llm.prices.check() {
+            let key = format!("llm.prices.{price}");
+            return Err(ConfigError::Invalid {
+                origin: self.source_of(&key),
+                key,
+                message,
+            });
+        }
         if let Some(model) = &settings.embedding.model
             && knowledge::models::embedding_model(model).is_none()
         {
@@ -689,6 +698,57 @@ mod tests {
         }
         let s = Settings::load(dir.path(), None, &[]).expect("load");
         assert!(s.server.public_url.is_none(), "unset by default");
+    }
+
+    #[test]
+    fn model_prices_are_read_and_checked() {
+        let dir = dir_with(Some(
+            "[llm.prices.\"gpt-4o-mini\"]\nprompt_per_million = 0.15\ncompletion_per_million = 0.6\n\
+             [llm.prices.\"llama3.1:8b\"]\nprompt_per_million = 0\ncompletion_per_million = 0\n",
+        ));
+        let s = Settings::load(dir.path(), None, &[]).expect("load");
+        assert_eq!(
+            s.llm.prices.0.get("gpt-4o-mini"),
+            Some(&ModelPrice {
+                prompt_per_million: 0.15,
+                completion_per_million: 0.6
+            })
+        );
+        assert_eq!(s.llm.prices.cost("llama3.1:8b", 100, 100), Some(0.0));
+
+        // An environment variable sets one price (names are lowercased).
+        let s = Settings::load(
+            dir.path(),
+            None,
+            &env(&[(
+                "FRONTDESK__LLM__PRICES__GPT-4O-MINI__COMPLETION_PER_MILLION",
+                "0.8",
+            )]),
+        )
+        .expect("load");
+        assert_eq!(s.llm.prices.0["gpt-4o-mini"].completion_per_million, 0.8);
+
+        let negative = dir_with(Some(
+            "[llm.prices.m]\nprompt_per_million = -0.1\ncompletion_per_million = 0.6\n",
+        ));
+        let err = Settings::load(negative.path(), None, &[]).expect_err("negative price");
+        assert!(
+            err.to_string().starts_with(
+                "invalid value for config key `llm.prices.m.prompt_per_million` in config/frontdesk.toml"
+            ),
+            "{err}"
+        );
+        let typo = dir_with(Some(
+            "[llm.prices.m]\nprompt_per_million = 1\ncompletion_per_million = 1\ninput = 2\n",
+        ));
+        let err = Settings::load(typo.path(), None, &[]).expect_err("unknown key");
+        assert_eq!(
+            err.to_string(),
+            "unknown config key `llm.prices.m.input` in config/frontdesk.toml"
+        );
+        let half = dir_with(Some("[llm.prices.m]\nprompt_per_million = 1\n"));
+        let err = Settings::load(half.path(), None, &[]).expect_err("missing price");
+        assert!(err.to_string().contains("completion_per_million"), "{err}");
     }
 
     #[test]

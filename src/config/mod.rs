@@ -22,7 +22,7 @@ mod load;
 pub(crate) use load::location;
 pub use load::{ConfigError, Source};
 pub use store::models::bot::LlmProvider;
-pub use store::settings::{DatabaseSettings, DatabaseUrl, redact_url};
+pub use store::settings::{DatabaseSettings, DatabaseUrl, ModelPrice, Prices, redact_url};
 
 /// Prefix of configuration environment variables: `FRONTDESK__SERVER__BIND`.
 pub const ENV_PREFIX: &str = "FRONTDESK__";
@@ -325,6 +325,10 @@ pub struct LlmSettings {
     pub breaker_failures: u32,
     /// Seconds the open breaker waits before letting one trial request through.
     pub breaker_cooldown_secs: u64,
+    /// Price per million prompt and completion tokens, by model name
+    /// (`[llm.prices."gpt-4o-mini"]`), for the usage log's cost. A model
+    /// without a price has no cost (`null`), never zero.
+    pub prices: Prices,
 }
 
 /// `[answer]`

@@ -248,7 +248,10 @@ impl Knowledge {
             .map(|r| r.as_ref().map(|_| ()).map_err(ToString::to_string))
     }
 
-    async fn counter(&self) -> Arc<TokenCounter> {
+    /// The tokenizer that sizes chunks (MiniLM's, or an estimate when it is
+    /// not installed), loaded once; the usage log counts the tokens a model
+    /// server did not report with it.
+    pub async fn counter(&self) -> Arc<TokenCounter> {
         self.counter
             .get_or_init(|| async {
                 let paths = self.model_paths.clone();

@@ -275,6 +275,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    model_usage (id) {
+        id -> Text,
+        workspace_id -> Text,
+        bot_id -> Text,
+        conversation_id -> Text,
+        message_id -> Nullable<Text>,
+        provider -> Text,
+        model -> Nullable<Text>,
+        calls -> Integer,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        estimated -> Bool,
+        latency_ms -> BigInt,
+        cost -> Nullable<Double>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     knowledge_gaps (id) {
         id -> Text,
         workspace_id -> Text,
@@ -328,4 +347,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     handoff_vectors,
     knowledge_gaps,
+    model_usage,
 );

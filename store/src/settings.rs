@@ -1,5 +1,8 @@
-//! The `[database]` settings: where the store lives and how it is pooled.
+//! Settings the store's records depend on: `[database]` (where the store
+//! lives and how it is pooled) and `[llm.prices]` (what a model's tokens
+//! cost, for the usage log).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -115,5 +118,128 @@ fn redact_authority(url: &str) -> String {
             &rest[at..]
         ),
         _ => url.to_owned(),
+    }
+}
+
+/// What one model costs, per million tokens, in whatever currency the
+/// operator bills in (the usage log sums it as given).
+///
+/// ```toml
+/// [llm.prices."gpt-4o-mini"]
+/// prompt_per_million = 0.15
+/// completion_per_million = 0.6
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    /// Price of a million prompt (input) tokens.
+    pub prompt_per_million: f64,
+    /// Price of a million completion (output) tokens.
+    pub completion_per_million: f64,
+}
+
+impl ModelPrice {
+    /// The cost of `prompt` and `completion` tokens.
+    pub fn cost(&self, prompt: u64, completion: u64) -> f64 {
+        (prompt as f64 * self.prompt_per_million + completion as f64 * self.completion_per_million)
+            / 1_000_000.0
+    }
+}
+
+/// `[llm.prices]`: a [`ModelPrice`] per model, keyed by the model's name as
+/// the server knows it (`llm.model` or a bot's `[llm] model`). A model
+/// without a price has no cost (`null`), never a cost of zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Prices(pub BTreeMap<String, ModelPrice>);
+
+impl Prices {
+    /// The cost of `prompt` and `completion` tokens of `model`; `None`
+    /// when the model has no price.
+    pub fn cost(&self, model: &str, prompt: u64, completion: u64) -> Option<f64> {
+        self.0.get(model).map(|p| p.cost(prompt, completion))
+    }
+
+    /// Checks every price: a model name, and prices that are finite and
+    /// not negative. The error names the key (`MODEL.FIELD`, below
+    /// `llm.prices`) and what is wrong.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        for (model, price) in &self.0 {
+            if model.trim().is_empty() {
+                return Err((model.clone(), "a price needs a model name".into()));
+            }
+            for (field, value) in [
+                ("prompt_per_million", price.prompt_per_million),
+                ("completion_per_million", price.completion_per_million),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err((
+                        format!("{model}.{field}"),
+                        format!("must be a price of zero or more, not {value}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prices(entries: &[(&str, f64, f64)]) -> Prices {
+        Prices(
+            entries
+                .iter()
+                .map(|(m, p, c)| {
+                    (
+                        (*m).to_owned(),
+                        ModelPrice {
+                            prompt_per_million: *p,
+                            completion_per_million: *c,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cost_is_tokens_times_price_per_million() {
+        let p = prices(&[("gpt-4o-mini", 0.15, 0.6), ("free", 0.0, 0.0)]);
+        let cost = p.cost("gpt-4o-mini", 2_000_000, 500_000).expect("priced");
+        assert!((cost - (0.3 + 0.3)).abs() < 1e-12, "{cost}");
+        let one = p.cost("gpt-4o-mini", 1_000, 100).expect("priced");
+        assert!((one - 0.000_21).abs() < 1e-15, "{one}");
+        assert_eq!(p.cost("free", 1_000_000, 1_000_000), Some(0.0));
+        assert_eq!(p.cost("gpt-4o", 10, 10), None, "unknown: no cost, not zero");
+        assert_eq!(p.cost("GPT-4O-MINI", 10, 10), None, "names are exact");
+    }
+
+    #[test]
+    fn prices_must_be_finite_and_not_negative() {
+        assert_eq!(prices(&[("m", 0.15, 0.6), ("n", 0.0, 0.0)]).check(), Ok(()));
+        let (key, message) = prices(&[("m", -1.0, 0.6)]).check().expect_err("negative");
+        assert_eq!(key, "m.prompt_per_million");
+        assert!(message.contains("-1"), "{message}");
+        let (key, _) = prices(&[("m", 0.1, f64::NAN)]).check().expect_err("NaN");
+        assert_eq!(key, "m.completion_per_million");
+        let (key, _) = prices(&[("m", f64::INFINITY, 0.1)])
+            .check()
+            .expect_err("inf");
+        assert_eq!(key, "m.prompt_per_million");
+        assert!(prices(&[(" ", 0.1, 0.1)]).check().is_err());
+    }
+
+    #[test]
+    fn prices_read_by_model_name_both_required() {
+        let p: Prices = serde_json::from_str(
+            r#"{"gpt-4o-mini": {"prompt_per_million": 0.15, "completion_per_million": 0.6}, "llama3.1:8b": {"prompt_per_million": 0, "completion_per_million": 0}}"#,
+        )
+        .expect("prices");
+        assert_eq!(p.0.len(), 2);
+        assert_eq!(p.cost("llama3.1:8b", 5, 5), Some(0.0));
+        let missing = serde_json::from_str::<Prices>(r#"{"m": {"prompt_per_million": 1}}"#);
+        assert!(missing.is_err(), "both prices are required");
     }
 }

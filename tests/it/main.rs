@@ -24,5 +24,6 @@ mod migrations;
 mod server;
 mod storage;
 mod tls;
+mod usage;
 mod webhooks;
 mod worker;

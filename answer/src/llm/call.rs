@@ -14,7 +14,7 @@ use super::options::ClientOptions;
 use super::report::{DETAIL_CHARS, Reporter, SNIPPET_CHARS};
 use super::sink::{Push, Sink};
 use super::sse::{BodyKind, SseEvent, SseParser, body_kind};
-use super::wire::{self, ChatRequest, Chunk, error_message};
+use super::wire::{self, ChatRequest, Chunk, TokenUsage, error_message};
 
 /// Largest non-streamed JSON answer.
 const MAX_JSON_BODY: usize = 8 << 20;
@@ -30,6 +30,15 @@ pub(super) struct Inner {
     pub(super) breaker: CircuitBreaker,
     /// Puts failures into words, without the API key.
     pub(super) report: Reporter,
+}
+
+/// How an answer ended, as far as the server said.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Ending {
+    /// The first choice's `finish_reason`, if the server sent one.
+    pub(super) finish_reason: Option<String>,
+    /// The call's token counts, if the server reported them.
+    pub(super) usage: Option<TokenUsage>,
 }
 
 /// What the event loop does next.
@@ -48,7 +57,7 @@ impl Inner {
         &self,
         request: &ChatRequest,
         sink: &mut Sink,
-    ) -> Result<Option<String>, LlmError> {
+    ) -> Result<Ending, LlmError> {
         let body = wire::encode(request, sink.streaming())?;
         let permit = self.breaker.admit()?;
         let result = self.attempts(&body, sink).await;
@@ -64,13 +73,13 @@ impl Inner {
 
     /// Attempts until one succeeds, or content was sent, or retrying is
     /// pointless or out of time.
-    async fn attempts(&self, body: &[u8], sink: &mut Sink) -> Result<Option<String>, LlmError> {
+    async fn attempts(&self, body: &[u8], sink: &mut Sink) -> Result<Ending, LlmError> {
         let total = later(self.options.total_timeout);
         let mut attempt: u32 = 0;
         loop {
             sink.reset();
             let failure = match self.attempt(body, sink, total).await {
-                Ok(finish) => return Ok(finish),
+                Ok(end) => return Ok(end),
                 Err(failure) => failure,
             };
             if sink.committed() > 0 || attempt >= self.options.retries {
@@ -97,7 +106,7 @@ impl Inner {
             );
             tokio::select! {
                 biased;
-                () = sink.closed() => return Ok(None),
+                () = sink.closed() => return Ok(Ending::default()),
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -109,7 +118,7 @@ impl Inner {
         body: &[u8],
         sink: &mut Sink,
         total: Instant,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<Ending, Failure> {
         let streaming = sink.streaming();
         let first = if streaming {
             earliest(
@@ -137,7 +146,7 @@ impl Inner {
         }
         let sent = tokio::select! {
             biased;
-            () = sink.closed() => return Ok(None),
+            () = sink.closed() => return Ok(Ending::default()),
             sent = timeout_at(first.0, request.send()) => sent,
         };
         let mut response = match sent {
@@ -163,7 +172,7 @@ impl Inner {
             BodyKind::Json => None,
         };
         let mut json_body = Vec::new();
-        let mut finish: Option<String> = None;
+        let mut end = Ending::default();
         loop {
             let (deadline, phase) = self.read_deadline(streaming, sink.delivered(), first, total);
             let read = tokio::select! {
@@ -172,11 +181,13 @@ impl Inner {
                 read = timeout_at(deadline, response.chunk()) => Some(read),
             };
             let bytes = match read {
-                None => return Ok(finish),
+                None => return Ok(end),
                 // A server that sent its finish_reason and then lingers or
                 // resets the connection has still answered.
-                Some(Err(_) | Ok(Err(_))) if finish.is_some() && sink.delivered() > 0 => {
-                    return Ok(finish);
+                Some(Err(_) | Ok(Err(_)))
+                    if end.finish_reason.is_some() && sink.delivered() > 0 =>
+                {
+                    return Ok(end);
                 }
                 Some(Err(_)) => {
                     return Err(cut(
@@ -204,10 +215,10 @@ impl Inner {
                 )
             })?;
             for event in events {
-                match self.on_event(&event, sink, &mut finish, total).await? {
+                match self.on_event(&event, sink, &mut end, total).await? {
                     Flow::Continue => {}
-                    Flow::Done => return finished(sink, finish),
-                    Flow::Gone => return Ok(finish),
+                    Flow::Done => return finished(sink, end),
+                    Flow::Gone => return Ok(end),
                 }
             }
         }
@@ -224,18 +235,18 @@ impl Inner {
             // An event the server did not terminate counts only if whole.
             let data = event.data.trim();
             if data == "[DONE]" {
-                return finished(sink, finish);
+                return finished(sink, end);
             }
             if serde_json::from_str::<Value>(data).is_ok() {
-                match self.on_event(&event, sink, &mut finish, total).await? {
+                match self.on_event(&event, sink, &mut end, total).await? {
                     Flow::Continue => {}
-                    Flow::Done => return finished(sink, finish),
-                    Flow::Gone => return Ok(finish),
+                    Flow::Done => return finished(sink, end),
+                    Flow::Gone => return Ok(end),
                 }
             }
         }
-        if finish.is_some() {
-            return finished(sink, finish);
+        if end.finish_reason.is_some() {
+            return finished(sink, end);
         }
         let tokens = sink.delivered();
         if tokens > 0 {
@@ -268,7 +279,7 @@ impl Inner {
         &self,
         event: &SseEvent,
         sink: &mut Sink,
-        finish: &mut Option<String>,
+        end: &mut Ending,
         total: Instant,
     ) -> Result<Flow, Failure> {
         let data = event.data.trim();
@@ -300,7 +311,7 @@ impl Inner {
                 ))),
             )
         })?;
-        self.on_chunk(&value, sink, finish, total).await
+        self.on_chunk(&value, sink, end, total).await
     }
 
     /// A chunk of a stream, or a whole non-streamed completion.
@@ -308,7 +319,7 @@ impl Inner {
         &self,
         value: &Value,
         sink: &mut Sink,
-        finish: &mut Option<String>,
+        end: &mut Ending,
         total: Instant,
     ) -> Result<Flow, Failure> {
         let chunk = Chunk::read(value);
@@ -316,7 +327,10 @@ impl Inner {
             return Err(cut(sink, self.report.reported_error(error)));
         }
         if let Some(reason) = chunk.finish_reason {
-            *finish = Some(reason.to_owned());
+            end.finish_reason = Some(reason.to_owned());
+        }
+        if chunk.usage.is_some() {
+            end.usage = chunk.usage;
         }
         if let Some(text) = chunk.content.filter(|t| !t.is_empty()) {
             match sink.push(text.to_owned(), total).await {
@@ -334,7 +348,7 @@ impl Inner {
         body: &[u8],
         sink: &mut Sink,
         total: Instant,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<Ending, Failure> {
         let value: Value = serde_json::from_slice(body).map_err(|_| {
             Failure::fatal(LlmError::Malformed(format!(
                 "the answer is not valid JSON: {}",
@@ -342,10 +356,10 @@ impl Inner {
                     .sanitize(&String::from_utf8_lossy(body), SNIPPET_CHARS)
             )))
         })?;
-        let mut finish = None;
-        match self.on_chunk(&value, sink, &mut finish, total).await? {
-            Flow::Gone => Ok(finish),
-            Flow::Continue | Flow::Done => finished(sink, finish),
+        let mut end = Ending::default();
+        match self.on_chunk(&value, sink, &mut end, total).await? {
+            Flow::Gone => Ok(end),
+            Flow::Continue | Flow::Done => finished(sink, end),
         }
     }
 }
@@ -360,11 +374,11 @@ fn earliest((deadline, phase): (Instant, &'static str), total: Instant) -> (Inst
 }
 
 /// The answer ended properly: content, or [`LlmError::Empty`].
-fn finished(sink: &Sink, finish: Option<String>) -> Result<Option<String>, Failure> {
+fn finished(sink: &Sink, end: Ending) -> Result<Ending, Failure> {
     if sink.delivered() == 0 {
         Err(Failure::fatal(LlmError::Empty))
     } else {
-        Ok(finish)
+        Ok(end)
     }
 }
 

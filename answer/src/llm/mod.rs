@@ -64,7 +64,7 @@ pub use options::ClientOptions;
 /// The event-stream parser a streamed call reads its body with, for the
 /// fuzz targets (`fuzz/`).
 pub use sse::{SseEvent, SseParser};
-pub use wire::{ChatMessage, ChatRequest, Role};
+pub use wire::{ChatMessage, ChatRequest, Role, TokenUsage};
 
 /// How a streamed answer ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,18 @@ pub struct StreamEnd {
     pub finish_reason: Option<String>,
     /// Content deltas sent into the channel.
     pub tokens: usize,
+    /// The tokens the server counted, when it reported them (streams ask
+    /// for them with `stream_options.include_usage`).
+    pub usage: Option<TokenUsage>,
+}
+
+/// A whole answer ([`LlmClient::complete`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// Its content.
+    pub text: String,
+    /// The tokens the server counted, when it reported them.
+    pub usage: Option<TokenUsage>,
 }
 
 /// A client for one OpenAI-compatible server; cheap to clone (clones share
@@ -172,23 +184,27 @@ impl LlmClient {
             tx: tokens,
             sent: 0,
         };
-        let finish_reason = self.inner.call(request, &mut sink).await?;
+        let end = self.inner.call(request, &mut sink).await?;
         Ok(StreamEnd {
-            finish_reason,
+            finish_reason: end.finish_reason,
             tokens: sink.delivered(),
+            usage: end.usage,
         })
     }
 
-    /// Asks for the whole answer at once (`stream: false`) and returns its
-    /// content; same total timeout, retries and breaker as [`Self::stream`].
-    pub async fn complete(&self, request: &ChatRequest) -> Result<String, LlmError> {
+    /// Asks for the whole answer at once (`stream: false`) and returns it;
+    /// same total timeout, retries and breaker as [`Self::stream`].
+    pub async fn complete(&self, request: &ChatRequest) -> Result<Completion, LlmError> {
         let mut sink = Sink::Buffer {
             text: String::new(),
             parts: 0,
         };
-        self.inner.call(request, &mut sink).await?;
+        let end = self.inner.call(request, &mut sink).await?;
         match sink {
-            Sink::Buffer { text, .. } => Ok(text),
+            Sink::Buffer { text, .. } => Ok(Completion {
+                text,
+                usage: end.usage,
+            }),
             Sink::Channel { .. } => Err(LlmError::Empty),
         }
     }
@@ -395,7 +411,8 @@ mod tests {
             result.unwrap(),
             StreamEnd {
                 finish_reason: Some("stop".into()),
-                tokens: 3
+                tokens: 3,
+                usage: None,
             }
         );
         assert_eq!(tokens, ["Hel", "lo", " wörld"]);
@@ -415,6 +432,7 @@ mod tests {
                 "model": "test-model",
                 "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
                 "stream": true,
+                "stream_options": {"include_usage": true},
                 "temperature": 0.5,
                 "max_tokens": 64
             })
@@ -823,7 +841,8 @@ mod tests {
             result.unwrap(),
             StreamEnd {
                 finish_reason: Some("stop".into()),
-                tokens: 1
+                tokens: 1,
+                usage: None,
             }
         );
         assert_eq!(tokens, ["whole answer"]);
@@ -841,14 +860,71 @@ mod tests {
         ])
         .await;
         let client = LlmClient::new(options(&server.url)).unwrap();
-        assert_eq!(client.complete(&request()).await.unwrap(), "Paris.");
+        assert_eq!(client.complete(&request()).await.unwrap().text, "Paris.");
         assert_eq!(server.body(1)["stream"], json!(false));
         assert_eq!(server.count(), 2);
 
         // A server that streams anyway is read to the end.
         let server = Server::start(vec![answer(&["Par", "is."])]).await;
         let client = LlmClient::new(options(&server.url)).unwrap();
-        assert_eq!(client.complete(&request()).await.unwrap(), "Paris.");
+        assert_eq!(client.complete(&request()).await.unwrap().text, "Paris.");
+    }
+
+    #[tokio::test]
+    async fn the_usage_the_server_reports_is_returned() {
+        // OpenAI's last chunk with `include_usage`: no choices, the counts.
+        let usage = json!({"choices": [], "usage": {"prompt_tokens": 57, "completion_tokens": 9, "total_tokens": 66}}).to_string();
+        let server = Server::start(vec![sse(&[delta("Hi"), stop(), usage, "[DONE]".into()])]).await;
+        let client = LlmClient::new(options(&server.url)).unwrap();
+        let (result, _) = run(&client).await;
+        assert_eq!(
+            result.unwrap().usage,
+            Some(TokenUsage {
+                prompt_tokens: 57,
+                completion_tokens: 9
+            })
+        );
+
+        // Whole answers carry it beside the message; `null` or partial
+        // counts are no usage.
+        let whole = |usage: Value| {
+            json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+                "usage": usage,
+            })
+            .to_string()
+        };
+        let server = Server::start(vec![
+            error_reply(
+                "200 OK",
+                &whole(json!({"prompt_tokens": 12, "completion_tokens": 2})),
+                "",
+            ),
+            error_reply("200 OK", &whole(Value::Null), ""),
+            error_reply("200 OK", &whole(json!({"prompt_tokens": 12})), ""),
+        ])
+        .await;
+        let client = LlmClient::new(options(&server.url)).unwrap();
+        let reported = client.complete(&request()).await.unwrap();
+        assert_eq!(
+            reported.usage,
+            Some(TokenUsage {
+                prompt_tokens: 12,
+                completion_tokens: 2
+            })
+        );
+        assert_eq!(client.complete(&request()).await.unwrap().usage, None);
+        assert_eq!(client.complete(&request()).await.unwrap().usage, None);
+        assert_eq!(
+            server.body(0).get("stream_options"),
+            None,
+            "only streams ask"
+        );
+
+        // A stream without it: no usage.
+        let server = Server::start(vec![answer(&["a"])]).await;
+        let client = LlmClient::new(options(&server.url)).unwrap();
+        assert_eq!(run(&client).await.0.unwrap().usage, None);
     }
 
     #[tokio::test]

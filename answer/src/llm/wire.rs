@@ -65,12 +65,43 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
 }
 
+/// Tokens the server counted for one call: the `usage` object of an
+/// OpenAI-compatible answer (the last chunk of a stream, when asked for
+/// with `stream_options.include_usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenUsage {
+    /// Tokens of the request's messages.
+    pub prompt_tokens: u64,
+    /// Tokens of the answer.
+    pub completion_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Reads `{"prompt_tokens", "completion_tokens"}`; `None` when either
+    /// is missing or not a count.
+    fn read(value: &Value) -> Option<Self> {
+        Some(TokenUsage {
+            prompt_tokens: value.get("prompt_tokens")?.as_u64()?,
+            completion_tokens: value.get("completion_tokens")?.as_u64()?,
+        })
+    }
+}
+
+/// `stream_options` of a streamed request.
+#[derive(Serialize)]
+struct StreamOptions {
+    /// Ask for a last chunk carrying the call's `usage`.
+    include_usage: bool,
+}
+
 /// The request body as sent.
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +120,9 @@ pub(super) fn encode(request: &ChatRequest, stream: bool) -> Result<Vec<u8>, Llm
         model: &request.model,
         messages: &request.messages,
         stream,
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
         temperature: request.temperature,
         max_tokens: request.max_tokens,
     })
@@ -105,6 +139,8 @@ pub(super) struct Chunk<'a> {
     pub(super) content: Option<&'a str>,
     /// The first choice's `finish_reason` (`stop`, `length`…).
     pub(super) finish_reason: Option<&'a str>,
+    /// The call's token counts, when this chunk carries them.
+    pub(super) usage: Option<TokenUsage>,
 }
 
 impl<'a> Chunk<'a> {
@@ -122,6 +158,7 @@ impl<'a> Chunk<'a> {
             finish_reason: choice
                 .and_then(|c| c.get("finish_reason"))
                 .and_then(Value::as_str),
+            usage: value.get("usage").and_then(TokenUsage::read),
         }
     }
 }

@@ -504,7 +504,11 @@ async fn customer_message_times(
 
 /// `rows`, fetched with a limit of `limit + 1`, or the error that says the
 /// range holds more than `limit` of `what`.
-fn at_most<T>(rows: Vec<T>, limit: i64, what: &'static str) -> Result<Vec<T>, AnalyticsError> {
+pub(crate) fn at_most<T>(
+    rows: Vec<T>,
+    limit: i64,
+    what: &'static str,
+) -> Result<Vec<T>, AnalyticsError> {
     if rows.len() as i64 > limit {
         return Err(AnalyticsError::TooMany { what, limit });
     }

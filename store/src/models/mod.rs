@@ -19,6 +19,7 @@ pub mod knowledge;
 pub mod message;
 pub mod note;
 pub mod session;
+pub mod usage;
 pub mod user;
 pub mod workspace;
 

@@ -264,6 +264,8 @@ struct LlmShared {
     received: Mutex<Vec<std::time::Instant>>,
     /// Pause before each streamed frame.
     gap: std::time::Duration,
+    /// `(prompt_tokens, completion_tokens)` to report as `usage`, if any.
+    usage: Mutex<Option<(u64, u64)>>,
 }
 
 /// A fake OpenAI-compatible server: `POST /v1/chat/completions`, streaming
@@ -293,6 +295,7 @@ impl FakeLlm {
             requests: Mutex::new(Vec::new()),
             received: Mutex::new(Vec::new()),
             gap,
+            usage: Mutex::new(None),
         });
         let state = shared.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -319,6 +322,14 @@ impl FakeLlm {
     /// The next behaviours, one per request, before the default.
     pub fn script(&self, next: impl IntoIterator<Item = LlmBehaviour>) {
         self.shared.script.lock().expect("lock").extend(next);
+    }
+
+    /// From now on reports `(prompt_tokens, completion_tokens)` as `usage`
+    /// as OpenAI does (beside a whole answer; in a last chunk of a stream
+    /// when the request asked with `stream_options.include_usage`), or no
+    /// usage (`None`, the default).
+    pub fn report_usage(&self, usage: Option<(u64, u64)>) {
+        *self.shared.usage.lock().expect("lock") = usage;
     }
 
     /// Request bodies received, in order.
@@ -374,6 +385,17 @@ async fn llm_answer(
         .unwrap_or_else(|| state.default.clone());
     let streaming = body["stream"].as_bool().unwrap_or(false);
     let model = body["model"].as_str().unwrap_or("fake").to_owned();
+    let usage = state
+        .usage
+        .lock()
+        .expect("lock")
+        .map(|(prompt, completion)| {
+            json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            })
+        });
     let (deltas, complete) = match behaviour {
         LlmBehaviour::Stream(deltas) => (deltas, true),
         LlmBehaviour::CutOff(deltas) => (deltas, false),
@@ -435,7 +457,7 @@ async fn llm_answer(
         }
     };
     if !streaming && complete {
-        return HttpResponse::Ok().json(json!({
+        let mut whole = json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
@@ -445,7 +467,11 @@ async fn llm_answer(
                 "message": { "role": "assistant", "content": deltas.concat() },
                 "finish_reason": "stop",
             }],
-        }));
+        });
+        if let Some(usage) = usage {
+            whole["usage"] = usage;
+        }
+        return HttpResponse::Ok().json(whole);
     }
     // Streamed; a cut-off answer is streamed even when `stream: false` was
     // asked, since only a stream can break off half-way.
@@ -466,6 +492,17 @@ async fn llm_answer(
     }
     if complete {
         frames.push_back(chunk(json!({}), json!("stop")));
+        if let Some(usage) = usage.filter(|_| body["stream_options"]["include_usage"] == true) {
+            let last = json!({
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            });
+            frames.push_back(Ok(web::Bytes::from(format!("data: {last}\n\n"))));
+        }
         frames.push_back(Ok(web::Bytes::from_static(b"data: [DONE]\n\n")));
     } else {
         frames.push_back(Err(std::io::Error::other("fake LLM drops the connection")));
