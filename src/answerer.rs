@@ -173,6 +173,7 @@ impl Answerer {
                 HandoffPolicy::SilentHandoff => OnUnknown::SilentHandoff,
             },
             fallback_message: bot.fallback_message.clone(),
+            disclosure: bot.disclosure.clone(),
             generator: match bot.llm_settings.provider.unwrap_or(llm.provider) {
                 LlmProvider::Extractive => Generator::Extractive,
                 LlmProvider::Openai => Generator::Model,

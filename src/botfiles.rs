@@ -41,6 +41,9 @@ struct BotFile {
     /// Pages that may open the chat widget (`https://shop.example`); empty: any.
     #[serde(default)]
     widget_origins: Vec<String>,
+    /// Opens the bot's first reply; unset: the server's `answer.disclosure`.
+    #[serde(default)]
+    disclosure: Option<String>,
     #[serde(default)]
     handoff: HandoffFile,
     #[serde(default)]
@@ -567,6 +570,7 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
             handoff_policy: file.handoff.on_unknown,
             min_confidence: file.handoff.min_confidence,
             fallback_message: file.handoff.fallback_message,
+            disclosure: file.disclosure,
             knowledge_paths: KnowledgePaths(file.knowledge),
             source_file: Some(source_file),
             widget_origins: WidgetOrigins(file.widget_origins),

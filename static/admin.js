@@ -432,6 +432,11 @@
     min.value = typeof ho.min_confidence === "number" ? String(ho.min_confidence) : "";
     const fallback = h("textarea", { id: "bot-fallback", rows: 2, maxlength: 2000, disabled: ro || null });
     fallback.value = ho.fallback_message || "";
+    const own = h("input", { id: "bot-disclosure-own", type: "checkbox", disabled: ro || null });
+    own.checked = typeof bot.disclosure === "string";
+    const disclosure = h("textarea", { id: "bot-disclosure", rows: 2, maxlength: 1000, disabled: ro || !own.checked || null });
+    disclosure.value = typeof bot.disclosure === "string" ? bot.disclosure : "";
+    own.addEventListener("change", () => { disclosure.disabled = ro || !own.checked; });
     const box = errorBox();
     const status = h("span", { class: "hint" });
     const save = h("button", { type: "button", class: "primary", disabled: ro || null }, "Save");
@@ -444,6 +449,7 @@
         await api("PATCH", "/bots/" + enc(bot.id), {
           system_prompt: prompt.value, language: lang.value,
           handoff: { min_confidence: m, on_unknown: policy.value, fallback_message: fallback.value },
+          disclosure: own.checked ? disclosure.value : null,
         });
         status.textContent = "Saved " + new Date().toLocaleTimeString() + ".";
         await saved();
@@ -458,9 +464,9 @@
         field("When it does not know", policy),
         field("Minimum confidence", min, "0 to 1: below this retrieval confidence the bot does not answer on its own."),
         field("Fallback message", fallback, "Sent to the customer when the bot hands off with the fallback message."),
-        field("Disclosure", h("div", { class: "hint pad-top" },
-          "The opening line that says the customer talks to a bot is server-wide: ", h("code", null, "answer.disclosure"),
-          " in frontdesk.toml. It is not a per-bot setting.")),
+        field("Disclosure", h("div", null,
+          h("label", { class: "inline" }, own, " Its own opening line (empty: none)"), disclosure),
+          "Opens the bot's first reply in a conversation and says the customer talks to a bot. Unticked: the server's answer.disclosure."),
         field("Model", h("code", null, JSON.stringify(bot.llm || {})), "Per-bot model settings are changed through the API (PATCH /api/v1/bots/{id} with llm).")),
       box, h("div", { class: "actions" }, save, status));
   }

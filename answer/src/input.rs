@@ -49,6 +49,8 @@ pub struct BotProfile {
     /// Said before a handoff for lack of knowledge (empty: the general
     /// handoff message).
     pub fallback_message: String,
+    /// The bot's own disclosure (empty: none); `None`: [`Options::disclosure`].
+    pub disclosure: Option<String>,
     /// Who writes answers.
     pub generator: Generator,
     /// The model's name, for [`Generator::Model`].

@@ -171,8 +171,14 @@ impl Pipeline {
         });
         let mut emitter = Emitter {
             out,
-            disclosure: (question.first_reply && !settings.disclosure.trim().is_empty())
-                .then(|| settings.disclosure.trim().to_owned()),
+            disclosure: Some(
+                bot.disclosure
+                    .as_deref()
+                    .unwrap_or(&settings.disclosure)
+                    .trim(),
+            )
+            .filter(|d| question.first_reply && !d.is_empty())
+            .map(str::to_owned),
             metadata: metadata.to_string(),
             started,
             first: None,
@@ -688,6 +694,7 @@ mod tests {
             min_confidence: 0.35,
             on_unknown,
             fallback_message: "Let me get a colleague.".into(),
+            disclosure: None,
             generator,
             model: Some("m".into()),
             temperature: 0.2,
@@ -841,6 +848,33 @@ mod tests {
                 .is_some_and(|p| p.text.ends_with("Source: Returns › Bikes"))
         );
         assert!(answer.sources[0].cited);
+
+        // A bot's own disclosure wins; an empty one says nothing.
+        let mut own = bot.clone();
+        own.disclosure = Some("Bonjour, je suis un robot.".into());
+        let (_, sent) = ask(
+            &p,
+            &own,
+            "How long do I have to return a bike?",
+            returns(0.8),
+        )
+        .await;
+        assert!(
+            sent[0].text.starts_with("Bonjour, je suis un robot.\n\n"),
+            "{sent:?}"
+        );
+        own.disclosure = Some(String::new());
+        let (_, sent) = ask(
+            &p,
+            &own,
+            "How long do I have to return a bike?",
+            returns(0.8),
+        )
+        .await;
+        assert!(
+            sent[0].text.contains("30 days") && !sent[0].text.contains("bot"),
+            "{sent:?}"
+        );
     }
 
     #[tokio::test]

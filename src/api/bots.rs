@@ -114,6 +114,11 @@ const BOT_FIELDS: &[(&str, &str, bool)] = &[
         false,
     ),
     ("widget_origins", "array of origins", false),
+    (
+        "disclosure",
+        "string (empty: none) or null (the server's answer.disclosure)",
+        false,
+    ),
 ];
 
 /// A bot as the API shows it.
@@ -128,6 +133,7 @@ pub fn bot_json(bot: &Bot) -> Value {
             "on_unknown": bot.handoff_policy,
             "fallback_message": bot.fallback_message,
         },
+        "disclosure": bot.disclosure,
         "llm": bot.llm_settings,
         "widget_origins": bot.widget_origins,
         "managed_by_file": bot.source_file,
@@ -183,6 +189,19 @@ struct BotFields {
     handoff: Option<HandoffFields>,
     llm: Option<BotLlm>,
     widget_origins: Option<Vec<String>>,
+    /// Absent: unchanged; `null`: the server's; text: the bot's own.
+    #[serde(default, deserialize_with = "present")]
+    disclosure: Option<Option<String>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`), told apart
+/// from an absent one (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// `base` with the fields the client sent.
@@ -244,6 +263,15 @@ fn merged(base: BotSpec, fields: BotFields) -> Result<BotSpec, ApiError> {
         }
         spec.widget_origins = WidgetOrigins(origins);
     }
+    if let Some(disclosure) = fields.disclosure {
+        if disclosure
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 1000)
+        {
+            return Err(bad_request("disclosure must be at most 1000 characters"));
+        }
+        spec.disclosure = disclosure.map(|d| d.trim().to_owned());
+    }
     Ok(spec)
 }
 
@@ -280,6 +308,7 @@ async fn create_bot(
         handoff_policy: HandoffPolicy::FallbackMessage,
         min_confidence: 0.35,
         fallback_message: "Let me get a colleague to help you with that.".into(),
+        disclosure: None,
         knowledge_paths: KnowledgePaths::default(),
         source_file: None,
         widget_origins: WidgetOrigins::default(),
@@ -341,6 +370,7 @@ async fn update_bot(
         handoff_policy: bot.handoff_policy,
         min_confidence: bot.min_confidence,
         fallback_message: bot.fallback_message.clone(),
+        disclosure: bot.disclosure.clone(),
         knowledge_paths: bot.knowledge_paths.clone(),
         source_file: None,
         widget_origins: bot.widget_origins.clone(),

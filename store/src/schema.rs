@@ -60,6 +60,7 @@ diesel::table! {
         updated_at -> Timestamp,
         knowledge_generation -> BigInt,
         widget_origins -> Text,
+        disclosure -> Nullable<Text>,
     }
 }
 

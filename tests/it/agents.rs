@@ -216,6 +216,22 @@ async fn roles_scoping_and_audit(db: TestDb) {
     )
     .await;
     assert_eq!(status, 400, "{bad}");
+    // The bot's own disclosure; null gives the server's back; an absent
+    // field leaves it as it is.
+    assert_eq!(changed["disclosure"], Value::Null);
+    let bot_path = format!("/bots/{bot_id}");
+    let patch = |body: Value| call(&server, Some(&admin), "PATCH", &bot_path, Some(body));
+    let (status, changed) = patch(json!({ "disclosure": " I am Acme's bot. " })).await;
+    assert_eq!(
+        (status, changed["disclosure"].clone()),
+        (200, json!("I am Acme's bot."))
+    );
+    let (_, changed) = patch(json!({ "system_prompt": "You help Acme's customers." })).await;
+    assert_eq!(changed["disclosure"], "I am Acme's bot.");
+    let (status, bad) = patch(json!({ "disclosure": "x".repeat(1001) })).await;
+    assert_eq!(status, 400, "{bad}");
+    let (_, changed) = patch(json!({ "disclosure": null })).await;
+    assert_eq!(changed["disclosure"], Value::Null);
 
     // A channel: credentials stored, never returned, never audited.
     let (status, channel) = call(&server, Some(&admin), "POST", &format!("/bots/{bot_id}/channels"),
@@ -258,8 +274,9 @@ async fn roles_scoping_and_audit(db: TestDb) {
         .as_array()
         .expect("items")
         .iter()
+        .rev()
         .find(|e| e["action"] == "bot.update")
-        .expect("bot.update");
+        .expect("the first bot.update (the log is newest first)");
     assert_eq!(update["before"]["handoff"]["on_unknown"], "silent_handoff");
     assert_eq!(update["after"]["handoff"]["on_unknown"], "fallback_message");
     assert_eq!(update["source_ip"], "127.0.0.1");

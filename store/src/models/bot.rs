@@ -144,6 +144,9 @@ pub struct Bot {
     pub min_confidence: f64,
     /// Sent by the `fallback_message` policy.
     pub fallback_message: String,
+    /// Opens the bot's first reply in a conversation; `None`: the server's
+    /// `answer.disclosure`, empty: none.
+    pub disclosure: Option<String>,
     /// Knowledge sources ingested at start.
     #[diesel(deserialize_as = String)]
     pub knowledge_paths: KnowledgePaths,
@@ -190,6 +193,8 @@ pub struct BotSpec {
     pub min_confidence: f64,
     /// Fallback text.
     pub fallback_message: String,
+    /// The bot's own disclosure; `None`: the server's.
+    pub disclosure: Option<String>,
     /// Knowledge sources.
     pub knowledge_paths: KnowledgePaths,
     /// Managing bot file.
@@ -232,6 +237,7 @@ impl Bot {
             && self.handoff_policy == spec.handoff_policy
             && self.min_confidence == spec.min_confidence
             && self.fallback_message == spec.fallback_message
+            && self.disclosure == spec.disclosure
             && self.knowledge_paths == spec.knowledge_paths
             && self.source_file == spec.source_file
             && self.widget_origins == spec.widget_origins
@@ -256,6 +262,7 @@ impl Bot {
                     bots::handoff_policy.eq(spec.handoff_policy),
                     bots::min_confidence.eq(spec.min_confidence),
                     bots::fallback_message.eq(&spec.fallback_message),
+                    bots::disclosure.eq(&spec.disclosure),
                     bots::knowledge_paths.eq(&paths),
                     bots::source_file.eq(&spec.source_file),
                     bots::widget_origins.eq(&origins),
@@ -287,6 +294,7 @@ impl Bot {
                             bots::handoff_policy.eq(spec.handoff_policy),
                             bots::min_confidence.eq(spec.min_confidence),
                             bots::fallback_message.eq(&spec.fallback_message),
+                            bots::disclosure.eq(&spec.disclosure),
                             bots::knowledge_paths.eq(&paths),
                             bots::source_file.eq(&spec.source_file),
                             bots::widget_origins.eq(&origins),
