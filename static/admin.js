@@ -867,7 +867,7 @@
     }
     function gapItem(g) {
       const err = errorBox();
-      const answer = h("textarea", { rows: 3, maxlength: 10000, placeholder: "The answer, as the bot should give it…" });
+      const answer = h("textarea", { rows: 3, maxlength: 4000, placeholder: "The answer, as the bot should give it…" });
       const send = h("button", { type: "button", class: "primary" }, "Add to knowledge");
       const done = h("div", { class: "ok", hidden: !g.answered_at }, g.answered_at ? "Answered " + clock(g.answered_at) + (g.document_id ? " (document " + g.document_id + ")" : "") : "");
       const form = h("div", { hidden: !!g.answered_at || null }, answer, h("div", { class: "actions" }, send));

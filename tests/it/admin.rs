@@ -359,7 +359,23 @@ async fn an_owner_uploads_a_document_and_tries_a_question_in_the_console() {
     };
     let Some(driver) = start_driver() else { return };
     let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
-    let (server, _bot) = bikes(&db, models).await;
+    let (server, bot) = bikes(&db, models).await;
+    // A question the bot could not answer, as a handoff leaves it.
+    let gap_id = {
+        let mut conn = server.app.db.get().await.expect("conn");
+        let mut vector = vec![0.0f32; knowledge::models::DIMENSIONS];
+        vector[0] = 1.0;
+        store::models::gap::Gap::open(
+            &mut conn,
+            &bot.workspace_id,
+            &bot.id,
+            "Do you rent out tandem bicycles?",
+            server.app.knowledge.model_for(&bot).id,
+            &vector,
+        )
+        .await
+        .expect("gap")
+    };
     member(&server.app, "bikes", "owner@bikes.test", Role::Owner).await;
     member(&server.app, "bikes", "agent@bikes.test", Role::Agent).await;
     let files = tempfile::tempdir().expect("tempdir");
@@ -522,6 +538,60 @@ async fn an_owner_uploads_a_document_and_tries_a_question_in_the_console() {
             );
         }
     }
+    // A knowledge gap answered with one click: an FAQ document at once.
+    owner
+        .find(Locator::Css("#admin-nav button[data-view=gaps]"))
+        .await
+        .expect("nav")
+        .click()
+        .await
+        .expect("click");
+    wait_for(
+        &owner,
+        "the gap",
+        "return [...document.querySelectorAll('#gap-list .panel')].some(p => p.textContent.includes('tandem'));",
+    )
+    .await;
+    owner
+        .execute(
+            "const t = document.querySelector('#gap-list textarea');              t.value = 'Yes: tandems rent for 40 euros a day.';              [...document.querySelectorAll('#gap-list button')].find(b => b.textContent === 'Add to knowledge').click();              return true;",
+            vec![],
+        )
+        .await
+        .expect("answer");
+    wait_for(
+        &owner,
+        "the answered gap",
+        "const d = document.querySelector('#gap-list .ok:not([hidden])'); return d && d.textContent;",
+    )
+    .await;
+    let token = login(&server, "owner@bikes.test").await;
+    let (_, answered) = call(
+        &server,
+        Some(&token),
+        "GET",
+        "/knowledge/gaps?status=answered",
+        None,
+    )
+    .await;
+    assert_eq!(answered["items"][0]["id"], json!(gap_id), "{answered}");
+    let answer = server
+        .app
+        .knowledge
+        .search(
+            &server.app.db,
+            &bot,
+            "Do you rent out tandem bicycles?",
+            1,
+            knowledge::index::Retriever::Hybrid,
+        )
+        .await
+        .expect("search");
+    assert!(
+        answer.hits[0].chunk.body.contains("40 euros"),
+        "the answer is searchable"
+    );
+
     // The CSV export: made in the browser from the report, one row a bucket.
     owner
         .find(Locator::Css("#admin-nav button[data-view=analytics]"))
