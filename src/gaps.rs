@@ -50,39 +50,77 @@ pub async fn remember(app: &App, bot_id: &str, handoff: &Handoff) {
     }
 }
 
+/// Gaps of questions remembered without a vector (no embedding model was
+/// installed) carry this model name and group by their words alone.
+const WORDS_ONLY: &str = "";
+
 async fn try_remember(app: &App, bot_id: &str, handoff: &Handoff) -> anyhow::Result<()> {
-    let Some((model, embedder)) = embedder_of(app, bot_id).await? else {
-        return Ok(());
+    let question = handoff.question.trim();
+    let embedded = match embedder_of(app, bot_id).await? {
+        Some((model, embedder)) => Some((model, embed(embedder, question).await?)),
+        None => None,
     };
-    let vector = embed(embedder, &handoff.question).await?;
     let mut conn = app.db.get().await?;
-    HandoffVector::insert(&mut conn, &handoff.id, bot_id, model.id, &vector).await?;
+    if let Some((model, vector)) = &embedded {
+        HandoffVector::insert(&mut conn, &handoff.id, bot_id, model.id, vector).await?;
+    }
     if !is_gap(&handoff.reason) {
         return Ok(());
     }
     let _one_at_a_time = GROUPING.lock().await;
-    let open = Gap::open_of_bot(&mut conn, bot_id, model.id, GAPS_COMPARED).await?;
-    let closest = open
-        .iter()
-        .filter_map(|gap| Some((gap, dot(&gap.vector()?, &vector))))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    match closest {
-        Some((gap, score)) if score >= model.same_question => {
-            gap.add(&mut conn, handoff.question.trim()).await?;
-        }
-        _ => {
+    let (model_id, vector) = match &embedded {
+        Some((model, vector)) => (model.id, Some((vector.as_slice(), model.same_question))),
+        None => (WORDS_ONLY, None),
+    };
+    let open = Gap::open_of_bot(&mut conn, bot_id, model_id, GAPS_COMPARED).await?;
+    match closest_gap(&open, question, vector) {
+        Some(gap) => gap.add(&mut conn, question).await?,
+        None => {
+            let vector = vector.map(|(v, _)| v).unwrap_or_default();
             Gap::open(
                 &mut conn,
                 &handoff.workspace_id,
                 bot_id,
-                handoff.question.trim(),
-                model.id,
-                &vector,
+                question,
+                model_id,
+                vector,
             )
             .await?;
         }
     }
     Ok(())
+}
+
+/// The open gap `question` belongs to: with a vector, the closest one at
+/// or above the model's bar; without, one that was asked in the same
+/// words (case, spacing and end punctuation aside).
+fn closest_gap<'a>(
+    open: &'a [Gap],
+    question: &str,
+    vector: Option<(&[f32], f32)>,
+) -> Option<&'a Gap> {
+    match vector {
+        Some((vector, bar)) => open
+            .iter()
+            .filter_map(|gap| Some((gap, dot(&gap.vector()?, vector))))
+            .filter(|(_, score)| *score >= bar)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(gap, _)| gap),
+        None => {
+            let words = same_words(question);
+            open.iter()
+                .find(|gap| gap.examples().iter().any(|e| same_words(e) == words))
+        }
+    }
+}
+
+/// `text` lowercased, its words single-spaced, end punctuation dropped.
+fn same_words(text: &str) -> String {
+    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+    words
+        .join(" ")
+        .trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+        .to_owned()
 }
 
 /// The embedding model and embedder of `bot_id`, `None` when it has no
@@ -168,4 +206,53 @@ pub async fn similar(app: &App, bot_id: &str, handoff: &Handoff) -> Result<Vec<S
         });
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gap(question: &str, vector: &[f32]) -> Gap {
+        let at = chrono::NaiveDateTime::default();
+        Gap {
+            id: question.into(),
+            workspace_id: "w".into(),
+            bot_id: "b".into(),
+            question: question.into(),
+            model: "m".into(),
+            vector: store::models::knowledge::pack_vectors(&[vector.to_vec()]),
+            examples: serde_json::json!([question]).to_string(),
+            count: 1,
+            first_seen: at,
+            last_seen: at,
+            answered_at: None,
+            answered_by: None,
+            document_id: None,
+        }
+    }
+
+    #[test]
+    fn a_question_joins_the_closest_gap_over_the_bar_or_its_own_words() {
+        let open = [
+            gap("Do you ship to Canada?", &[1.0, 0.0]),
+            gap("Can I pay by invoice?", &[0.6, 0.8]),
+        ];
+        let joined =
+            |v: &[f32]| closest_gap(&open, "q", Some((v, 0.8))).map(|g| g.question.as_str());
+        assert_eq!(joined(&[0.95, 0.31]), Some("Do you ship to Canada?"));
+        assert_eq!(joined(&[0.6, 0.8]), Some("Can I pay by invoice?"));
+        assert_eq!(
+            joined(&[0.0, -1.0]),
+            None,
+            "nothing close: a gap of its own"
+        );
+        // Without vectors, only the same words meet.
+        assert_eq!(
+            closest_gap(&open, "  do you SHIP to canada ", None).map(|g| g.id.as_str()),
+            Some("Do you ship to Canada?")
+        );
+        assert!(closest_gap(&open, "Do you ship to Mexico?", None).is_none());
+        assert!(is_gap("low_confidence") && is_gap("no_information"));
+        assert!(!is_gap("customer_asked") && !is_gap("requested"));
+    }
 }
