@@ -234,6 +234,10 @@ pub(super) async fn delete(
         .delete(&state.app.db, &bot, &doc.source)
         .await
         .map_err(|e| ApiError::new(ErrorKind::Unavailable, e.to_string()))?;
+    // A knowledge gap's answer deleted: the gap is open again.
+    let mut conn = state.app.db.get().await?;
+    store::models::gap::Gap::reopen_answered_by(&mut conn, &doc.id).await?;
+    drop(conn);
     record(
         &state,
         &who,

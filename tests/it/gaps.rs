@@ -372,6 +372,27 @@ async fn gaps_end_to_end(db: TestDb) {
         sent.contains(GAP_ANSWER),
         "answered from the gap's answer: {sent}"
     );
+    // Its document deleted, the gap is open again; answered again, closed.
+    let (status, _) = shop
+        .api(
+            "DELETE",
+            &format!("/bots/{}/documents/{document_id}", shop.bot.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, open) = shop
+        .api(
+            "GET",
+            &format!("/knowledge/gaps?bot_id={}", shop.bot.id),
+            None,
+        )
+        .await;
+    assert_eq!(open["items"].as_array().expect("items").len(), 3, "{open}");
+    let (status, _) = shop
+        .api("POST", &gap_path, Some(json!({ "answer": GAP_ANSWER })))
+        .await;
+    assert_eq!(status, 201);
 
     // An agent answers the parking question and resolves it; the next
     // customer asking it shows that case beside the escalation.

@@ -317,6 +317,26 @@ impl Gap {
         }))
     }
 
+    /// Opens again the gaps `document_id` answered (it was deleted, so
+    /// the bot does not know again); returns how many.
+    pub async fn reopen_answered_by(
+        conn: &mut DbConn,
+        document_id: &str,
+    ) -> Result<usize, DbError> {
+        Ok(db_run!(conn: {
+            diesel::update(
+                knowledge_gaps::table.filter(knowledge_gaps::document_id.eq(document_id)),
+            )
+            .set((
+                knowledge_gaps::answered_at.eq(None::<NaiveDateTime>),
+                knowledge_gaps::answered_by.eq(None::<String>),
+                knowledge_gaps::document_id.eq(None::<String>),
+            ))
+            .execute(conn)
+            .await?
+        }))
+    }
+
     /// Marks the gap answered by `user` with `document_id`.
     pub async fn mark_answered(
         conn: &mut DbConn,
