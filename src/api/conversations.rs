@@ -306,7 +306,10 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
 }
 
-async fn detail_json(state: &AppState, c: &Conversation) -> Result<Value, ApiError> {
+async fn detail_json(
+    state: &AppState,
+    c: &Conversation,
+) -> Result<(Value, Option<Handoff>), ApiError> {
     let mut conn = state.app.db.get().await?;
     let customer = Customer::find_by_id(&mut conn, &c.customer_id).await?;
     let account = ChannelAccount::find_by_id(&mut conn, &c.channel_account_id).await?;
@@ -324,20 +327,27 @@ async fn detail_json(state: &AppState, c: &Conversation) -> Result<Value, ApiErr
     body["messages"] = messages.iter().map(message_json).collect();
     body["handoffs"] = handoffs.iter().map(handoff_json).collect();
     body["notes"] = serde_json::to_value(&notes).unwrap_or_default();
-    drop(conn);
-    // The open escalation comes with the earlier resolved cases like it.
-    if let Some(open) = open {
-        let similar = crate::gaps::similar(&state.app, &c.bot_id, open).await?;
-        let similar = serde_json::to_value(&similar).unwrap_or_default();
-        body["handoff"]["similar"] = similar.clone();
-        if let Some(entry) = body["handoffs"]
-            .as_array_mut()
-            .and_then(|all| all.iter_mut().find(|h| h["id"] == json!(open.id)))
-        {
-            entry["similar"] = similar;
-        }
+    Ok((body, open.cloned()))
+}
+
+/// The open escalation's earlier resolved cases like it, in `body` (the
+/// detail route only: actions answer without this scan).
+async fn add_similar(
+    state: &AppState,
+    c: &Conversation,
+    open: &Handoff,
+    body: &mut Value,
+) -> Result<(), ApiError> {
+    let similar = crate::gaps::similar(&state.app, &c.bot_id, open).await?;
+    let similar = serde_json::to_value(&similar).unwrap_or_default();
+    body["handoff"]["similar"] = similar.clone();
+    if let Some(entry) = body["handoffs"]
+        .as_array_mut()
+        .and_then(|all| all.iter_mut().find(|h| h["id"] == json!(open.id)))
+    {
+        entry["similar"] = similar;
     }
-    Ok(body)
+    Ok(())
 }
 
 async fn detail(
@@ -347,7 +357,11 @@ async fn detail(
 ) -> Result<HttpResponse, ApiError> {
     who.require(Role::Agent)?;
     let c = owned(&state, &who, &id).await?;
-    Ok(HttpResponse::Ok().json(detail_json(&state, &c).await?))
+    let (mut body, open) = detail_json(&state, &c).await?;
+    if let Some(open) = &open {
+        add_similar(&state, &c, open, &mut body).await?;
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 fn status_json(c: &Conversation) -> Value {
@@ -419,7 +433,7 @@ async fn change_status(
     };
     let after = changed.ok_or_else(|| conflict(refusal))?;
     audit_status(state, who, req, action, &before, &after).await;
-    Ok(HttpResponse::Ok().json(detail_json(state, &after).await?))
+    Ok(HttpResponse::Ok().json(detail_json(state, &after).await?.0))
 }
 
 async fn take_over(
