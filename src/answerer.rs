@@ -448,6 +448,16 @@ pub async fn history(
     Ok(kept)
 }
 
+/// Whether the customer's message is kept without an answer (its origin is
+/// [`channels::Origin::Unanswered`]).
+fn unanswered(message: &Message) -> bool {
+    message
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .is_some_and(|m| m["origin"]["type"] == "unanswered")
+}
+
 impl Responder for Answerer {
     fn respond<'a>(
         &'a self,
@@ -458,6 +468,12 @@ impl Responder for Answerer {
             let Some(bot) = self.bot(&turn.conversation.bot_id).await? else {
                 return Err(format!("bot {} is gone", turn.conversation.bot_id));
             };
+            // Stickers and unsupported types are kept for agents, not
+            // answered: a turn of only those sends nothing.
+            if turn.messages.iter().all(unanswered) {
+                tracing::info!(conversation = %turn.conversation.id, "nothing to answer: the customer's messages are kept without an answer");
+                return Ok(Verdict::default());
+            }
             let first_seq = turn.messages.first().map_or(i64::MAX, |m| m.seq);
             let history = history(
                 &self.app,

@@ -106,6 +106,26 @@ pub(crate) enum ChannelFile {
         address: String,
         signing_key: String,
     },
+    Whatsapp {
+        id: String,
+        phone_number_id: String,
+        app_secret: String,
+        access_token: String,
+        verify_token: String,
+        /// An approved template sent when a person replies after the
+        /// 24-hour window.
+        #[serde(default)]
+        reengage_template: Option<String>,
+        #[serde(default)]
+        reengage_language: Option<String>,
+    },
+    Instagram {
+        id: String,
+        ig_account_id: String,
+        app_secret: String,
+        page_access_token: String,
+        verify_token: String,
+    },
 }
 
 /// A bot file that cannot be applied. Each variant names the file and key.
@@ -662,6 +682,57 @@ pub(crate) fn channel_spec(
                 ]),
             }
         }
+        ChannelFile::Whatsapp {
+            id,
+            phone_number_id,
+            app_secret,
+            access_token,
+            verify_token,
+            reengage_template,
+            reengage_language,
+        } => {
+            let phone_number_id = platform_id("phone_number_id", &phone_number_id)?;
+            let mut credentials = BTreeMap::from([
+                ("app_secret".into(), secret("app_secret", app_secret)?),
+                ("access_token".into(), secret("access_token", access_token)?),
+                ("verify_token".into(), secret("verify_token", verify_token)?),
+            ]);
+            if let Some(name) = reengage_template.filter(|n| !n.trim().is_empty()) {
+                credentials.insert("reengage_template".into(), Secret::new(name.trim()));
+                let language = reengage_language.unwrap_or_else(|| "en_US".into());
+                credentials.insert("reengage_language".into(), Secret::new(language.trim()));
+            } else if reengage_language.is_some() {
+                return Err((
+                    "reengage_language".into(),
+                    "is set without `reengage_template`".into(),
+                ));
+            }
+            LoadedChannel {
+                public_id: id,
+                kind: ChannelKind::Whatsapp,
+                external_id: Some(phone_number_id),
+                credentials,
+            }
+        }
+        ChannelFile::Instagram {
+            id,
+            ig_account_id,
+            app_secret,
+            page_access_token,
+            verify_token,
+        } => LoadedChannel {
+            public_id: id,
+            kind: ChannelKind::Instagram,
+            external_id: Some(platform_id("ig_account_id", &ig_account_id)?),
+            credentials: BTreeMap::from([
+                ("app_secret".into(), secret("app_secret", app_secret)?),
+                (
+                    "page_access_token".into(),
+                    secret("page_access_token", page_access_token)?,
+                ),
+                ("verify_token".into(), secret("verify_token", verify_token)?),
+            ]),
+        },
         ChannelFile::Email {
             id,
             address,
@@ -687,6 +758,19 @@ pub(crate) fn channel_spec(
     };
     check_channel_id(&loaded.public_id).map_err(|m| ("id".to_owned(), m))?;
     Ok(loaded)
+}
+
+/// A Meta platform id (a WhatsApp phone number id, an Instagram account
+/// id): digits, as Meta issues them.
+fn platform_id(key: &str, value: &str) -> Result<String, (String, String)> {
+    let value = value.trim().to_owned();
+    if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((
+            key.into(),
+            "must be the numeric id Meta shows for it".into(),
+        ));
+    }
+    Ok(value)
 }
 
 /// serde quotes the offending value (`invalid type: integer `123`, expected

@@ -34,6 +34,18 @@ pub const MESSENGER_FIELDS: &[&str] = &[
     "messaging_handovers",
 ];
 
+/// The WhatsApp webhook fields the app must subscribe to: messages and
+/// their statuses come in `messages`.
+pub const WHATSAPP_FIELDS: &[&str] = &["messages"];
+
+/// The Instagram webhook fields the app must subscribe to.
+pub const INSTAGRAM_FIELDS: &[&str] = &[
+    "messages",
+    "messaging_postbacks",
+    "message_reactions",
+    "messaging_seen",
+];
+
 /// Points the Telegram bot of `bot_token` at this gateway's route for
 /// `public_id`, signed with `secret_token`. Needs `server.public_url`.
 ///
@@ -102,6 +114,29 @@ pub fn setup(
             "callback_url": format!("{base}/webhooks/messenger"),
             "verify_token": credentials.get("verify_token").map(|s| s.expose()),
             "subscribe_fields": MESSENGER_FIELDS,
+        }),
+        ChannelKind::Whatsapp => json!({
+            "callback_url": format!("{base}/webhooks/whatsapp"),
+            "verify_token": credentials.get("verify_token").map(|s| s.expose()),
+            "subscribe_fields": WHATSAPP_FIELDS,
+            "phone_number_id": account.external_id,
+            "steps": [
+                "In the Meta app's WhatsApp > Configuration, set the callback URL and verify token above",
+                "Subscribe the webhook field `messages` (statuses come with it)",
+                "Use a permanent System User access token with whatsapp_business_messaging",
+                "Optional: an approved template as `reengage_template` lets agents reach a customer after the 24-hour window",
+            ],
+        }),
+        ChannelKind::Instagram => json!({
+            "callback_url": format!("{base}/webhooks/instagram"),
+            "verify_token": credentials.get("verify_token").map(|s| s.expose()),
+            "subscribe_fields": INSTAGRAM_FIELDS,
+            "ig_account_id": account.external_id,
+            "steps": [
+                "In the Meta app's Instagram > Webhooks, set the callback URL and verify token above",
+                "Subscribe the fields listed, and turn on 'Allow access to messages' in the Instagram app's settings",
+                "The page access token needs instagram_manage_messages (and human_agent for replies after 24 hours)",
+            ],
         }),
         ChannelKind::Email => {
             let forward = format!("{base}/webhooks/email/{id}/mime");

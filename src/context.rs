@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use broker::AnyBroker;
 use channels::email::Email;
+use channels::instagram::Instagram;
 use channels::messenger::Messenger;
 use channels::telegram::Telegram;
+use channels::whatsapp::Whatsapp;
 use channels::{HttpClient, RetryPolicy};
 use store::crypto::MasterKey;
 use store::db::Db;
@@ -63,6 +65,10 @@ pub struct Channels {
     pub messenger: Messenger,
     /// Email.
     pub email: Email,
+    /// WhatsApp.
+    pub whatsapp: Whatsapp,
+    /// Instagram.
+    pub instagram: Instagram,
 }
 
 impl Channels {
@@ -71,7 +77,9 @@ impl Channels {
         let http = HttpClient::new(RetryPolicy::default());
         Self {
             telegram: Telegram::new(&settings.telegram.api_base, http.clone()),
-            messenger: Messenger::new(&settings.messenger.graph_api_base, http),
+            messenger: Messenger::new(&settings.messenger.graph_api_base, http.clone()),
+            whatsapp: Whatsapp::new(&settings.whatsapp.graph_api_base, http.clone()),
+            instagram: Instagram::new(&settings.instagram.graph_api_base, http),
             email: Email::new(settings.email.smtp_url.clone()),
         }
     }

@@ -7,9 +7,10 @@
 //! thread under the customer's latest message (`In-Reply-To`, `References`,
 //! `Re:` subject).
 
-use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Recipient};
+use channels::{Channel, ChannelKind, EmailReply, OutboundMessage, Reach, Recipient};
 
 use crate::context::App;
+use crate::window;
 use store::db::DbError;
 use store::models::channel_account::{AccountSecrets, AccountStatus, ChannelAccount};
 use store::models::conversation::Conversation;
@@ -67,6 +68,7 @@ pub async fn deliver(
         choices: channels::choices::Offer::from_metadata(message.metadata.as_deref())
             .map(|offer| offer.choices())
             .unwrap_or_default(),
+        reach: target.reach,
     };
     let secrets = target.secrets;
     let result = match target.kind {
@@ -88,6 +90,18 @@ pub async fn deliver(
                 .send(&secrets, &target.recipient, &outbound)
                 .await
         }
+        ChannelKind::Whatsapp => {
+            app.channels
+                .whatsapp
+                .send(&secrets, &target.recipient, &outbound)
+                .await
+        }
+        ChannelKind::Instagram => {
+            app.channels
+                .instagram
+                .send(&secrets, &target.recipient, &outbound)
+                .await
+        }
         // The widget's socket got it with its `message.created` event, and
         // replays it from the database after a reconnect.
         ChannelKind::Webchat => Ok(vec![channels::Sent {
@@ -99,6 +113,12 @@ pub async fn deliver(
             let ids: Vec<String> = sent.into_iter().map(|s| s.external_id).collect();
             let mut conn = app.db.get().await?;
             Message::record_sent(&mut conn, &message.id, &ids).await?;
+            if let channels::Reach::Template { name, .. } = &outbound.reach {
+                // The customer got the template, not these words: said
+                // on the message, for the agent.
+                Message::annotate(&mut conn, &message.id, "sent_as_template", name.as_str())
+                    .await?;
+            }
             tracing::info!(message = %message.id, parts = ids.len(), "reply sent");
             Ok(Delivery::Sent(ids))
         }
@@ -121,13 +141,20 @@ pub async fn typing(app: &App, conversation_id: &str) {
         let secrets = account
             .secrets(&app.master_key)
             .map_err(|e| e.to_string())?;
+        let last = Message::last_inbound(&mut conn, &conversation.id)
+            .await
+            .map_err(|e| e.to_string())?;
         let to = Recipient {
             external_id: customer.external_user_id,
             email: None,
+            last_inbound: last.and_then(|m| m.external_id),
+            via: account.external_id.clone(),
         };
         match account.kind {
             ChannelKind::Telegram => app.channels.telegram.typing(&secrets, &to).await,
             ChannelKind::Messenger => app.channels.messenger.typing(&secrets, &to).await,
+            ChannelKind::Whatsapp => app.channels.whatsapp.typing(&secrets, &to).await,
+            ChannelKind::Instagram => app.channels.instagram.typing(&secrets, &to).await,
             ChannelKind::Webchat => {
                 crate::events::typing(app, &conversation.workspace_id, &conversation.id).await;
                 Ok(())
@@ -146,6 +173,7 @@ struct Target {
     kind: ChannelKind,
     recipient: Recipient,
     secrets: AccountSecrets,
+    reach: Reach,
 }
 
 async fn account_and_customer(
@@ -190,9 +218,15 @@ async fn target(
     // authenticated `From`: anyone can write a `Reply-To`, and a bot must
     // not send a business's answers wherever a stranger asks. Agents still
     // see it with the message.
+    let last = Message::last_inbound(conn, &conversation.id).await?;
+    // Meta's platforms: the bot writes within 24 hours of the customer's
+    // last message, a person later only as the platform allows.
+    let reach = match window::reach_now(&account.kind, last.as_ref(), message, &secrets) {
+        Ok(reach) => reach,
+        Err(closed) => return Ok(Err(closed.reason)),
+    };
     let mut address = None;
     let email = if account.kind == ChannelKind::Email {
-        let last = Message::last_inbound(conn, &conversation.id).await?;
         let thread: Option<channels::EmailThread> = last
             .as_ref()
             .and_then(|m| m.metadata.as_deref())
@@ -230,8 +264,11 @@ async fn target(
         recipient: Recipient {
             external_id: address.unwrap_or(customer.external_user_id),
             email,
+            last_inbound: last.and_then(|m| m.external_id),
+            via: account.external_id.clone(),
         },
         secrets,
+        reach,
     }))
 }
 

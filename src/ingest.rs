@@ -12,7 +12,7 @@
 //! between the bot and another app. Everything is stored and committed
 //! before the webhook is answered 200.
 
-use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent};
+use channels::{Handover, InboundEvent, InboundMessage, RoutedEvent, SendStatus};
 use chrono::Timelike;
 use serde_json::json;
 
@@ -36,20 +36,24 @@ pub struct IngestReport {
     pub duplicates: usize,
     /// Edits recorded.
     pub edits: usize,
-    /// Outbound messages moved to delivered/read.
+    /// Outbound messages moved to delivered/read, or failed as the
+    /// platform said.
     pub receipts: usize,
+    /// Reactions recorded on the messages they react to.
+    pub reactions: usize,
     /// Events skipped, with their reasons.
     pub skipped: Vec<String>,
 }
 
 impl IngestReport {
     /// What happened, by result name, for metrics.
-    pub fn counts(&self) -> [(&'static str, usize); 5] {
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
         [
             ("stored", self.stored),
             ("duplicate", self.duplicates),
             ("edit", self.edits),
             ("receipt", self.receipts),
+            ("reaction", self.reactions),
             ("skipped", self.skipped.len()),
         ]
     }
@@ -286,6 +290,83 @@ async fn other_event(
                     }
                 };
                 Conversation::set_status(conn, &id, status).await?;
+            }
+        }
+        InboundEvent::Reaction {
+            sender,
+            message_id,
+            emoji,
+        } => {
+            let mut target = None;
+            for direction in [Direction::Outbound, Direction::Inbound] {
+                target =
+                    Message::find_by_external(conn, &account.id, direction, &message_id).await?;
+                if target.is_some() {
+                    break;
+                }
+            }
+            match target {
+                Some(message) => {
+                    let reaction = json!({ "emoji": emoji, "by": sender.external_id });
+                    Message::annotate(conn, &message.id, "reaction", reaction).await?;
+                    report.reactions += 1;
+                }
+                None => report.skipped.push(format!(
+                    "reaction to a message we do not have ({message_id})"
+                )),
+            }
+        }
+        InboundEvent::Status {
+            message_id, status, ..
+        } => {
+            let Some(message) =
+                Message::find_by_external(conn, &account.id, Direction::Outbound, &message_id)
+                    .await?
+            else {
+                report.skipped.push(format!(
+                    "status `{}` for a message we never sent ({message_id})",
+                    status.as_str()
+                ));
+                return Ok(());
+            };
+            match status {
+                // Recorded when the send answered.
+                SendStatus::Sent => {}
+                SendStatus::Delivered => {
+                    report.receipts += Message::advance_delivery(
+                        conn,
+                        &account.id,
+                        &[message_id],
+                        &[],
+                        None,
+                        DeliveryStatus::Delivered,
+                    )
+                    .await?;
+                }
+                // A read message means the ones before it were read too.
+                SendStatus::Read => {
+                    report.receipts += Message::advance_delivery(
+                        conn,
+                        &account.id,
+                        &[message_id],
+                        std::slice::from_ref(&message.conversation_id),
+                        Some(message.created_at),
+                        DeliveryStatus::Read,
+                    )
+                    .await?;
+                }
+                SendStatus::Failed { reason, .. } => {
+                    tracing::warn!(message = %message.id, %reason, "the platform reports a reply undelivered");
+                    Message::set_delivery(
+                        conn,
+                        &message.id,
+                        DeliveryStatus::Failed,
+                        message.external_id.as_deref(),
+                        Some(&reason),
+                    )
+                    .await?;
+                    report.receipts += 1;
+                }
             }
         }
         InboundEvent::Skipped { reason } => report.skipped.push(reason),

@@ -28,7 +28,8 @@
 //! - [`ingest`] — verified inbound events → stored messages → queued turns;
 //!   [`handoff`] — who answers a conversation (bot, people); [`gaps`] —
 //!   what handoffs teach: knowledge gaps and similar resolved cases;
-//!   [`delivery`] — a stored reply → the customer's channel;
+//!   [`delivery`] — a stored reply → the customer's channel; [`window`] —
+//!   what Meta's 24-hour messaging window lets a reply do now;
 //!   [`channel_setup`] — registering webhooks with platforms, and what a
 //!   business pastes where to connect a channel.
 //! - [`turn`] — the responder contract between the worker and what answers;
@@ -95,4 +96,5 @@ pub mod telemetry;
 pub mod turn;
 pub mod usage;
 pub mod webhooks;
+pub mod window;
 pub mod worker;

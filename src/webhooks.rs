@@ -7,6 +7,9 @@
 //! |---|---|---|
 //! | `GET /webhooks/messenger` | any Messenger account's verify token | `hub.verify_token` |
 //! | `POST /webhooks/messenger` | `entry[].id` (page id) | `X-Hub-Signature-256` |
+//! | `GET /webhooks/whatsapp`, `/webhooks/instagram` | as Messenger's | `hub.verify_token` |
+//! | `POST /webhooks/whatsapp` | `entry[].changes[].value.metadata.phone_number_id` | `X-Hub-Signature-256` |
+//! | `POST /webhooks/instagram` | `entry[].id` (Instagram account id) | `X-Hub-Signature-256` |
 //! | `POST /webhooks/telegram/{account}` | the path | secret-token header |
 //! | `POST /webhooks/email/{account}` (and `…/mime`) | the path | Mailgun signature, window, one-time token |
 
@@ -26,8 +29,8 @@ use store::models::channel_account::{AccountSecrets, ChannelAccount};
 /// plus margin for clock skew.
 const TOKEN_MEMORY: chrono::Duration = chrono::Duration::minutes(11);
 
-/// The most distinct page ids one Messenger batch may name (a page's
-/// batches name one; Meta batches at most a few pages of one app).
+/// The most distinct accounts one batch of Meta's may name (a page's
+/// batches name one; Meta batches at most a few accounts of one app).
 const MAX_PAGES: usize = 100;
 
 /// Registers the webhook routes. The email routes read their own bodies,
@@ -37,6 +40,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/webhooks/messenger")
             .route(web::get().to(messenger_subscribe))
             .route(web::post().to(messenger)),
+    )
+    .service(
+        resource("/webhooks/whatsapp")
+            .route(web::get().to(whatsapp_subscribe))
+            .route(web::post().to(whatsapp)),
+    )
+    .service(
+        resource("/webhooks/instagram")
+            .route(web::get().to(instagram_subscribe))
+            .route(web::post().to(instagram)),
     )
     .service(resource("/webhooks/telegram/{account}").route(web::post().to(telegram)))
     .service(resource("/webhooks/email/{account}").route(web::post().to(email)))
@@ -134,6 +147,7 @@ fn accepted(state: &AppState, kind: ChannelKind, report: &IngestReport) -> HttpR
         "duplicates": report.duplicates,
         "edits": report.edits,
         "receipts": report.receipts,
+        "reactions": report.reactions,
         "skipped": report.skipped,
     }))
 }
@@ -175,13 +189,23 @@ async fn telegram(
     Ok(accepted(&state, kind, &report))
 }
 
-/// `GET /webhooks/messenger`: the subscribe handshake. The offered verify
-/// token is looked up in memory; nothing is decrypted per request.
-async fn messenger_subscribe(
+/// The platform's name, as people read it.
+fn platform(kind: ChannelKind) -> &'static str {
+    match kind {
+        ChannelKind::Whatsapp => "WhatsApp",
+        ChannelKind::Instagram => "Instagram",
+        _ => "Messenger",
+    }
+}
+
+/// `GET /webhooks/messenger`, `/webhooks/whatsapp`, `/webhooks/instagram`:
+/// the subscribe handshake. The offered verify token is looked up in
+/// memory; nothing is decrypted per request.
+async fn meta_subscribe(
     state: web::Data<AppState>,
     req: HttpRequest,
+    kind: ChannelKind,
 ) -> Result<HttpResponse, ApiError> {
-    let kind = ChannelKind::Messenger;
     let app = &state.app;
     let query = req.query_string();
     let route = match crate::auth::url_param(query, "hub.verify_token") {
@@ -196,10 +220,10 @@ async fn messenger_subscribe(
         .as_ref()
         .and_then(|r| r.secrets.as_ref()?.get("verify_token"))
         .unwrap_or_default();
-    match channels::messenger::subscription_challenge(query, expected) {
+    match channels::meta::subscription_challenge(query, expected) {
         Ok(challenge) if !expected.is_empty() => {
             if let Some(route) = &route {
-                tracing::info!(account = %route.account.public_id, "Messenger webhook subscription verified");
+                tracing::info!(account = %route.account.public_id, channel = %kind, "webhook subscription verified");
             }
             Ok(HttpResponse::Ok()
                 .content_type("text/plain")
@@ -212,10 +236,34 @@ async fn messenger_subscribe(
             state.metrics.webhook(kind, "unauthorized");
             Err(ApiError::new(
                 ErrorKind::Forbidden,
-                "subscribe handshake refused: the verify token matches no active Messenger account",
+                format!(
+                    "subscribe handshake refused: the verify token matches no active {} account",
+                    platform(kind)
+                ),
             ))
         }
     }
+}
+
+async fn messenger_subscribe(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    meta_subscribe(state, req, ChannelKind::Messenger).await
+}
+
+async fn whatsapp_subscribe(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    meta_subscribe(state, req, ChannelKind::Whatsapp).await
+}
+
+async fn instagram_subscribe(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    meta_subscribe(state, req, ChannelKind::Instagram).await
 }
 
 /// `POST /webhooks/messenger`: a batch for one or more pages of one app.
@@ -224,18 +272,50 @@ async fn messenger(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let kind = ChannelKind::Messenger;
+    meta_batch(state, req, body, ChannelKind::Messenger).await
+}
+
+/// `POST /webhooks/whatsapp`: a batch for one or more phone numbers.
+async fn whatsapp(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    meta_batch(state, req, body, ChannelKind::Whatsapp).await
+}
+
+/// `POST /webhooks/instagram`: a batch for one or more accounts.
+async fn instagram(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    meta_batch(state, req, body, ChannelKind::Instagram).await
+}
+
+/// A batch of one of Meta's platforms: the platform ids it names pick the
+/// accounts, whose app secret verifies it; each verified account's events
+/// are stored.
+async fn meta_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+    kind: ChannelKind,
+) -> Result<HttpResponse, ApiError> {
     let request = request(&req, body);
     require_json(&state, kind, &request)?;
-    // The page ids pick the accounts, whose app secret verifies the batch.
-    let pages = channels::messenger::page_ids(&request.body, MAX_PAGES)
-        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let ids = match kind {
+        ChannelKind::Whatsapp => channels::whatsapp::phone_number_ids(&request.body, MAX_PAGES),
+        ChannelKind::Instagram => channels::instagram::account_ids(&request.body, MAX_PAGES),
+        _ => channels::messenger::page_ids(&request.body, MAX_PAGES),
+    }
+    .map_err(|e| bad_request(&state, kind, e.to_string()))?;
     let app = &state.app;
     let mut accounts = Vec::new();
-    for page in &pages {
+    for id in &ids {
         if let Some(route) = app
             .accounts
-            .by_external_id(&app.db, &app.master_key, kind, page)
+            .by_external_id(&app.db, &app.master_key, kind, id)
             .await?
         {
             accounts.push(route);
@@ -243,24 +323,36 @@ async fn messenger(
     }
     if accounts.is_empty() {
         state.metrics.webhook(kind, "unknown_account");
+        let what = match kind {
+            ChannelKind::Whatsapp => "phone number id(s)",
+            ChannelKind::Instagram => "account id(s)",
+            _ => "page(s)",
+        };
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!(
-                "no active Messenger account for page(s) {}",
-                pages.into_iter().collect::<Vec<_>>().join(", ")
+                "no active {} account for {what} {}",
+                platform(kind),
+                ids.join(", ")
             ),
         ));
     }
-    let adapter = &state.app.channels.messenger;
     let mut verified = Vec::new();
     let mut error = None;
     for route in accounts {
-        match adapter.verify(&request, secrets(&route)?) {
-            Ok(_) => verified.push(route),
+        let checked = secrets(&route)?.require("app_secret").and_then(|secret| {
+            channels::meta::verify_signature(
+                secret,
+                &request.body,
+                request.header(channels::meta::SIGNATURE_HEADER),
+            )
+        });
+        match checked {
+            Ok(()) => verified.push(route),
             Err(e) => {
-                // Pages of one batch share the app: a page that does not
+                // Accounts of one batch share the app: one that does not
                 // verify is misconfigured (another app secret).
-                tracing::error!(account = %route.account.public_id, error = %e, "Messenger page failed verification; its events are dropped");
+                tracing::error!(account = %route.account.public_id, error = %e, "account failed verification; its events are dropped");
                 state.metrics.webhook(kind, "unauthorized");
                 error = Some(e);
             }
@@ -270,9 +362,12 @@ async fn messenger(
         let error = error.unwrap_or(VerifyError::BadSignature);
         return Err(unauthorized(&state, kind, &error));
     }
-    let events = adapter
-        .parse(&request)
-        .map_err(|e| bad_request(&state, kind, e.to_string()))?;
+    let events = match kind {
+        ChannelKind::Whatsapp => channels::whatsapp::parse_batch(&request.body),
+        ChannelKind::Instagram => channels::instagram::parse_batch(&request.body),
+        _ => channels::messenger::parse_batch(&request.body),
+    }
+    .map_err(|e| bad_request(&state, kind, e.to_string()))?;
     let mut total = IngestReport::default();
     for route in &verified {
         let account = &route.account;
@@ -281,11 +376,22 @@ async fn messenger(
             .filter(|e| e.account.as_deref() == account.external_id.as_deref())
             .cloned()
             .collect();
+        let read: Vec<String> = mine
+            .iter()
+            .filter_map(|e| match &e.event {
+                channels::InboundEvent::Message(m) => Some(m.external_id.clone()),
+                _ => None,
+            })
+            .collect();
         let report = ingest(&state.app, account, &route.workspace_id, mine).await?;
+        if kind == ChannelKind::Whatsapp && !read.is_empty() {
+            mark_read(&state, route.clone(), read);
+        }
         total.stored += report.stored;
         total.duplicates += report.duplicates;
         total.edits += report.edits;
         total.receipts += report.receipts;
+        total.reactions += report.reactions;
         total.skipped.extend(report.skipped);
     }
     let unverified = events
@@ -298,10 +404,30 @@ async fn messenger(
         .count();
     if unverified > 0 {
         total.skipped.push(format!(
-            "{unverified} event(s) for pages without a verified account"
+            "{unverified} event(s) for accounts that did not verify"
         ));
     }
     Ok(accepted(&state, kind, &total))
+}
+
+/// Marks stored WhatsApp messages read (the customer's blue ticks), after
+/// the answer to the webhook; best effort, never holds it up.
+fn mark_read(state: &AppState, route: Arc<Route>, ids: Vec<String>) {
+    let whatsapp = state.app.channels.whatsapp.clone();
+    tokio::spawn(async move {
+        let Some(secrets) = &route.secrets else {
+            return;
+        };
+        let from = channels::Recipient {
+            via: route.account.external_id.clone(),
+            ..channels::Recipient::chat("")
+        };
+        for id in ids {
+            if let Err(error) = whatsapp.mark_read(secrets, &from, &id).await {
+                tracing::debug!(%error, "WhatsApp message not marked read");
+            }
+        }
+    });
 }
 
 /// `POST /webhooks/email/{account}`: a Mailgun inbound route. The account

@@ -7,8 +7,12 @@
 //!   [`Channel`] trait (verify, parse, send, limits), errors, and
 //!   [`split_text`] which cuts long replies at paragraph, then sentence
 //!   boundaries.
-//! - `telegram.rs`, `messenger.rs`, `email.rs`, `webchat.rs` — one file per
-//!   platform (the web chat widget has no webhook: its socket is the channel).
+//! - `telegram.rs`, `messenger.rs`, `whatsapp.rs`, `instagram.rs`,
+//!   `email.rs`, `webchat.rs` — one file per platform (the web chat widget
+//!   has no webhook: its socket is the channel).
+//! - `meta.rs` — what Meta's three platforms share: the `X-Hub-Signature-256`
+//!   check, the subscribe handshake, Graph API errors, and the messaging
+//!   window ([`Reach`]).
 //! - `http.rs` — the outbound HTTP client with bounded retries (5xx, 429,
 //!   `retry_after`), shared by the HTTP platforms.
 //! - `form.rs` — `application/x-www-form-urlencoded` and `multipart/form-data`
@@ -30,10 +34,13 @@ pub mod choices;
 pub mod email;
 mod form;
 mod http;
+pub mod instagram;
 pub mod messenger;
+pub mod meta;
 mod split;
 pub mod telegram;
 pub mod webchat;
+pub mod whatsapp;
 
 pub use http::{HttpClient, RetryPolicy};
 pub use split::{sentence_ends, split_text};
@@ -55,15 +62,21 @@ pub enum ChannelKind {
     Email,
     /// The web chat widget served by Frontdesk itself.
     Webchat,
+    /// WhatsApp Business, through the Cloud API (a phone number).
+    Whatsapp,
+    /// Instagram messaging, through a professional account.
+    Instagram,
 }
 
 impl ChannelKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ChannelKind; 4] = [
+    pub const ALL: [ChannelKind; 6] = [
         ChannelKind::Messenger,
         ChannelKind::Telegram,
         ChannelKind::Email,
         ChannelKind::Webchat,
+        ChannelKind::Whatsapp,
+        ChannelKind::Instagram,
     ];
 
     /// The name used in URLs, bot files and the database.
@@ -73,7 +86,15 @@ impl ChannelKind {
             Self::Telegram => "telegram",
             Self::Email => "email",
             Self::Webchat => "webchat",
+            Self::Whatsapp => "whatsapp",
+            Self::Instagram => "instagram",
         }
+    }
+
+    /// Whether replies are bound by a messaging window after the customer's
+    /// last message (Meta's platforms: see [`meta::window`]).
+    pub fn has_window(self) -> bool {
+        matches!(self, Self::Messenger | Self::Whatsapp | Self::Instagram)
     }
 }
 
@@ -85,7 +106,9 @@ impl fmt::Display for ChannelKind {
 
 /// A string that names no channel kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown channel kind `{0}` (expected messenger, telegram, email or webchat)")]
+#[error(
+    "unknown channel kind `{0}` (expected messenger, telegram, email, webchat, whatsapp or instagram)"
+)]
 pub struct UnknownChannelKind(pub String);
 
 impl FromStr for ChannelKind {
@@ -182,6 +205,12 @@ pub enum Origin {
     },
     /// An email.
     Email,
+    /// Kept for the record and shown to agents, never answered by the bot:
+    /// a sticker, a type the platform does not pass on.
+    Unanswered {
+        /// Why the bot leaves it.
+        reason: String,
+    },
 }
 
 impl Origin {
@@ -199,7 +228,9 @@ impl Origin {
 /// A file or media item, kept as metadata (never downloaded here).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Attachment {
-    /// `image`, `video`, `audio`, `file`, `location`, `sticker`, …
+    /// `image`, `video`, `audio`, `file`, `location`, `sticker`, …; a
+    /// location's `url` is its `geo:` URI (RFC 5870) and its `name` the
+    /// place's name and address.
     pub kind: String,
     /// Where the platform serves it, if it says.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -378,6 +409,27 @@ pub enum InboundEvent {
         /// Where control went.
         to: Handover,
     },
+    /// The customer reacted to a message (ours or theirs), or took a
+    /// reaction back (`emoji` is `None`).
+    Reaction {
+        /// Who.
+        sender: Sender,
+        /// The platform id of the message reacted to.
+        message_id: String,
+        /// The reaction; `None` when removed.
+        emoji: Option<String>,
+    },
+    /// The platform's word on one message we sent (WhatsApp `statuses`).
+    Status {
+        /// The customer it was sent to.
+        customer: String,
+        /// Our message's platform id.
+        message_id: String,
+        /// What happened to it.
+        status: SendStatus,
+        /// When, as the platform says.
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Valid but irrelevant: answered 200 so the platform stops retrying,
     /// and logged with this reason.
     Skipped {
@@ -386,11 +438,43 @@ pub enum InboundEvent {
     },
 }
 
+/// What became of a message we sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The platform took it.
+    Sent,
+    /// It reached the customer's device.
+    Delivered,
+    /// The customer read it.
+    Read,
+    /// It will not arrive, and why: the platform's error code and title
+    /// (WhatsApp 131047 "Re-engagement message", 131026, …).
+    Failed {
+        /// The platform's error code.
+        code: Option<i64>,
+        /// Its title and details.
+        reason: String,
+    },
+}
+
+impl SendStatus {
+    /// `sent`, `delivered`, `read` or `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// An event and the platform identity of the account it is for (the page id
 /// of a Messenger entry); `None` when the route names the account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutedEvent {
-    /// Page id for Messenger.
+    /// Page id for Messenger, phone number id for WhatsApp, account id for
+    /// Instagram.
     pub account: Option<String>,
     /// What happened.
     pub event: InboundEvent,
@@ -414,10 +498,28 @@ impl RoutedEvent {
 /// Where a reply goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    /// Telegram chat id, PSID, or email address.
+    /// Telegram chat id, PSID, WhatsApp id, IGSID, or email address.
     pub external_id: String,
     /// Email only: threading of the reply.
     pub email: Option<EmailReply>,
+    /// The platform id of the customer's latest message, where the platform
+    /// marks messages read or shows typing against one (WhatsApp).
+    pub last_inbound: Option<String>,
+    /// Our own platform id the reply goes out from, where the URL names it:
+    /// the WhatsApp phone number id, the Instagram account id.
+    pub via: Option<String>,
+}
+
+impl Recipient {
+    /// A chat recipient.
+    pub fn chat(external_id: impl Into<String>) -> Self {
+        Recipient {
+            external_id: external_id.into(),
+            email: None,
+            last_inbound: None,
+            via: None,
+        }
+    }
 }
 
 /// What an email reply needs to thread under the customer's message.
@@ -441,6 +543,8 @@ pub struct OutboundMessage {
     /// Options to pick from, shown with the last part: native buttons where
     /// the platform has them, else a numbered list ([`choices`]).
     pub choices: Vec<choices::Choice>,
+    /// How it may reach the customer on a platform with a messaging window.
+    pub reach: Reach,
 }
 
 impl OutboundMessage {
@@ -449,8 +553,29 @@ impl OutboundMessage {
         OutboundMessage {
             text: text.into(),
             choices: Vec::new(),
+            reach: Reach::Standard,
         }
     }
+}
+
+/// How a reply may reach a customer on a platform with a messaging window
+/// (see [`meta::window`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Within the standard window (or a platform without one).
+    #[default]
+    Standard,
+    /// A person's reply after the standard window, under Meta's
+    /// `HUMAN_AGENT` tag (Messenger and Instagram, up to 7 days).
+    HumanAgent,
+    /// Outside the window on WhatsApp: the approved template instead of the
+    /// text.
+    Template {
+        /// The template's name.
+        name: String,
+        /// Its language code (`en_US`).
+        language: String,
+    },
 }
 
 /// What the platform said about one sent part.

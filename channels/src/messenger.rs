@@ -18,15 +18,14 @@
 use serde_json::{Value, json};
 
 use crate::choices::{self, Choice};
-use crate::http::{Attempt, default_verdict};
+use crate::meta::{self, id_string, json_body, millis};
 use crate::{
     Attachment, Channel, ChannelKind, Handover, HttpClient, InboundEvent, InboundMessage, Limits,
-    Origin, OutboundMessage, ParseError, Recipient, RoutedEvent, Secrets, SendError, Sender, Sent,
-    VerifyError, WebhookRequest, split_text, verify_hmac_sha256,
+    Origin, OutboundMessage, ParseError, Reach, Recipient, RoutedEvent, Secrets, SendError, Sender,
+    Sent, VerifyError, WebhookRequest, split_text,
 };
 
-/// The signature header.
-pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+pub use crate::meta::{SIGNATURE_HEADER, subscription_challenge, verify_signature};
 
 /// Messenger's limit for one message's text.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -53,11 +52,7 @@ impl Messenger {
         }
     }
 
-    async fn post(&self, what: &str, token: &str, body: &Value) -> Result<Value, SendError> {
-        self.post_with(&self.http, what, token, body).await
-    }
-
-    async fn post_with(
+    async fn post(
         &self,
         http: &HttpClient,
         what: &str,
@@ -65,73 +60,7 @@ impl Messenger {
         body: &Value,
     ) -> Result<Value, SendError> {
         let url = format!("{}/me/messages", self.graph_api_base);
-        http.post_json(what, &url, Some(token), body, |status, after, json| {
-            let detail = || {
-                json["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no error message")
-                    .to_owned()
-            };
-            // Graph rate limits come as 400 with these codes.
-            let code = json["error"]["code"].as_i64().unwrap_or_default();
-            if matches!(code, 4 | 17 | 32 | 613) || json["error"]["is_transient"] == json!(true) {
-                return Attempt::Retry {
-                    error: format!("rate limited ({code}): {}", detail()),
-                    after,
-                };
-            }
-            match default_verdict(status, after, detail) {
-                Attempt::Ok(()) => Attempt::Ok(json.clone()),
-                Attempt::Retry { error, after } => Attempt::Retry { error, after },
-                Attempt::Permanent(e) => Attempt::Permanent(e),
-            }
-        })
-        .await
-    }
-}
-
-/// Checks the `GET` subscribe handshake's query against `verify_token` and
-/// returns the challenge to echo.
-pub fn subscription_challenge(query: &str, verify_token: &str) -> Result<String, VerifyError> {
-    let mut mode = None;
-    let mut token = None;
-    let mut challenge = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "hub.mode" => mode = Some(value.into_owned()),
-            "hub.verify_token" => token = Some(value.into_owned()),
-            "hub.challenge" => challenge = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    if mode.as_deref() != Some("subscribe") {
-        return Err(VerifyError::MalformedSignature(
-            "hub.mode (expected subscribe)",
-        ));
-    }
-    let token = token.ok_or(VerifyError::MissingSignature("hub.verify_token"))?;
-    let challenge = challenge.ok_or(VerifyError::MissingSignature("hub.challenge"))?;
-    if crate::constant_time_eq(token.as_bytes(), verify_token.as_bytes()) {
-        Ok(challenge)
-    } else {
-        Err(VerifyError::BadSignature)
-    }
-}
-
-/// Checks `X-Hub-Signature-256` over the raw body.
-pub fn verify_signature(
-    app_secret: &str,
-    body: &[u8],
-    header: Option<&str>,
-) -> Result<(), VerifyError> {
-    let header = header.ok_or(VerifyError::MissingSignature("X-Hub-Signature-256"))?;
-    let hex = header
-        .strip_prefix("sha256=")
-        .ok_or(VerifyError::MalformedSignature("X-Hub-Signature-256"))?;
-    if verify_hmac_sha256(app_secret.as_bytes(), &[body], hex) {
-        Ok(())
-    } else {
-        Err(VerifyError::BadSignature)
+        meta::graph_post(http, what, &url, token, body).await
     }
 }
 
@@ -139,34 +68,7 @@ pub fn verify_signature(
 /// the accounts (and the app secret) before verifying; more than `max` is
 /// an error. Reads only `entry[].id`, in time linear in the body.
 pub fn page_ids(body: &[u8], max: usize) -> Result<Vec<String>, ParseError> {
-    // Only the ids are kept: the rest of the body is skipped, not built
-    // into a tree (a 2 MiB body of 137k entries parses in a few ms).
-    #[derive(serde::Deserialize)]
-    struct Batch {
-        #[serde(default)]
-        entry: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        id: Value,
-    }
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let batch: Batch = serde_json::from_slice(body)
-        .map_err(|e| ParseError::new(format!("body is not a Messenger batch: {e}")))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut ids: Vec<String> = Vec::new();
-    for id in batch.entry.iter().filter_map(|e| id_string(&e.id)) {
-        if seen.insert(id.clone()) {
-            if ids.len() == max {
-                return Err(ParseError::new(format!(
-                    "more than {max} distinct page ids in one batch"
-                )));
-            }
-            ids.push(id);
-        }
-    }
-    Ok(ids)
+    meta::entry_ids(body, max, "a Messenger batch", "page ids")
 }
 
 impl Channel for Messenger {
@@ -213,13 +115,15 @@ impl Channel for Messenger {
         for (i, part) in parts.into_iter().enumerate() {
             let mut body = json!({
                 "recipient": { "id": to.external_id },
-                "messaging_type": "RESPONSE",
                 "message": { "text": part },
             });
+            tag(&mut body, &message.reach);
             if i == last && !message.choices.is_empty() {
                 body["message"]["quick_replies"] = quick_replies(&message.choices);
             }
-            let answer = self.post("messenger send", token, &body).await?;
+            let answer = self
+                .post(&self.http, "messenger send", token, &body)
+                .await?;
             let id = answer["message_id"].as_str().ok_or_else(|| {
                 SendError::Permanent("Send API answered without message_id".into())
             })?;
@@ -237,14 +141,27 @@ impl Channel for Messenger {
     ) -> Result<(), SendError> {
         let token = page_token(secrets)?;
         let body = json!({ "recipient": { "id": to.external_id }, "sender_action": "typing_on" });
-        self.post_with(&self.http.once(), "messenger typing", token, &body)
+        self.post(&self.http.once(), "messenger typing", token, &body)
             .await
             .map(|_| ())
     }
 }
 
+/// `messaging_type` of a Send API body (Messenger and Instagram): a
+/// response within the window, or a person's reply under the `HUMAN_AGENT`
+/// tag after it.
+pub(crate) fn tag(body: &mut Value, reach: &Reach) {
+    match reach {
+        Reach::HumanAgent => {
+            body["messaging_type"] = json!("MESSAGE_TAG");
+            body["tag"] = json!("HUMAN_AGENT");
+        }
+        Reach::Standard | Reach::Template { .. } => body["messaging_type"] = json!("RESPONSE"),
+    }
+}
+
 /// Options as quick replies, titled "1. …" within Messenger's limits.
-fn quick_replies(options: &[Choice]) -> Value {
+pub(crate) fn quick_replies(options: &[Choice]) -> Value {
     let replies: Vec<Value> = options
         .iter()
         .enumerate()
@@ -267,26 +184,6 @@ fn page_token(secrets: &(dyn Secrets + Sync)) -> Result<&str, SendError> {
     secrets
         .get("page_access_token")
         .ok_or_else(|| SendError::NotConfigured("the account has no page_access_token".into()))
-}
-
-/// JSON, tolerating a leading UTF-8 byte-order mark.
-fn json_body(body: &[u8]) -> Result<Value, ParseError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    serde_json::from_slice(body)
-        .map_err(|e| ParseError::new(format!("body is not valid JSON: {e}")))
-}
-
-fn id_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn millis(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
-    let ms = v.as_i64().or_else(|| v.as_str()?.parse().ok())?;
-    chrono::DateTime::from_timestamp_millis(ms)
 }
 
 /// Parses a whole webhook body: every event of every entry.
@@ -340,13 +237,14 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<RoutedEvent>, ParseError> {
     Ok(events)
 }
 
-fn skip(reason: impl Into<String>) -> InboundEvent {
+pub(crate) fn skip(reason: impl Into<String>) -> InboundEvent {
     InboundEvent::Skipped {
         reason: reason.into(),
     }
 }
 
-fn messaging_event(event: &Value) -> InboundEvent {
+/// One `messaging[]` event of Messenger or Instagram (same shapes).
+pub(crate) fn messaging_event(event: &Value) -> InboundEvent {
     let Some(customer) = id_string(&event["sender"]["id"]) else {
         return skip("event without sender id");
     };
@@ -359,10 +257,23 @@ fn messaging_event(event: &Value) -> InboundEvent {
         if message["is_echo"] == json!(true) {
             return skip("echo of a message sent by the page");
         }
+        if message["is_deleted"] == json!(true) {
+            return skip("the customer deleted a message (kept as it was received)");
+        }
+        if message["is_unsupported"] == json!(true) {
+            return skip("a message type the platform does not pass on");
+        }
         let Some(mid) = message["mid"].as_str() else {
             return skip("message without mid");
         };
-        let text = message["text"].as_str().unwrap_or_default().to_owned();
+        let mut text = message["text"].as_str().unwrap_or_default().to_owned();
+        if text.trim().is_empty() {
+            // A quick reply without its title: the payload names the pick.
+            text = message["quick_reply"]["payload"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
         let origin = match message["quick_reply"]["payload"].as_str() {
             Some(payload) => Origin::QuickReply {
                 payload: payload.to_owned(),
@@ -382,6 +293,18 @@ fn messaging_event(event: &Value) -> InboundEvent {
                 size: None,
             })
             .collect();
+        let mut attachments = attachments;
+        // Instagram: a reply to the business's story.
+        if let Some(story) = message["reply_to"].get("story") {
+            attachments.push(Attachment {
+                kind: "story_reply".into(),
+                url: story["url"].as_str().map(str::to_owned),
+                file_id: id_string(&story["id"]),
+                name: None,
+                mime_type: None,
+                size: None,
+            });
+        }
         if text.trim().is_empty() && attachments.is_empty() {
             return skip("message without text or attachments");
         }
@@ -443,8 +366,30 @@ fn messaging_event(event: &Value) -> InboundEvent {
             watermark: millis(&delivery["watermark"]),
         };
     }
+    if let Some(reaction) = event.get("reaction") {
+        let Some(mid) = reaction["mid"].as_str() else {
+            return skip("reaction without the message it reacts to");
+        };
+        let emoji = (reaction["action"].as_str() != Some("unreact"))
+            .then(|| {
+                reaction["emoji"]
+                    .as_str()
+                    .or_else(|| reaction["reaction"].as_str())
+                    .map(str::to_owned)
+            })
+            .flatten();
+        return InboundEvent::Reaction {
+            sender,
+            message_id: mid.to_owned(),
+            emoji,
+        };
+    }
     if let Some(read) = event.get("read") {
-        return match millis(&read["watermark"]) {
+        // Instagram names the message read instead of a watermark: what was
+        // sent before the event was read.
+        let watermark = millis(&read["watermark"])
+            .or_else(|| read.get("mid").and_then(|_| millis(&event["timestamp"])));
+        return match watermark {
             Some(watermark) => InboundEvent::Read {
                 customer,
                 watermark,
@@ -635,9 +580,15 @@ mod tests {
                 ..
             }
         ));
+        // Reactions are recorded on the message they react to.
         assert!(matches!(
             one(&wrap("bottender/reactionReact.json")),
-            InboundEvent::Skipped { .. }
+            InboundEvent::Reaction { emoji: Some(e), message_id, .. }
+                if e == "❤️" && message_id == "mid.$cAAE1UUyiiwthh0NPrVbVf4HFNDGl"
+        ));
+        assert!(matches!(
+            one(&wrap("bottender/reactionUnreact.json")),
+            InboundEvent::Reaction { emoji: None, .. }
         ));
         assert!(matches!(
             one(&wrap("bottender/policyEnforcement.json")),

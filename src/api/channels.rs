@@ -101,6 +101,8 @@ fn channel_json(state: &AppState, account: &ChannelAccount, activity: &AccountAc
         ChannelKind::Telegram => json!(format!("/webhooks/telegram/{}", account.public_id)),
         ChannelKind::Email => json!(format!("/webhooks/email/{}", account.public_id)),
         ChannelKind::Messenger => json!("/webhooks/messenger"),
+        ChannelKind::Whatsapp => json!("/webhooks/whatsapp"),
+        ChannelKind::Instagram => json!("/webhooks/instagram"),
         ChannelKind::Webchat => Value::Null,
     };
     out["connected"] = json!(channel_setup::connected(account, activity));

@@ -15,7 +15,7 @@ use super::{
     text_field,
 };
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::events::{self, Event};
 use crate::handoff;
 use crate::http::AppState;
@@ -163,6 +163,8 @@ pub fn message_json(m: &Message) -> Value {
         "created_at": m.created_at,
         "delivery_status": m.delivery_status,
         "delivery_error": m.delivery_error,
+        "sent_as_template": metadata["sent_as_template"].clone(),
+        "reaction": metadata["reaction"]["emoji"].clone(),
         "sources": metadata["answer"]["sources"].clone(),
         "low_confidence": metadata["answer"]["low_confidence"].as_bool().unwrap_or(false),
         "notice": metadata["notice"].clone(),
@@ -326,6 +328,18 @@ async fn detail_json(
     );
     body["messages"] = messages.iter().map(message_json).collect();
     body["handoffs"] = handoffs.iter().map(handoff_json).collect();
+    // Meta's platforms: whether the customer can be written to now, and how.
+    if let Some(account) = &account {
+        let last = messages
+            .iter()
+            .rev()
+            .find(|m| m.direction == Direction::Inbound);
+        if let Some(window) = crate::window::of(account.kind, last)
+            && let Ok(secrets) = account.secrets(&state.app.master_key)
+        {
+            body["window"] = crate::window::json(&window, &secrets);
+        }
+    }
     body["notes"] = serde_json::to_value(&notes).unwrap_or_default();
     Ok((body, open.cloned()))
 }
@@ -469,6 +483,46 @@ struct Text {
     text: String,
 }
 
+/// Refuses, with 409, an agent's reply that the platform's messaging
+/// window would refuse: it is not stored, and the agent reads why and when
+/// the window closed.
+async fn window_allows_reply(
+    state: &AppState,
+    conversation: &Conversation,
+) -> Result<(), ApiError> {
+    let mut conn = state.app.db.get().await?;
+    let Some(account) =
+        ChannelAccount::find_by_id(&mut conn, &conversation.channel_account_id).await?
+    else {
+        return Ok(());
+    };
+    if !account.kind.has_window() {
+        return Ok(());
+    }
+    let last = Message::last_inbound(&mut conn, &conversation.id).await?;
+    drop(conn);
+    let secrets = account.secrets(&state.app.master_key).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("the account's credentials cannot be read: {e}"),
+        )
+    })?;
+    let Err(closed) = crate::window::reach(
+        account.kind,
+        last.as_ref(),
+        channels::meta::Author::Person,
+        &secrets,
+    ) else {
+        return Ok(());
+    };
+    let window =
+        crate::window::of(account.kind, last.as_ref()).map(|w| crate::window::json(&w, &secrets));
+    Err(conflict(&closed.reason).with_details(json!({
+        "window": window,
+        "closed_since": closed.since,
+    })))
+}
+
 async fn reply(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -484,6 +538,7 @@ async fn reply(
             "the conversation is resolved; the customer's next message opens a new one",
         ));
     }
+    window_allows_reply(&state, &conversation).await?;
     if conversation.status != ConversationStatus::Agent {
         // Replying is taking over: the bot must not talk over the agent.
         let before = conversation.clone();

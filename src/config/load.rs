@@ -50,6 +50,12 @@ impl Settings {
                 messenger: MessengerSettings {
                     graph_api_base: "https://graph.facebook.com/v21.0".into(),
                 },
+                whatsapp: MessengerSettings {
+                    graph_api_base: "https://graph.facebook.com/v21.0".into(),
+                },
+                instagram: MessengerSettings {
+                    graph_api_base: "https://graph.facebook.com/v21.0".into(),
+                },
                 email: EmailSettings {
                     smtp_url: None,
                     max_body_bytes: 32 * 1024 * 1024,
@@ -535,10 +541,13 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("data"));
         assert!(s.security.master_key.is_none());
         assert_eq!(s.channels.telegram.api_base, "https://api.telegram.org");
-        assert_eq!(
-            s.channels.messenger.graph_api_base,
-            "https://graph.facebook.com/v21.0"
-        );
+        for graph in [
+            &s.channels.messenger,
+            &s.channels.whatsapp,
+            &s.channels.instagram,
+        ] {
+            assert_eq!(graph.graph_api_base, "https://graph.facebook.com/v21.0");
+        }
         assert!(s.channels.email.smtp_url.is_none());
         assert_eq!(
             s.embedding.model_dir,

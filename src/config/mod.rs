@@ -231,6 +231,10 @@ pub struct ChannelsSettings {
     pub telegram: TelegramSettings,
     /// `[channels.messenger]`
     pub messenger: MessengerSettings,
+    /// `[channels.whatsapp]`: the Cloud API's Graph base.
+    pub whatsapp: MessengerSettings,
+    /// `[channels.instagram]`: the Graph base for Instagram messaging.
+    pub instagram: MessengerSettings,
     /// `[channels.email]`
     pub email: EmailSettings,
 }
@@ -242,7 +246,7 @@ pub struct TelegramSettings {
     pub api_base: String,
 }
 
-/// `[channels.messenger]`
+/// `[channels.messenger]`, `[channels.whatsapp]`, `[channels.instagram]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessengerSettings {
     /// Base URL of the Graph API, version included.

@@ -469,6 +469,38 @@ impl Message {
         Ok(())
     }
 
+    /// Sets `metadata[key]` on a message, keeping the rest of its metadata
+    /// (a reaction, the template a reply was sent as).
+    pub async fn annotate(
+        conn: &mut DbConn,
+        id: &str,
+        key: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> Result<(), DbError> {
+        let before: Option<Option<String>> = db_run!(conn: {
+            messages::table
+                .find(id)
+                .select(messages::metadata)
+                .first(conn)
+                .await
+                .optional()?
+        });
+        let mut metadata = before
+            .flatten()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        metadata[key] = value.into();
+        let metadata = metadata.to_string();
+        db_run!(conn: {
+            diesel::update(messages::table.find(id))
+                .set(messages::metadata.eq(&metadata))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Claims a pending outbound message for sending: `false` if another
     /// deliverer has it (or it is no longer pending).
     pub async fn claim_for_sending(

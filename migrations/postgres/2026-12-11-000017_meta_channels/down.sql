@@ -1,0 +1,8 @@
+DELETE FROM customers WHERE channel_kind IN ('whatsapp', 'instagram');
+DELETE FROM channel_accounts WHERE kind IN ('whatsapp', 'instagram');
+ALTER TABLE channel_accounts DROP CONSTRAINT channel_accounts_kind_check,
+    ADD CONSTRAINT channel_accounts_kind_check
+    CHECK (kind IN ('messenger', 'telegram', 'email', 'webchat'));
+ALTER TABLE customers DROP CONSTRAINT customers_channel_kind_check,
+    ADD CONSTRAINT customers_channel_kind_check
+    CHECK (channel_kind IN ('messenger', 'telegram', 'email', 'webchat'));
