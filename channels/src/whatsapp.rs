@@ -13,8 +13,9 @@
 //! replies forward or record why they failed.
 //!
 //! Sending: text split at 4,096 characters; "did you mean" options as reply
-//! buttons (at most 3, titles of 20 characters) or a list (at most 10 rows,
-//! titles of 24); outside the 24-hour window, the channel's approved
+//! buttons (at most 3, titles of 20 characters, when every title fits whole)
+//! or a list (at most 10 rows, titles of 24 and the whole label below);
+//! outside the 24-hour window, the channel's approved
 //! template. Each customer message is marked read, and a typing indicator
 //! is shown against the latest one while the bot answers.
 
@@ -267,7 +268,12 @@ fn interactive(body: &str, options: &[Choice]) -> Value {
         let room = max - number.chars().count();
         format!("{number}{}", choices::fit(&c.label, room))
     };
-    if options.len() <= MAX_BUTTONS {
+    // Buttons only when every title fits whole: options often share their
+    // first words, and a list row shows the full label below its title.
+    let fits = |i: usize, c: &Choice| {
+        format!("{}. {}", i + 1, c.label).chars().count() <= MAX_BUTTON_TITLE
+    };
+    if options.len() <= MAX_BUTTONS && options.iter().enumerate().all(|(i, c)| fits(i, c)) {
         let buttons: Vec<Value> = options
             .iter()
             .enumerate()
@@ -295,7 +301,7 @@ fn interactive(body: &str, options: &[Choice]) -> Value {
         .map(|(i, c)| {
             let title = numbered(i, c, MAX_ROW_TITLE);
             let mut row = json!({ "id": c.payload, "title": title });
-            if c.label.chars().count() > MAX_ROW_TITLE - 4 {
+            if !title.ends_with(c.label.as_str()) {
                 row["description"] = json!(choices::fit(&c.label, MAX_ROW_DESCRIPTION));
             }
             row
@@ -931,7 +937,15 @@ mod tests {
                 payload: choices::payload("tok", n),
             })
             .collect();
-        let buttons = interactive("Which one?", &options[..3]);
+        let short: Vec<Choice> = ["Sweden", "Norway", "None of these"]
+            .iter()
+            .enumerate()
+            .map(|(n, label)| Choice {
+                label: (*label).into(),
+                payload: choices::payload("tok", n),
+            })
+            .collect();
+        let buttons = interactive("Which one?", &short);
         let list = buttons["interactive"]["action"]["buttons"]
             .as_array()
             .expect("buttons");
@@ -941,6 +955,9 @@ mod tests {
                 b["reply"]["title"].as_str().expect("title").chars().count() <= MAX_BUTTON_TITLE
             );
         }
+        // Labels that a button would cut go in a list, whole below the title.
+        let cut = interactive("Which one?", &options[..3]);
+        assert_eq!(cut["interactive"]["type"], "list");
         let list = interactive("Which one?", &options);
         let rows = list["interactive"]["action"]["sections"][0]["rows"]
             .as_array()

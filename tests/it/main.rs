@@ -20,6 +20,7 @@ mod common;
 mod gaps;
 mod hygiene;
 mod knowledge;
+mod meta;
 mod migrations;
 mod server;
 mod storage;

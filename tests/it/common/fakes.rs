@@ -156,7 +156,20 @@ async fn answer(state: web::Data<Arc<Shared>>, req: HttpRequest, body: web::Byte
             .json(json!({ "ok": true, "result": true, "description": "Webhook was deleted" }))
     } else if path.ends_with("/sendChatAction") || path.ends_with("/answerCallbackQuery") {
         HttpResponse::Ok().json(json!({ "ok": true, "result": true }))
-    } else if path.ends_with("/me/messages") {
+    } else if path.ends_with("/messages") && body["messaging_product"] == "whatsapp" {
+        // The Cloud API: a read receipt or typing indicator is a success,
+        // a message gets its wamid.
+        if body["status"] == "read" {
+            HttpResponse::Ok().json(json!({ "success": true }))
+        } else {
+            HttpResponse::Ok().json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{ "input": body["to"], "wa_id": body["to"] }],
+                "messages": [{ "id": format!("wamid.fake_{id}") }],
+            }))
+        }
+    } else if path.ends_with("/messages") {
+        // Messenger's /me/messages and Instagram's /{account}/messages.
         HttpResponse::Ok().json(json!({
             "recipient_id": body["recipient"]["id"],
             "message_id": format!("m_fake_{id}"),
