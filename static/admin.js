@@ -477,10 +477,15 @@
     if (!A.bots.length) return noBots(root);
     const box = errorBox();
     const body = h("tbody", { id: "channel-rows" });
-    const picker = botPicker("channel-bot", () => { refresh(); form.replaceWith(form = telegramForm()); }, false);
+    const picker = botPicker("channel-bot", () => {
+      refresh();
+      form.replaceWith(form = telegramForm());
+      meta.replaceWith(meta = metaForm());
+    }, false);
     let form = telegramForm();
+    let meta = metaForm();
     root.append(h("div", { class: "toolbar" }, h("label", null, "Bot", picker)),
-      panel("Channels", box, table(["Channel", "Kind", "Status", "Webhook", "Last webhook", "Last delivery error"], body)), form);
+      panel("Channels", box, table(["Channel", "Kind", "Status", "Webhook", "Last webhook", "Last delivery error"], body)), form, meta);
     async function refresh() {
       const botId = picker.value;
       showError(box, "");
@@ -538,7 +543,69 @@
         h("div", { class: "form-grid" }, field("Channel id", id, "A name for this account, used in its webhook URL."), field("Bot token", token)),
         err, ok, h("div", { class: "actions" }, add));
     }
+    // WhatsApp, Instagram and Messenger: Meta's apps, one form; the setup
+    // row of the new channel says what to paste on Meta's side.
+    function metaForm() {
+      const bot = A.bots.find((b) => b.id === picker.value) || {};
+      const KINDS = {
+        whatsapp: { name: "WhatsApp", idKey: "phone_number_id", idLabel: "Phone number id", tokenKey: "access_token", tokenLabel: "Access token (System User, whatsapp_business_messaging)" },
+        instagram: { name: "Instagram", idKey: "ig_account_id", idLabel: "Instagram account id", tokenKey: "page_access_token", tokenLabel: "Page access token (instagram_manage_messages)" },
+        messenger: { name: "Messenger", idKey: "page_id", idLabel: "Page id", tokenKey: "page_access_token", tokenLabel: "Page access token" },
+      };
+      const kind = h("select", { id: "meta-kind", "aria-label": "Platform" }, Object.entries(KINDS).map(([k, v]) => option(k, v.name)));
+      const id = h("input", { id: "meta-id", type: "text", maxlength: 64, placeholder: "e.g. acme-whatsapp", class: "w-m" });
+      const platformId = h("input", { id: "meta-platform-id", type: "text", inputmode: "numeric", maxlength: 64, class: "w-m" });
+      const secret = h("input", { id: "meta-app-secret", type: "password", autocomplete: "off", class: "w-l" });
+      const token = h("input", { id: "meta-token", type: "password", autocomplete: "off", class: "w-l" });
+      const verify = h("input", { id: "meta-verify", type: "text", class: "w-l", value: randomToken() });
+      const template = h("input", { id: "meta-template", type: "text", maxlength: 512, placeholder: "optional, e.g. we_are_back", class: "w-m" });
+      const language = h("input", { id: "meta-language", type: "text", maxlength: 16, value: "en_US", class: "w-s" });
+      // field() gives [label, control]: the labels follow the platform.
+      const idField = field(KINDS.whatsapp.idLabel, platformId);
+      const tokenField = field(KINDS.whatsapp.tokenLabel, token);
+      const templateField = field("Re-engagement template", h("span", { class: "inline" }, template, language),
+        "An approved template sent when an agent replies after the 24-hour window; without one such replies are refused.");
+      kind.addEventListener("change", () => {
+        const k = KINDS[kind.value];
+        idField[0].textContent = k.idLabel;
+        tokenField[0].textContent = k.tokenLabel;
+        for (const el of templateField) el.hidden = kind.value !== "whatsapp";
+      });
+      const add = h("button", { id: "meta-add", type: "button", class: "primary", disabled: bot.managed_by_file ? true : null }, "Add channel");
+      const err = errorBox();
+      const ok = h("div", { class: "ok", hidden: true });
+      add.addEventListener("click", async () => {
+        showError(err, ""); ok.hidden = true; add.disabled = true;
+        const k = KINDS[kind.value];
+        const body = { kind: kind.value, id: id.value.trim(), app_secret: secret.value.trim(), verify_token: verify.value.trim() };
+        body[k.idKey] = platformId.value.trim();
+        body[k.tokenKey] = token.value.trim();
+        if (kind.value === "whatsapp" && template.value.trim()) {
+          body.reengage_template = template.value.trim();
+          body.reengage_language = language.value.trim() || "en_US";
+        }
+        try {
+          const c = await api("POST", "/bots/" + enc(picker.value) + "/channels", body);
+          secret.value = ""; token.value = ""; id.value = ""; platformId.value = ""; verify.value = randomToken();
+          ok.textContent = "Added " + (c.public_id || c.id) + ": paste its callback URL and verify token (below, in its row) into the Meta app."; ok.hidden = false;
+          refresh();
+        } catch (e) { showError(err, e.message); }
+        finally { add.disabled = !!bot.managed_by_file; }
+      });
+      return panel("Add WhatsApp, Instagram or Messenger",
+        bot.managed_by_file ? h("div", { class: "notice" }, "This bot is declared in ", h("code", null, bot.managed_by_file), ": add channels to its [[channels]] there.") : null,
+        h("div", { class: "hint" }, "From the Meta app's dashboard: the app secret (App settings > Basic), the id and a long-lived token. The verify token is yours to choose; Meta sends it back when you subscribe the webhook."),
+        h("div", { class: "form-grid" }, field("Platform", kind), field("Channel id", id, "A name for this account."), idField,
+          field("App secret", secret), tokenField, field("Verify token", verify), templateField),
+        err, ok, h("div", { class: "actions" }, add));
+    }
     await refresh();
+  }
+
+  function randomToken() {
+    const bytes = new Uint8Array(18);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   // ---------- Team ----------
@@ -789,7 +856,7 @@
     const out = h("div", { id: "analytics-out" });
     const box = errorBox();
     const bot = botPicker("analytics-bot", () => load(), true);
-    const channel = h("select", { "aria-label": "Channel" }, option("", "All channels", true), ["telegram", "messenger", "email", "webchat"].map((c) => option(c, c)));
+    const channel = h("select", { "aria-label": "Channel" }, option("", "All channels", true), ["telegram", "messenger", "whatsapp", "instagram", "email", "webchat"].map((c) => option(c, c)));
     channel.addEventListener("change", () => load());
     const range = rangeControls(() => load(), true);
     const csv = h("button", { type: "button", disabled: true, id: "analytics-csv" }, "Export CSV");

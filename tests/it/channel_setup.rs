@@ -231,6 +231,81 @@ async fn telegram_with_the_token_alone(db: TestDb) {
     );
     assert_eq!(fb["setup"]["verify_token"], "paste-me");
     assert_eq!(fb["connected"], false, "no webhook from Meta yet");
+    // WhatsApp and Instagram, added like the others: their setup, and the
+    // new account answers the handshake and takes a signed webhook at once.
+    for (kind, id_key, token_key, platform_id) in [
+        (
+            "whatsapp",
+            "phone_number_id",
+            "access_token",
+            "106540352242999",
+        ),
+        (
+            "instagram",
+            "ig_account_id",
+            "page_access_token",
+            "17841400000000999",
+        ),
+    ] {
+        let mut add = json!({ "kind": kind, "id": format!("acme-{kind}"), "app_secret": "meta-secret",
+            "verify_token": format!("{kind}-verify") });
+        add[id_key] = json!(platform_id);
+        add[token_key] = json!("tok");
+        let (status, created) =
+            call(&server, Some(&admin), "POST", &channels, Some(add.clone())).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(
+            created["setup"]["callback_url"],
+            format!("{PUBLIC}/webhooks/{kind}")
+        );
+        assert_eq!(created["setup"]["verify_token"], format!("{kind}-verify"));
+        assert_eq!(created["setup"]["subscribe_fields"][0], "messages");
+        assert!(
+            created["setup"]["steps"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "{created}"
+        );
+        assert_eq!(created["webhook"], format!("/webhooks/{kind}"));
+        assert!(!created.to_string().contains("meta-secret"), "{created}");
+        // A platform id that is not Meta's numeric id: 400 naming the key.
+        add[id_key] = json!("not-an-id");
+        add["id"] = json!(format!("acme-{kind}-2"));
+        let (status, body) = call(&server, Some(&admin), "POST", &channels, Some(add)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains(id_key), "{body}");
+        let challenge = reqwest::get(server.url(&format!(
+            "/webhooks/{kind}?hub.mode=subscribe&hub.verify_token={kind}-verify&hub.challenge=77"
+        )))
+        .await
+        .expect("handshake");
+        assert_eq!(challenge.status(), 200);
+        let body = if kind == "whatsapp" {
+            json!({ "object": "whatsapp_business_account", "entry": [{ "id": "W", "changes": [{ "field": "messages",
+                "value": { "metadata": { "phone_number_id": platform_id }, "messages": [
+                    { "from": "4670000", "id": "wamid.api1", "timestamp": "1", "type": "text", "text": { "body": "hello" } }] } }] }] })
+        } else {
+            json!({ "object": "instagram", "entry": [{ "id": platform_id, "time": 1, "messaging": [
+                { "sender": { "id": "igsid-1" }, "recipient": { "id": platform_id }, "timestamp": 1,
+                  "message": { "mid": "ig-api-1", "text": "hello" } }] }] })
+        }
+        .to_string();
+        let signature = format!(
+            "sha256={}",
+            crate::webhooks::hmac_hex("meta-secret", &[body.as_bytes()])
+        );
+        let res = reqwest::Client::new()
+            .post(server.url(&format!("/webhooks/{kind}")))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("webhook");
+        assert_eq!(res.status(), 200, "{kind}");
+        let report: Value = res.json().await.expect("json");
+        assert_eq!(report["stored"], 1, "{kind}: {report}");
+    }
     let (status, mail) = call(&server, Some(&admin), "POST", &channels,
         Some(json!({ "kind": "email", "id": "acme-mail", "address": "Support@Acme.example", "signing_key": "k" }))).await;
     assert_eq!(status, 201, "{mail}");
