@@ -36,7 +36,7 @@ pub enum Event<'a> {
         conversation_id: &'a str,
         /// Its bot.
         bot_id: &'a str,
-        /// Its channel: telegram, messenger, email, webchat.
+        /// Its channel: telegram, messenger, whatsapp, instagram, email, webchat.
         channel: &'a str,
     },
     /// Knowledge being ingested: a file read, chunked, embedded, done.

@@ -37,7 +37,7 @@ pub(super) const ROUTES: &[Route] = &[
         query: &[
             ("status", "bot | pending_handoff | agent | resolved"),
             ("urgency", "low | medium | high (of the open handoff)"),
-            ("channel", "telegram | messenger | email | webchat"),
+            ("channel", "telegram | messenger | whatsapp | instagram | email | webchat"),
             ("bot_id", "string"),
             ("limit", "integer"),
             ("cursor", "string"),
@@ -265,7 +265,7 @@ async fn list(
     if let Some(channel) = &query.channel {
         let kind: ChannelKind = channel
             .parse()
-            .map_err(|_| bad_request("channel must be telegram, messenger, email or webchat"))?;
+            .map_err(|_| bad_request("channel must be telegram, messenger, whatsapp, instagram, email or webchat"))?;
         filter.accounts = Some(
             accounts
                 .values()
