@@ -110,6 +110,9 @@ pub async fn ingest(
             continue;
         };
         let message = clean(message);
+        if let channels::Origin::Unanswered { reason } = &message.origin {
+            tracing::info!(account = %account.public_id, %reason, "message kept for agents without an answer");
+        }
         if account.kind == channels::ChannelKind::Email
             && account.external_id.as_deref() == Some(message.sender.external_id.as_str())
         {

@@ -24,7 +24,10 @@ pub(super) const ROUTES: &[Route] = &[Route {
     body: &[],
     query: &[
         ("bot_id", "string"),
-        ("channel", "telegram | messenger | whatsapp | instagram | email | webchat"),
+        (
+            "channel",
+            "telegram | messenger | whatsapp | instagram | email | webchat",
+        ),
         ("from", "RFC 3339 date-time (default: 30 days before `to`)"),
         ("to", "RFC 3339 date-time (default: now)"),
         ("interval", "day | week (default day)"),

@@ -37,7 +37,10 @@ pub(super) const ROUTES: &[Route] = &[
         query: &[
             ("status", "bot | pending_handoff | agent | resolved"),
             ("urgency", "low | medium | high (of the open handoff)"),
-            ("channel", "telegram | messenger | whatsapp | instagram | email | webchat"),
+            (
+                "channel",
+                "telegram | messenger | whatsapp | instagram | email | webchat",
+            ),
             ("bot_id", "string"),
             ("limit", "integer"),
             ("cursor", "string"),
@@ -263,9 +266,11 @@ async fn list(
             .map(|a| (a.id.clone(), a))
             .collect();
     if let Some(channel) = &query.channel {
-        let kind: ChannelKind = channel
-            .parse()
-            .map_err(|_| bad_request("channel must be telegram, messenger, whatsapp, instagram, email or webchat"))?;
+        let kind: ChannelKind = channel.parse().map_err(|_| {
+            bad_request(
+                "channel must be telegram, messenger, whatsapp, instagram, email or webchat",
+            )
+        })?;
         filter.accounts = Some(
             accounts
                 .values()
