@@ -455,6 +455,34 @@ async fn whatsapp_and_instagram(db: TestDb) {
         (200, Some(1)),
         "{report}"
     );
+    // A batch: two customers' messages in one change and a status in a
+    // second change, every message stored.
+    let batch = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "WABA-1", "changes": [
+            { "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": { "phone_number_id": PHONE },
+                "messages": [
+                    { "from": "46700000011", "id": "wamid.b1", "timestamp": "1700000000", "type": "text", "text": { "body": "Do you rent tandem kayaks?" } },
+                    { "from": "46700000012", "id": "wamid.b2", "timestamp": "1700000001", "type": "location",
+                      "location": { "latitude": 59.33, "longitude": 18.06, "name": "Boathouse" } }
+                ] } },
+            { "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": { "phone_number_id": PHONE },
+                "statuses": [{ "id": "wamid.not-ours", "status": "sent", "timestamp": "1", "recipient_id": "46700000011" }] } }
+        ] }]
+    }))
+    .expect("json");
+    let (status, report) = shop
+        .post("/webhooks/whatsapp", Some("wa-app-secret"), &batch)
+        .await;
+    assert_eq!(
+        (status, report["stored"].as_u64()),
+        (200, Some(2)),
+        "{report}"
+    );
     let answer = shop
         .graph_call(&format!("/{PHONE}/messages"), |c| {
             c.body["to"] == json!(wa) && c.body["type"] == "text"
