@@ -8,7 +8,7 @@ use super::error::IndexError;
 use super::handle::KnowledgeIndex;
 use super::results::{Retriever, SearchHit, SearchResults};
 use super::state::State;
-use super::vectors::{chunk_cosine, dense_scores};
+use super::vectors::{bare_pass, chunk_cosine, dense_scores};
 
 /// The hybrid score is `cosine + FUSION_BM25_WEIGHT × bm25 / best bm25`.
 /// Measured on the covid-faq benchmark (nDCG@10, see the README): rank
@@ -72,19 +72,17 @@ impl KnowledgeIndex {
         let limit = limit.clamp(1, state.chunks.len().max(1));
         let candidates = CANDIDATES.max(limit);
         let state_ref: &State = &state;
-        let slots = state_ref.chunks.len();
         // The two retrievers run side by side: on two cores a hybrid query
         // takes about as long as the slower of the two.
         let (bm25, dense) = match (retriever, query_vector) {
             (Retriever::FullText, _) | (_, None) => {
                 (self.bm25(state_ref, query, candidates)?, HashMap::new())
             }
-            (Retriever::Dense, Some(q)) => (
-                Vec::new(),
-                dense_scores(&state_ref.vectors, slots, q, candidates),
-            ),
+            (Retriever::Dense, Some(q)) => {
+                (Vec::new(), dense_scores(&state_ref.vectors, q, candidates))
+            }
             (Retriever::Hybrid, Some(q)) => std::thread::scope(|scope| {
-                let dense = scope.spawn(|| dense_scores(&state_ref.vectors, slots, q, candidates));
+                let dense = scope.spawn(|| dense_scores(&state_ref.vectors, q, candidates));
                 let bm25 = self.bm25(state_ref, query, candidates);
                 let dense = dense.join().unwrap_or_default();
                 bm25.map(|b| (b, dense))
@@ -140,6 +138,18 @@ impl KnowledgeIndex {
             confidence,
             retriever,
         })
+    }
+}
+
+impl KnowledgeIndex {
+    /// The bare limit of the vector scan, for benchmarks: one pass of int8
+    /// dot products over this index's vectors, on the threads a search
+    /// uses, with no scoring or ranking around them. Returns their sum.
+    pub fn bare_vector_pass(&self, query: &[f32]) -> i64 {
+        match self.state.read() {
+            Ok(state) if state.vectors.len() > 0 => bare_pass(&state.vectors, query),
+            _ => 0,
+        }
     }
 }
 
