@@ -368,7 +368,7 @@ impl Answerer {
                 .filter_map(|o| o.chunk_id.clone())
                 .collect(),
         };
-        let rows = ChunkRow::by_ids(&mut conn, &bot.id, &wanted)
+        let rows = ChunkRow::texts_by_ids(&mut conn, &bot.id, &wanted)
             .await
             .map_err(|e| e.to_string())?;
         let passages: Vec<Passage> = wanted

@@ -177,7 +177,7 @@ impl Knowledge {
         let ids: Vec<String> = results.hits.iter().map(|h| h.chunk_id.clone()).collect();
         let rows = {
             let mut conn = db.get().await?;
-            ChunkRow::by_ids(&mut conn, &bot.id, &ids).await?
+            ChunkRow::texts_by_ids(&mut conn, &bot.id, &ids).await?
         };
         let mut by_id: HashMap<String, ChunkRow> =
             rows.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -185,8 +185,7 @@ impl Knowledge {
             .hits
             .into_iter()
             .filter_map(|h| {
-                let mut chunk = by_id.remove(&h.chunk_id)?;
-                chunk.embeddings = None;
+                let chunk = by_id.remove(&h.chunk_id)?;
                 Some(Found {
                     chunk,
                     score: h.score,

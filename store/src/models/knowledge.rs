@@ -364,6 +364,93 @@ impl ChunkRow {
         Ok(out)
     }
 
+    /// The bot's chunks with these ids, without their vectors (`embeddings`
+    /// is `None`): what a search shows of its hits, never reading the
+    /// vector blobs (1.5 KiB a vector).
+    pub async fn texts_by_ids(
+        conn: &mut DbConn,
+        bot_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<ChunkRow>, DbError> {
+        type Text = (
+            String,
+            String,
+            String,
+            i32,
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            Option<i32>,
+            Option<i32>,
+            i32,
+            String,
+            Option<String>,
+        );
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(500) {
+            let rows: Vec<Text> = db_run!(conn: {
+                knowledge_chunks::table
+                    .filter(knowledge_chunks::bot_id.eq(bot_id))
+                    .filter(knowledge_chunks::id.eq_any(batch))
+                    .select((
+                        knowledge_chunks::id,
+                        knowledge_chunks::document_id,
+                        knowledge_chunks::bot_id,
+                        knowledge_chunks::ordinal,
+                        knowledge_chunks::kind,
+                        knowledge_chunks::doc_ref,
+                        knowledge_chunks::title,
+                        knowledge_chunks::heading_path,
+                        knowledge_chunks::body,
+                        knowledge_chunks::page,
+                        knowledge_chunks::line,
+                        knowledge_chunks::tokens,
+                        knowledge_chunks::content_hash,
+                        knowledge_chunks::embedding_model,
+                    ))
+                    .load(conn)
+                    .await?
+            });
+            out.extend(rows.into_iter().map(
+                |(
+                    id,
+                    document_id,
+                    bot_id,
+                    ordinal,
+                    kind,
+                    doc_ref,
+                    title,
+                    heading_path,
+                    body,
+                    page,
+                    line,
+                    tokens,
+                    content_hash,
+                    embedding_model,
+                )| ChunkRow {
+                    id,
+                    document_id,
+                    bot_id,
+                    ordinal,
+                    kind,
+                    doc_ref,
+                    title,
+                    heading_path,
+                    body,
+                    page,
+                    line,
+                    tokens,
+                    content_hash,
+                    embeddings: None,
+                    embedding_model,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Stored vectors of the bot's chunks with these content hashes and this
     /// model: hash → packed vectors. Lets re-ingestion skip embedding.
     pub async fn embeddings_by_hash(
