@@ -14,12 +14,11 @@
 
 use serde_json::{Value, json};
 
-use crate::choices;
-use crate::messenger::{messaging_event, quick_replies, tag};
+use crate::messenger::{messaging_event, send_bodies, sent_id};
 use crate::meta::{self, id_string, json_body};
 use crate::{
     Channel, ChannelKind, HttpClient, InboundEvent, Limits, OutboundMessage, ParseError, Recipient,
-    RoutedEvent, Secrets, SendError, Sent, VerifyError, WebhookRequest, split_text,
+    RoutedEvent, Secrets, SendError, Sent, VerifyError, WebhookRequest,
 };
 
 /// Instagram's limit for one text message.
@@ -84,13 +83,7 @@ impl Channel for Instagram {
         request: &WebhookRequest,
         secrets: &dyn Secrets,
     ) -> Result<Option<String>, VerifyError> {
-        let secret = secrets.require("app_secret")?;
-        meta::verify_signature(
-            secret,
-            &request.body,
-            request.header(meta::SIGNATURE_HEADER),
-        )
-        .map(|()| None)
+        meta::verify(request, secrets)
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
@@ -103,32 +96,12 @@ impl Channel for Instagram {
         to: &Recipient,
         message: &OutboundMessage,
     ) -> Result<Vec<Sent>, SendError> {
-        let text = if message.choices.is_empty() {
-            message.text.clone()
-        } else {
-            choices::numbered(&message.text, &message.choices, None)
-        };
-        let parts = split_text(&text, MAX_TEXT_CHARS);
-        let last = parts.len().saturating_sub(1);
         let mut sent = Vec::new();
-        for (i, part) in parts.into_iter().enumerate() {
-            let mut body = json!({
-                "recipient": { "id": to.external_id },
-                "message": { "text": part },
-            });
-            tag(&mut body, &message.reach);
-            if i == last && !message.choices.is_empty() {
-                body["message"]["quick_replies"] = quick_replies(&message.choices);
-            }
+        for body in send_bodies(to, message, MAX_TEXT_CHARS) {
             let answer = self
                 .post(&self.http, "instagram send", secrets, to, &body)
                 .await?;
-            let id = answer["message_id"].as_str().ok_or_else(|| {
-                SendError::Permanent("the Graph API answered without message_id".into())
-            })?;
-            sent.push(Sent {
-                external_id: id.to_owned(),
-            });
+            sent.push(sent_id(&answer)?);
         }
         Ok(sent)
     }
@@ -148,22 +121,14 @@ impl Channel for Instagram {
 /// Parses a whole webhook body: every event of every entry.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<RoutedEvent>, ParseError> {
     let batch = json_body(body)?;
-    let Some(object) = batch.as_object() else {
-        return Err(ParseError::new("body must be a JSON object"));
-    };
-    match object.get("object").and_then(Value::as_str) {
-        Some("instagram") => {}
-        Some(other) => {
+    let entries = match meta::entries(&batch, "instagram")? {
+        Ok(entries) => entries,
+        Err(other) => {
             return Ok(vec![RoutedEvent::skipped(format!(
                 "object `{other}` is not instagram"
             ))]);
         }
-        None => return Err(ParseError::new("missing `object`")),
-    }
-    let entries = object
-        .get("entry")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::new("missing `entry` array"))?;
+    };
     let mut events = Vec::new();
     for entry in entries {
         let Some(account) = id_string(&entry["id"]) else {

@@ -87,8 +87,7 @@ impl Channel for Messenger {
         request: &WebhookRequest,
         secrets: &dyn Secrets,
     ) -> Result<Option<String>, VerifyError> {
-        let secret = secrets.require("app_secret")?;
-        verify_signature(secret, &request.body, request.header(SIGNATURE_HEADER)).map(|()| None)
+        meta::verify(request, secrets)
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
@@ -103,33 +102,11 @@ impl Channel for Messenger {
     ) -> Result<Vec<Sent>, SendError> {
         let token = page_token(secrets)?;
         let mut sent = Vec::new();
-        // Quick-reply titles are short: the options are numbered in the text
-        // too, and each title starts with its number.
-        let text = if message.choices.is_empty() {
-            message.text.clone()
-        } else {
-            choices::numbered(&message.text, &message.choices, None)
-        };
-        let parts = split_text(&text, MAX_TEXT_CHARS);
-        let last = parts.len().saturating_sub(1);
-        for (i, part) in parts.into_iter().enumerate() {
-            let mut body = json!({
-                "recipient": { "id": to.external_id },
-                "message": { "text": part },
-            });
-            tag(&mut body, &message.reach);
-            if i == last && !message.choices.is_empty() {
-                body["message"]["quick_replies"] = quick_replies(&message.choices);
-            }
+        for body in send_bodies(to, message, MAX_TEXT_CHARS) {
             let answer = self
                 .post(&self.http, "messenger send", token, &body)
                 .await?;
-            let id = answer["message_id"].as_str().ok_or_else(|| {
-                SendError::Permanent("Send API answered without message_id".into())
-            })?;
-            sent.push(Sent {
-                external_id: id.to_owned(),
-            });
+            sent.push(sent_id(&answer)?);
         }
         Ok(sent)
     }
@@ -147,10 +124,53 @@ impl Channel for Messenger {
     }
 }
 
+/// The Send API bodies of a reply (Messenger and Instagram): the text in
+/// parts within `max_chars`, the window's tag on each, and the options as
+/// quick replies on the last. Quick-reply titles are short, so the options
+/// are numbered in the text too, and each title starts with its number.
+pub(crate) fn send_bodies(
+    to: &Recipient,
+    message: &OutboundMessage,
+    max_chars: usize,
+) -> Vec<Value> {
+    let text = if message.choices.is_empty() {
+        message.text.clone()
+    } else {
+        choices::numbered(&message.text, &message.choices, None)
+    };
+    let parts = split_text(&text, max_chars);
+    let last = parts.len().saturating_sub(1);
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let mut body = json!({
+                "recipient": { "id": to.external_id },
+                "message": { "text": part },
+            });
+            tag(&mut body, &message.reach);
+            if i == last && !message.choices.is_empty() {
+                body["message"]["quick_replies"] = quick_replies(&message.choices);
+            }
+            body
+        })
+        .collect()
+}
+
+/// The platform's id of a sent part, from the Send API's answer.
+pub(crate) fn sent_id(answer: &Value) -> Result<Sent, SendError> {
+    let id = answer["message_id"]
+        .as_str()
+        .ok_or_else(|| SendError::Permanent("the Send API answered without message_id".into()))?;
+    Ok(Sent {
+        external_id: id.to_owned(),
+    })
+}
+
 /// `messaging_type` of a Send API body (Messenger and Instagram): a
 /// response within the window, or a person's reply under the `HUMAN_AGENT`
 /// tag after it.
-pub(crate) fn tag(body: &mut Value, reach: &Reach) {
+fn tag(body: &mut Value, reach: &Reach) {
     match reach {
         Reach::HumanAgent => {
             body["messaging_type"] = json!("MESSAGE_TAG");
@@ -161,7 +181,7 @@ pub(crate) fn tag(body: &mut Value, reach: &Reach) {
 }
 
 /// Options as quick replies, titled "1. …" within Messenger's limits.
-pub(crate) fn quick_replies(options: &[Choice]) -> Value {
+fn quick_replies(options: &[Choice]) -> Value {
     let replies: Vec<Value> = options
         .iter()
         .enumerate()
@@ -189,27 +209,19 @@ fn page_token(secrets: &(dyn Secrets + Sync)) -> Result<&str, SendError> {
 /// Parses a whole webhook body: every event of every entry.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<RoutedEvent>, ParseError> {
     let batch = json_body(body)?;
-    let Some(object) = batch.as_object() else {
-        return Err(ParseError::new("body must be a JSON object"));
-    };
-    if object.contains_key("field") && object.contains_key("value") {
+    if batch.get("field").is_some() && batch.get("value").is_some() {
         return Ok(vec![RoutedEvent::skipped(
             "dashboard test payload (no page entry to route)",
         )]);
     }
-    match object.get("object").and_then(Value::as_str) {
-        Some("page") => {}
-        Some(other) => {
+    let entries = match meta::entries(&batch, "page")? {
+        Ok(entries) => entries,
+        Err(other) => {
             return Ok(vec![RoutedEvent::skipped(format!(
                 "object `{other}` is not a page"
             ))]);
         }
-        None => return Err(ParseError::new("missing `object`")),
-    }
-    let entries = object
-        .get("entry")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::new("missing `entry` array"))?;
+    };
     let mut events = Vec::new();
     for entry in entries {
         let Some(page) = id_string(&entry["id"]) else {

@@ -77,6 +77,37 @@ pub fn verify_signature(
     }
 }
 
+/// Checks a request of one of Meta's platforms with the account's
+/// `app_secret`.
+pub(crate) fn verify(
+    request: &crate::WebhookRequest,
+    secrets: &dyn crate::Secrets,
+) -> Result<Option<String>, VerifyError> {
+    let secret = secrets.require("app_secret")?;
+    verify_signature(secret, &request.body, request.header(SIGNATURE_HEADER)).map(|()| None)
+}
+
+/// The `entry` array of a batch whose `object` is `expected`; `Ok(Err(_))`
+/// names another object, which is answered 200 and skipped.
+pub(crate) fn entries<'a>(
+    batch: &'a Value,
+    expected: &str,
+) -> Result<Result<&'a Vec<Value>, String>, ParseError> {
+    let Some(object) = batch.as_object() else {
+        return Err(ParseError::new("body must be a JSON object"));
+    };
+    match object.get("object").and_then(Value::as_str) {
+        Some(o) if o == expected => {}
+        Some(other) => return Ok(Err(other.to_owned())),
+        None => return Err(ParseError::new("missing `object`")),
+    }
+    object
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Ok)
+        .ok_or_else(|| ParseError::new("missing `entry` array"))
+}
+
 /// JSON, tolerating a leading UTF-8 byte-order mark.
 pub(crate) fn json_body(body: &[u8]) -> Result<Value, ParseError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);

@@ -157,13 +157,7 @@ impl Channel for Whatsapp {
         request: &WebhookRequest,
         secrets: &dyn Secrets,
     ) -> Result<Option<String>, VerifyError> {
-        let secret = secrets.require("app_secret")?;
-        meta::verify_signature(
-            secret,
-            &request.body,
-            request.header(meta::SIGNATURE_HEADER),
-        )
-        .map(|()| None)
+        meta::verify(request, secrets)
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<RoutedEvent>, ParseError> {
@@ -320,22 +314,14 @@ fn interactive(body: &str, options: &[Choice]) -> Value {
 /// Parses a whole webhook body: every message and status of every change.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<RoutedEvent>, ParseError> {
     let batch = json_body(body)?;
-    let Some(object) = batch.as_object() else {
-        return Err(ParseError::new("body must be a JSON object"));
-    };
-    match object.get("object").and_then(Value::as_str) {
-        Some("whatsapp_business_account") => {}
-        Some(other) => {
+    let entries = match meta::entries(&batch, "whatsapp_business_account")? {
+        Ok(entries) => entries,
+        Err(other) => {
             return Ok(vec![RoutedEvent::skipped(format!(
                 "object `{other}` is not a WhatsApp Business Account"
             ))]);
         }
-        None => return Err(ParseError::new("missing `object`")),
-    }
-    let entries = object
-        .get("entry")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::new("missing `entry` array"))?;
+    };
     let mut events = Vec::new();
     for change in entries
         .iter()

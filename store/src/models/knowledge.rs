@@ -92,6 +92,48 @@ pub struct ChunkRow {
     pub embedding_model: Option<String>,
 }
 
+/// A stored chunk without its vectors.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = knowledge_chunks)]
+struct ChunkText {
+    id: String,
+    document_id: String,
+    bot_id: String,
+    ordinal: i32,
+    kind: String,
+    doc_ref: String,
+    title: Option<String>,
+    heading_path: String,
+    body: String,
+    page: Option<i32>,
+    line: Option<i32>,
+    tokens: i32,
+    content_hash: String,
+    embedding_model: Option<String>,
+}
+
+impl ChunkText {
+    fn into_row(self) -> ChunkRow {
+        ChunkRow {
+            id: self.id,
+            document_id: self.document_id,
+            bot_id: self.bot_id,
+            ordinal: self.ordinal,
+            kind: self.kind,
+            doc_ref: self.doc_ref,
+            title: self.title,
+            heading_path: self.heading_path,
+            body: self.body,
+            page: self.page,
+            line: self.line,
+            tokens: self.tokens,
+            content_hash: self.content_hash,
+            embeddings: None,
+            embedding_model: self.embedding_model,
+        }
+    }
+}
+
 /// A chunk to store.
 #[derive(Debug, Clone)]
 pub struct NewChunk {
@@ -372,81 +414,17 @@ impl ChunkRow {
         bot_id: &str,
         ids: &[String],
     ) -> Result<Vec<ChunkRow>, DbError> {
-        type Text = (
-            String,
-            String,
-            String,
-            i32,
-            String,
-            String,
-            Option<String>,
-            String,
-            String,
-            Option<i32>,
-            Option<i32>,
-            i32,
-            String,
-            Option<String>,
-        );
         let mut out = Vec::with_capacity(ids.len());
         for batch in ids.chunks(500) {
-            let rows: Vec<Text> = db_run!(conn: {
+            let rows: Vec<ChunkText> = db_run!(conn: {
                 knowledge_chunks::table
                     .filter(knowledge_chunks::bot_id.eq(bot_id))
                     .filter(knowledge_chunks::id.eq_any(batch))
-                    .select((
-                        knowledge_chunks::id,
-                        knowledge_chunks::document_id,
-                        knowledge_chunks::bot_id,
-                        knowledge_chunks::ordinal,
-                        knowledge_chunks::kind,
-                        knowledge_chunks::doc_ref,
-                        knowledge_chunks::title,
-                        knowledge_chunks::heading_path,
-                        knowledge_chunks::body,
-                        knowledge_chunks::page,
-                        knowledge_chunks::line,
-                        knowledge_chunks::tokens,
-                        knowledge_chunks::content_hash,
-                        knowledge_chunks::embedding_model,
-                    ))
+                    .select(ChunkText::as_select())
                     .load(conn)
                     .await?
             });
-            out.extend(rows.into_iter().map(
-                |(
-                    id,
-                    document_id,
-                    bot_id,
-                    ordinal,
-                    kind,
-                    doc_ref,
-                    title,
-                    heading_path,
-                    body,
-                    page,
-                    line,
-                    tokens,
-                    content_hash,
-                    embedding_model,
-                )| ChunkRow {
-                    id,
-                    document_id,
-                    bot_id,
-                    ordinal,
-                    kind,
-                    doc_ref,
-                    title,
-                    heading_path,
-                    body,
-                    page,
-                    line,
-                    tokens,
-                    content_hash,
-                    embeddings: None,
-                    embedding_model,
-                },
-            ));
+            out.extend(rows.into_iter().map(ChunkText::into_row));
         }
         Ok(out)
     }
