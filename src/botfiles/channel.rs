@@ -244,3 +244,44 @@ pub(crate) fn check_channel_id(id: &str) -> Result<(), String> {
         Err("must be 1-64 characters of A-Z, a-z, 0-9, `-`, `_` and `.` (it appears in webhook URLs)".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_table: &str) -> Result<LoadedChannel, (String, String)> {
+        let channel: ChannelFile = toml::from_str(toml_table).expect("a channel table");
+        channel_spec(channel, &|_, raw| Ok(Secret::new(raw)), None)
+    }
+
+    #[test]
+    fn whatsapp_and_instagram_keys_are_checked() {
+        let wa = "kind = \"whatsapp\"\nid = \"w\"\nphone_number_id = \" 106540352242922 \"\n\
+                  app_secret = \"s\"\naccess_token = \"t\"\nverify_token = \"v\"\n";
+        let loaded = spec(wa).expect("valid");
+        assert_eq!(loaded.external_id.as_deref(), Some("106540352242922"));
+        assert!(!loaded.credentials.contains_key("reengage_template"));
+        let with_template =
+            spec(&format!("{wa}reengage_template = \"we_are_back\"\n")).expect("valid");
+        assert_eq!(
+            with_template
+                .credentials
+                .get("reengage_language")
+                .map(Secret::expose),
+            Some("en_US")
+        );
+        let (key, _) = spec(&format!("{wa}reengage_language = \"sv\"\n")).expect_err("no template");
+        assert_eq!(key, "reengage_language");
+        let (key, message) =
+            spec(&wa.replace("106540352242922", "+46 70 123")).expect_err("not Meta's id");
+        assert_eq!(
+            (key.as_str(), message.contains("numeric")),
+            ("phone_number_id", true)
+        );
+        let ig = "kind = \"instagram\"\nid = \"i\"\nig_account_id = \"17841400000000001\"\n\
+                  app_secret = \"s\"\npage_access_token = \"t\"\nverify_token = \"v\"\n";
+        assert_eq!(spec(ig).expect("valid").kind, ChannelKind::Instagram);
+        let (key, _) = spec(&ig.replace("17841400000000001", "")).expect_err("empty");
+        assert_eq!(key, "ig_account_id");
+    }
+}
