@@ -33,6 +33,9 @@ pub fn document_json(doc: &Document) -> Value {
         "title": doc.title,
         "size_bytes": doc.size_bytes,
         "chunk_count": doc.chunk_count,
+        "page_count": doc.page_count,
+        "pages_without_text": doc.pages_without_text,
+        "status": doc.loss().unwrap_or_else(|| "ok".to_owned()),
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
     })
@@ -82,8 +85,12 @@ fn outcome_json(outcome: &FileOutcome) -> Value {
             chunks,
             embedded,
             reused,
+            pages,
         } => {
-            json!({ "status": "ingested", "chunks": chunks, "embedded": embedded, "reused": reused })
+            json!({
+                "status": "ingested", "chunks": chunks, "embedded": embedded, "reused": reused,
+                "loss": pages.and_then(|p| p.loss()),
+            })
         }
         FileOutcome::Unchanged => json!({ "status": "unchanged" }),
     }

@@ -237,10 +237,15 @@ impl Progress for Bars {
                 chunks,
                 embedded,
                 reused,
+                pages,
             }) => {
                 self.chunks.inc(*chunks as u64);
+                let loss = pages
+                    .and_then(|p| p.loss())
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
                 self.line(&format!(
-                    "ok        {source}: {chunks} chunks ({embedded} texts embedded, {reused} chunks unchanged)"
+                    "ok        {source}: {chunks} chunks ({embedded} texts embedded, {reused} chunks unchanged){loss}"
                 ));
             }
             Ok(FileOutcome::Unchanged) => self.line(&format!("unchanged {source}")),
@@ -276,8 +281,13 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
     bars.chunks.finish_and_clear();
     bars.embeddings.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    let lost = match report.pages_without_text {
+        0 => String::new(),
+        1 => "; 1 page without text".to_owned(),
+        n => format!("; {n} pages without text"),
+    };
     println!(
-        "bot {}: {} file(s) ingested ({} chunks; {} texts embedded, {} chunks reused), {} unchanged, {} failed, {} skipped, {} removed in {:.1} s",
+        "bot {}: {} file(s) ingested ({} chunks; {} texts embedded, {} chunks reused{lost}), {} unchanged, {} failed, {} skipped, {} removed in {:.1} s",
         bot.name,
         report.ingested,
         report.chunks,
@@ -289,6 +299,9 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
         report.removed,
         secs
     );
+    for (source, loss) in &report.losses {
+        println!("lost: {source}: {loss}");
+    }
     for (source, error) in &report.failed {
         eprintln!("failed: {source}: {error}");
     }
@@ -337,9 +350,10 @@ async fn list(app: &App, bot: Option<&str>) -> anyhow::Result<()> {
             chunks
         )?;
         for d in docs {
+            let loss = d.loss().map(|l| format!("  ({l})")).unwrap_or_default();
             writeln!(
                 out,
-                "  {:<10} {:>6} chunks {:>9} bytes  {}  {}",
+                "  {:<10} {:>6} chunks {:>9} bytes  {}  {}{loss}",
                 d.format,
                 d.chunk_count,
                 d.size_bytes,

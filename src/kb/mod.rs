@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
 use knowledge::embed::{EmbedError, Embedder, TokenCounter};
-use knowledge::extract::{ExtractError, Limits};
+use knowledge::extract::{ExtractError, Limits, PageCount};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
 use knowledge::models::{
     DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, embedding_model,
@@ -72,11 +72,13 @@ pub enum FileError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOutcome {
     /// Stored: `chunks` chunks, `embedded` texts embedded now, `reused`
-    /// chunks whose vectors were already stored.
+    /// chunks whose vectors were already stored; `pages` of a paged
+    /// document, with those that gave no text.
     Ingested {
         chunks: usize,
         embedded: usize,
         reused: usize,
+        pages: Option<PageCount>,
     },
     /// Same bytes as the stored version: nothing to do.
     Unchanged,
@@ -108,9 +110,20 @@ impl Progress for LogProgress {
                 chunks,
                 embedded,
                 reused,
-            }) => {
-                tracing::info!(source, chunks, embedded, reused, "knowledge file ingested");
-            }
+                pages,
+            }) => match pages.and_then(|p| p.loss()) {
+                None => {
+                    tracing::info!(source, chunks, embedded, reused, "knowledge file ingested");
+                }
+                Some(loss) => tracing::warn!(
+                    source,
+                    chunks,
+                    embedded,
+                    reused,
+                    loss,
+                    "knowledge file ingested, with pages lost"
+                ),
+            },
             Ok(FileOutcome::Unchanged) => tracing::debug!(source, "knowledge file unchanged"),
             Err(error) => tracing::error!(source, %error, "knowledge file not ingested"),
         }
@@ -136,6 +149,37 @@ pub struct IngestReport {
     pub chunks: usize,
     pub embedded: usize,
     pub reused: usize,
+    /// Pages that gave no text, over all ingested files.
+    pub pages_without_text: u32,
+    /// Files ingested with losses, each with what was lost.
+    pub losses: Vec<(String, String)>,
+}
+
+impl IngestReport {
+    /// Adds one file's result.
+    pub fn add(&mut self, source: &str, result: Result<FileOutcome, FileError>) {
+        match result {
+            Ok(FileOutcome::Ingested {
+                chunks,
+                embedded,
+                reused,
+                pages,
+            }) => {
+                self.ingested += 1;
+                self.chunks += chunks;
+                self.embedded += embedded;
+                self.reused += reused;
+                if let Some(pages) = pages
+                    && let Some(loss) = pages.loss()
+                {
+                    self.pages_without_text += pages.without_text;
+                    self.losses.push((source.to_owned(), loss));
+                }
+            }
+            Ok(FileOutcome::Unchanged) => self.unchanged += 1,
+            Err(e) => self.failed.push((source.to_owned(), e.to_string())),
+        }
+    }
 }
 
 mod search;
@@ -295,20 +339,7 @@ impl Knowledge {
             progress.file_started(&source);
             let result = self.ingest_file(db, bot, path, model, progress).await;
             progress.file_done(&source, &result);
-            match result {
-                Ok(FileOutcome::Ingested {
-                    chunks,
-                    embedded,
-                    reused,
-                }) => {
-                    report.ingested += 1;
-                    report.chunks += chunks;
-                    report.embedded += embedded;
-                    report.reused += reused;
-                }
-                Ok(FileOutcome::Unchanged) => report.unchanged += 1,
-                Err(e) => report.failed.push((source, e.to_string())),
-            }
+            report.add(&source, result);
         }
         // Mirror folders: drop documents whose files are gone.
         if !folders.is_empty() {
@@ -412,10 +443,10 @@ impl Knowledge {
         let limits = self.limits;
         let file_name = name.to_owned();
         let size = bytes.len() as i64;
-        let (format, title, chunks) = tokio::task::spawn_blocking(move || {
+        let (format, title, pages, chunks) = tokio::task::spawn_blocking(move || {
             let doc = knowledge::extract::extract(&file_name, &bytes, &limits)?;
             let chunks = knowledge::chunk::chunk(&doc, &counter, ChunkSizes::default());
-            Ok::<_, ExtractError>((doc.format, doc.title, chunks))
+            Ok::<_, ExtractError>((doc.format, doc.title, doc.pages, chunks))
         })
         .await
         .map_err(|e| KbError::Join(e.to_string()))??;
@@ -496,6 +527,8 @@ impl Knowledge {
             title,
             content_hash,
             size_bytes: size,
+            page_count: pages.map(|p| i32::try_from(p.total).unwrap_or(i32::MAX)),
+            pages_without_text: pages.map(|p| i32::try_from(p.without_text).unwrap_or(i32::MAX)),
         };
         {
             let mut conn = db.get().await.map_err(KbError::from)?;
@@ -510,6 +543,7 @@ impl Knowledge {
             chunks: rows.len(),
             embedded,
             reused,
+            pages,
         })
     }
 

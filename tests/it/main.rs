@@ -22,6 +22,7 @@ mod hygiene;
 mod knowledge;
 mod migrations;
 mod server;
+mod sources;
 mod storage;
 mod tls;
 mod usage;
