@@ -14,7 +14,8 @@
 //! directory is the same case with an empty index. The search itself — the
 //! optional reranker and each hit's calibrated probability — is in
 //! `search.rs`; which embedding model a bot uses, and re-embedding its
-//! knowledge when that changes, in `vectors.rs`.
+//! knowledge when that changes, in `vectors.rs`; websites as knowledge
+//! (crawling) in `crawl.rs`; what an ingest reports in `report.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
 use knowledge::embed::{EmbedError, Embedder, TokenCounter};
-use knowledge::extract::{ExtractError, Limits, PageCount};
+use knowledge::extract::{ExtractError, Format, Limits};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
 use knowledge::models::{
     DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, embedding_model,
@@ -57,135 +58,14 @@ pub enum KbError {
     Join(String),
 }
 
-/// Why one file was not ingested. The ingest goes on with the others.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    #[error("cannot read: {0}")]
-    Read(std::io::Error),
-    #[error(transparent)]
-    Extract(#[from] ExtractError),
-    #[error(transparent)]
-    Kb(#[from] KbError),
-}
-
-/// What happened to one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileOutcome {
-    /// Stored: `chunks` chunks, `embedded` texts embedded now, `reused`
-    /// chunks whose vectors were already stored; `pages` of a paged
-    /// document, with those that gave no text.
-    Ingested {
-        chunks: usize,
-        embedded: usize,
-        reused: usize,
-        pages: Option<PageCount>,
-    },
-    /// Same bytes as the stored version: nothing to do.
-    Unchanged,
-}
-
-/// Receives progress events; the CLI draws bars, the server logs.
-pub trait Progress: Send + Sync {
-    /// Files found under the paths.
-    fn files(&self, _total: usize) {}
-    /// A file is being read.
-    fn file_started(&self, _source: &str) {}
-    /// A file produced `chunks` chunks; `to_embed` texts will be embedded.
-    fn chunked(&self, _source: &str, _chunks: usize, _to_embed: usize) {}
-    /// `n` more texts were embedded.
-    fn embedded(&self, _n: usize) {}
-    /// A file is done, one way or the other.
-    fn file_done(&self, _source: &str, _result: &Result<FileOutcome, FileError>) {}
-    /// A file was skipped (unsupported type, hidden).
-    fn skipped(&self, _path: &Path, _reason: &str) {}
-}
-
-/// Progress as log lines (the server's start-up sync).
-#[derive(Debug)]
-pub struct LogProgress;
-impl Progress for LogProgress {
-    fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
-        match result {
-            Ok(FileOutcome::Ingested {
-                chunks,
-                embedded,
-                reused,
-                pages,
-            }) => match pages.and_then(|p| p.loss()) {
-                None => {
-                    tracing::info!(source, chunks, embedded, reused, "knowledge file ingested");
-                }
-                Some(loss) => tracing::warn!(
-                    source,
-                    chunks,
-                    embedded,
-                    reused,
-                    loss,
-                    "knowledge file ingested, with pages lost"
-                ),
-            },
-            Ok(FileOutcome::Unchanged) => tracing::debug!(source, "knowledge file unchanged"),
-            Err(error) => tracing::error!(source, %error, "knowledge file not ingested"),
-        }
-    }
-    fn skipped(&self, path: &Path, reason: &str) {
-        tracing::warn!(path = %path.display(), reason, "knowledge file skipped");
-    }
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug)]
-pub struct Quiet;
-impl Progress for Quiet {}
-
-/// Totals of one ingest.
-#[derive(Debug, Default, Clone)]
-pub struct IngestReport {
-    pub ingested: usize,
-    pub unchanged: usize,
-    pub failed: Vec<(String, String)>,
-    pub skipped: usize,
-    pub removed: usize,
-    pub chunks: usize,
-    pub embedded: usize,
-    pub reused: usize,
-    /// Pages that gave no text, over all ingested files.
-    pub pages_without_text: u32,
-    /// Files ingested with losses, each with what was lost.
-    pub losses: Vec<(String, String)>,
-}
-
-impl IngestReport {
-    /// Adds one file's result.
-    pub fn add(&mut self, source: &str, result: Result<FileOutcome, FileError>) {
-        match result {
-            Ok(FileOutcome::Ingested {
-                chunks,
-                embedded,
-                reused,
-                pages,
-            }) => {
-                self.ingested += 1;
-                self.chunks += chunks;
-                self.embedded += embedded;
-                self.reused += reused;
-                if let Some(pages) = pages
-                    && let Some(loss) = pages.loss()
-                {
-                    self.pages_without_text += pages.without_text;
-                    self.losses.push((source.to_owned(), loss));
-                }
-            }
-            Ok(FileOutcome::Unchanged) => self.unchanged += 1,
-            Err(e) => self.failed.push((source.to_owned(), e.to_string())),
-        }
-    }
-}
-
+mod crawl;
+mod report;
 mod search;
 
 mod vectors;
 
+pub use crawl::{CrawlOptions, USER_AGENT, is_url};
+pub use report::{FileError, FileOutcome, IngestReport, LogProgress, Progress, Quiet};
 pub use search::{Found, MAX_QUERY_CHARS, RERANK_POOL, SearchOutcome, features, normalize_query};
 pub use vectors::{ModelChange, keep_vectors_current};
 
@@ -385,8 +265,11 @@ impl Knowledge {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let source = path.display().to_string();
-        self.store_bytes(db, bot, &source, &name, bytes, model, progress, false)
-            .await
+        let format = Format::from_file_name(&name).ok_or(ExtractError::Unsupported)?;
+        self.store_bytes(
+            db, bot, &source, &name, format, bytes, model, progress, false,
+        )
+        .await
     }
 
     /// Ingests one file's bytes under `source` (replacing what was stored
@@ -402,7 +285,8 @@ impl Knowledge {
         progress: &dyn Progress,
     ) -> Result<FileOutcome, FileError> {
         let model = self.ingest_model(db, bot).await?;
-        self.store_bytes(db, bot, source, name, bytes, model, progress, true)
+        let format = Format::from_file_name(name).ok_or(ExtractError::Unsupported)?;
+        self.store_bytes(db, bot, source, name, format, bytes, model, progress, true)
             .await
     }
 
@@ -413,6 +297,7 @@ impl Knowledge {
         bot: &Bot,
         source: &str,
         name: &str,
+        format: Format,
         bytes: Vec<u8>,
         model: &'static EmbeddingModel,
         progress: &dyn Progress,
@@ -441,10 +326,9 @@ impl Knowledge {
         }
         let counter = self.counter().await;
         let limits = self.limits;
-        let file_name = name.to_owned();
         let size = bytes.len() as i64;
         let (format, title, pages, chunks) = tokio::task::spawn_blocking(move || {
-            let doc = knowledge::extract::extract(&file_name, &bytes, &limits)?;
+            let doc = knowledge::extract::extract_as(format, &bytes, &limits)?;
             let chunks = knowledge::chunk::chunk(&doc, &counter, ChunkSizes::default());
             Ok::<_, ExtractError>((doc.format, doc.title, doc.pages, chunks))
         })

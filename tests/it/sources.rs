@@ -2,6 +2,9 @@
 //! text is drawn with every text operator, pages and files without text
 //! reported, through the real binary.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 
 use crate::admin::{bikes, upload};
@@ -188,4 +191,384 @@ async fn the_api_shows_a_documents_lost_pages() {
     assert_eq!(doc["status"], loss, "{doc}");
     assert_eq!(doc["page_count"], 3, "{doc}");
     assert_eq!(doc["pages_without_text"], 1, "{doc}");
+}
+
+/// One page of a [`Site`]: status, content type, body, and a redirect
+/// target.
+#[derive(Clone)]
+struct Page {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    location: Option<&'static str>,
+}
+
+fn page(content_type: &'static str, body: impl Into<Vec<u8>>) -> Page {
+    Page {
+        status: 200,
+        content_type,
+        body: body.into(),
+        location: None,
+    }
+}
+
+fn redirect(to: &'static str) -> Page {
+    Page {
+        status: 302,
+        content_type: "text/plain",
+        body: Vec::new(),
+        location: Some(to),
+    }
+}
+
+type Pages = Arc<Mutex<HashMap<String, Page>>>;
+type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A website, served for real on a local port: its pages can change between
+/// crawls; every request's path and User-Agent is logged.
+struct Site {
+    url: String,
+    pages: Pages,
+    log: Log,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Site {
+    async fn start(pages: Vec<(&str, Page)>) -> Site {
+        let map: Pages = Arc::new(Mutex::new(
+            pages
+                .into_iter()
+                .map(|(p, page)| (p.to_owned(), page))
+                .collect(),
+        ));
+        let log: Log = Arc::default();
+        let (state, requests) = (map.clone(), log.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = actix_web::HttpServer::new(move || {
+            let (state, requests) = (state.clone(), requests.clone());
+            actix_web::App::new().default_service(actix_web::web::to(
+                move |req: actix_web::HttpRequest| {
+                    let (state, requests) = (state.clone(), requests.clone());
+                    async move {
+                        let agent = req
+                            .headers()
+                            .get("user-agent")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        requests
+                            .lock()
+                            .expect("log")
+                            .push((req.path().to_owned(), agent));
+                        let found = state.lock().expect("pages").get(req.path()).cloned();
+                        let Some(page) = found else {
+                            return actix_web::HttpResponse::NotFound().body("no such page");
+                        };
+                        let status =
+                            actix_web::http::StatusCode::from_u16(page.status).expect("status");
+                        let mut res = actix_web::HttpResponse::build(status);
+                        res.insert_header(("content-type", page.content_type));
+                        if let Some(to) = page.location {
+                            res.insert_header(("location", to));
+                        }
+                        res.body(page.body)
+                    }
+                },
+            ))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Site {
+            url,
+            pages: map,
+            log,
+            handle,
+        }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    fn requested(&self, path: &str) -> bool {
+        self.log.lock().expect("log").iter().any(|(p, _)| p == path)
+    }
+}
+
+fn html(title: &str, body: &str) -> Vec<u8> {
+    format!(
+        "<!doctype html><html><head><title>{title}</title></head><body>\
+         <nav><a href=\"/\">Home</a> Menu navigation words</nav>\
+         <main><h1>{title}</h1>{body}</main><footer>Footer legal words</footer></body></html>"
+    )
+    .into_bytes()
+}
+
+/// The held-out shape: a sitemap, and a robots.txt that disallows a page.
+fn shop(extra_links: &str) -> Vec<(&'static str, Page)> {
+    let index = format!(
+        "<p>Welcome to the shop.</p><a href=\"/returns.html\">Returns</a> \
+         <a href=\"/hours.html#today\">Hours</a> <a href=\"/private/vault.html\">Staff</a> \
+         <a href=\"/manual.pdf\">Manual</a> <a href=\"/logo.png\">Logo</a> \
+         <a href=\"http://elsewhere.invalid/\">Partner</a> {extra_links}"
+    );
+    vec![
+        (
+            "/robots.txt",
+            page("text/plain", "User-agent: *\nDisallow: /private/\n"),
+        ),
+        (
+            "/sitemap.xml",
+            page(
+                "application/xml",
+                "<?xml version=\"1.0\"?><urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\
+                 <url><loc>/returns.html</loc></url></urlset>",
+            ),
+        ),
+        ("/", page("text/html", html("Shop", &index))),
+        (
+            "/returns.html",
+            page(
+                "text/html; charset=utf-8",
+                html(
+                    "Returns",
+                    "<p>Parcels can be returned within thirty days of delivery, free of charge.</p>",
+                ),
+            ),
+        ),
+        (
+            "/hours.html",
+            page(
+                "text/html; charset=iso-8859-1",
+                b"<html><body><h1>Hours</h1><p>Our caf\xe9 opens at nine on Sundays.</p></body></html>"
+                    .to_vec(),
+            ),
+        ),
+        (
+            "/private/vault.html",
+            page(
+                "text/html",
+                html("Vault", "<p>The vault combination is zebra lantern.</p>"),
+            ),
+        ),
+        (
+            "/manual.pdf",
+            page("application/pdf", quoted_pdf(&[Some(body(4))])),
+        ),
+        ("/logo.png", page("image/png", b"\x89PNG".to_vec())),
+    ]
+}
+
+/// The sitemap lists every page, absolute, the disallowed one too.
+fn full_sitemap(site: &Site) -> Page {
+    let locs: String = ["/", "/returns.html", "/hours.html", "/private/vault.html"]
+        .iter()
+        .map(|p| format!("<url><loc>{}</loc></url>", site.at(p)))
+        .collect();
+    page(
+        "application/xml",
+        format!("<?xml version=\"1.0\"?><urlset>{locs}</urlset>"),
+    )
+}
+
+async fn kb_async(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let cwd = cwd.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kb(
+            &cwd,
+            &args,
+            &[("FRONTDESK__EMBEDDING__MODEL_DIR", "/nonexistent/models")],
+        )
+    })
+    .await
+    .expect("kb")
+}
+
+/// `kb ingest URL/sitemap.xml`: every allowed page is a document named by
+/// its URL, found by its own words; the disallowed page's words are found
+/// nowhere; a second run finds every page unchanged; a page gone is
+/// removed at the next crawl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sitemap_ingests_its_allowed_pages_and_a_recrawl_mirrors_the_site() {
+    let dir = install(&[("acme", "support")]);
+    let cwd = dir.path();
+    let site = Site::start(shop("")).await;
+    let sitemap = full_sitemap(&site);
+    site.pages
+        .lock()
+        .expect("pages")
+        .insert("/sitemap.xml".into(), sitemap);
+    let sitemap_url = site.at("/sitemap.xml");
+    let args = ["ingest", "--bot", "support", sitemap_url.as_str()];
+
+    let out = kb_async(cwd, &args).await;
+    let summary = ok(&out);
+    assert!(
+        summary.contains("3 file(s) ingested") && summary.contains("0 failed"),
+        "{summary}\n{}",
+        stderr(&out)
+    );
+    assert!(!site.requested("/private/vault.html"));
+    assert!(
+        site.log
+            .lock()
+            .expect("log")
+            .iter()
+            .all(|(_, agent)| agent.starts_with("frontdesk/")),
+        "a clear User-Agent"
+    );
+    let list = ok(&kb_async(cwd, &["list", "--bot", "support"]).await);
+    for path in ["/", "/returns.html", "/hours.html"] {
+        assert!(
+            list.lines().any(|l| l.ends_with(&site.at(path))),
+            "{path} listed by its URL: {list}"
+        );
+    }
+    assert!(!list.contains("vault"), "{list}");
+
+    let found = ok(&kb_async(
+        cwd,
+        &[
+            "search",
+            "--bot",
+            "support",
+            "how many days to return a parcel",
+        ],
+    )
+    .await);
+    let first = found.lines().nth(1).unwrap_or_default();
+    assert!(first.contains(&site.at("/returns.html")), "{found}");
+    assert!(
+        !found.contains("Menu navigation") && !found.contains("Footer legal"),
+        "{found}"
+    );
+    let cafe = ok(&kb_async(cwd, &["search", "--bot", "support", "café Sundays"]).await);
+    assert!(
+        cafe.contains("Our café opens at nine on Sundays."),
+        "{cafe}"
+    );
+    let vault = ok(&kb_async(
+        cwd,
+        &[
+            "search",
+            "--bot",
+            "support",
+            "vault combination zebra lantern",
+        ],
+    )
+    .await);
+    assert!(!vault.contains("zebra"), "{vault}");
+
+    let again = ok(&kb_async(cwd, &args).await);
+    assert!(
+        again.contains("0 file(s) ingested") && again.contains("3 unchanged"),
+        "{again}"
+    );
+
+    site.pages.lock().expect("pages").remove("/hours.html");
+    let pruned = kb_async(cwd, &args).await;
+    let text = stdout(&pruned);
+    assert!(text.contains("1 removed"), "{text}\n{}", stderr(&pruned));
+    assert!(
+        stderr(&pruned).contains(&format!("{}: HTTP 404", site.at("/hours.html"))),
+        "{}",
+        stderr(&pruned)
+    );
+    let list = ok(&kb_async(cwd, &["list", "--bot", "support"]).await);
+    assert!(!list.contains("hours.html"), "{list}");
+    site.handle.stop(false).await;
+}
+
+/// `kb ingest URL/`: the page and, breadth-first, the same-origin pages and
+/// PDFs it links to; robots.txt, other sites and images are left alone;
+/// failures name their URL and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_crawled_breadth_first_within_its_site() {
+    let dir = install(&[("acme", "support")]);
+    let cwd = dir.path();
+    let mut pages = shop("<a href=\"/loop\">Loop</a>");
+    pages.push(("/loop", redirect("/loop-again")));
+    pages.push(("/loop-again", redirect("/loop")));
+    pages.push((
+        "/bad-sitemap.xml",
+        page("application/xml", "this { is not XML"),
+    ));
+    let site = Site::start(pages).await;
+    let home = site.at("/");
+    let bad = site.at("/bad-sitemap.xml");
+    let out = kb_async(cwd, &["ingest", "--bot", "support", &home, &bad]).await;
+    let (summary, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{summary}\n{err}");
+    // The home page, returns, hours and the manual.
+    assert!(summary.contains("4 file(s) ingested"), "{summary}\n{err}");
+    assert!(!site.requested("/private/vault.html") && !site.requested("/logo.png"));
+    assert!(
+        err.contains(&format!("{}: a redirect loop", site.at("/loop"))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{bad}: sitemap not XML")), "{err}");
+    let list = ok(&kb_async(cwd, &["list", "--bot", "support"]).await);
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start().starts_with("pdf") && l.ends_with(&site.at("/manual.pdf"))),
+        "{list}"
+    );
+    let found = ok(&kb_async(
+        cwd,
+        &["search", "--bot", "support", "locker bank 4 code 405"],
+    )
+    .await);
+    assert!(
+        found.contains(&format!("{} (page 1)", site.at("/manual.pdf"))),
+        "{found}"
+    );
+
+    // --depth 0: the page alone.
+    let dir = install(&[("acme", "shallow")]);
+    let out = kb_async(
+        dir.path(),
+        &["ingest", "--bot", "shallow", "--depth", "0", &home],
+    )
+    .await;
+    assert!(
+        stdout(&out).contains("1 file(s) ingested"),
+        "{}",
+        stdout(&out)
+    );
+    site.handle.stop(false).await;
+}
+
+/// A site whose robots.txt disallows everything: nothing is fetched, and
+/// that is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_disallows_everything_is_not_fetched() {
+    let dir = install(&[("acme", "support")]);
+    let site = Site::start(vec![
+        (
+            "/robots.txt",
+            page("text/plain", "User-agent: *\nDisallow: /\n"),
+        ),
+        ("/", page("text/html", html("Home", "<p>Hello.</p>"))),
+    ])
+    .await;
+    let home = site.at("/");
+    let out = kb_async(dir.path(), &["ingest", "--bot", "support", &home]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{home}: robots.txt disallows every page to frontdesk: nothing fetched"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!site.requested("/"));
+    site.handle.stop(false).await;
 }

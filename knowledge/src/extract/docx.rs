@@ -182,7 +182,7 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
 }
 
 /// Appends the character an entity reference stands for.
-fn push_reference(out: &mut String, reference: &str) {
+pub(crate) fn push_reference(out: &mut String, reference: &str) {
     if let Some(code) = reference.strip_prefix('#') {
         let code = match code.strip_prefix(['x', 'X']) {
             Some(hex) => u32::from_str_radix(hex, 16).ok(),

@@ -15,6 +15,7 @@
 //! enforces [`Limits::max_text_bytes`] and picks the fallback title.
 
 mod docx;
+pub(crate) use docx::push_reference;
 pub(crate) mod faq;
 mod html;
 mod markdown;
@@ -202,6 +203,16 @@ pub enum ExtractError {
 /// Extracts one file, choosing the format from `file_name`'s extension.
 pub fn extract(file_name: &str, bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
     let format = Format::from_file_name(file_name).ok_or(ExtractError::Unsupported)?;
+    extract_as(format, bytes, limits)
+}
+
+/// Extracts one file of a known format (a web page's, from its
+/// `Content-Type`).
+pub fn extract_as(
+    format: Format,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Extracted, ExtractError> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(ExtractError::TooLarge {
             size: bytes.len() as u64,
