@@ -572,3 +572,53 @@ async fn a_site_that_disallows_everything_is_not_fetched() {
     assert!(!site.requested("/"));
     site.handle.stop(false).await;
 }
+
+/// A bot file's `knowledge` may list a website: `serve`'s start-up sync
+/// crawls it like `kb ingest` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_files_website_is_crawled_at_start() {
+    let site = Site::start(shop("")).await;
+    let sitemap = full_sitemap(&site);
+    site.pages
+        .lock()
+        .expect("pages")
+        .insert("/sitemap.xml".into(), sitemap);
+    let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+    db.write_bot(
+        "shop.toml",
+        &format!(
+            "workspace = \"shop\"\nname = \"help\"\nsystem_prompt = \"Help.\"\nlanguage = \"en\"\n\
+             knowledge = [\"{}\"]\n",
+            site.at("/sitemap.xml")
+        ),
+    );
+    let mut settings = db.settings();
+    settings.embedding.model_dir = "/nonexistent/models".into();
+    settings.embedding.auto_install = false;
+    let server = crate::common::TestServer::start(settings, &[]).await;
+    frontdesk::app::sync_bot_knowledge(server.app.clone()).await;
+    let mut conn = server.app.db.get().await.expect("conn");
+    let workspace = store::models::workspace::Workspace::ensure(&mut conn, "shop")
+        .await
+        .expect("workspace");
+    let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+        .await
+        .expect("query")
+        .expect("bot");
+    let mut sources: Vec<String> = store::models::knowledge::Document::list(&mut conn, &bot.id)
+        .await
+        .expect("documents")
+        .into_iter()
+        .map(|d| d.source)
+        .collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            site.at("/"),
+            site.at("/hours.html"),
+            site.at("/returns.html")
+        ]
+    );
+    site.handle.stop(false).await;
+}
