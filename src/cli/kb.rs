@@ -123,7 +123,11 @@ pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::
             max_pages,
             depth,
         } => {
-            let options = crate::kb::CrawlOptions { max_pages, depth };
+            let options = crate::kb::CrawlOptions {
+                max_pages,
+                depth,
+                public_only: false,
+            };
             ingest(app, &bot, &sources, options).await
         }
         KbCommand::List { bot } => list(app, bot.as_deref())

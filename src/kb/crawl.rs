@@ -61,6 +61,10 @@ pub struct CrawlOptions {
     pub max_pages: usize,
     /// Most links followed from the start page.
     pub depth: usize,
+    /// Connect to public addresses only (the admin API, unless
+    /// `knowledge.allow_private_urls`): names that resolve to loopback,
+    /// link-local or private addresses fail, and so do redirects to them.
+    pub public_only: bool,
 }
 
 impl Default for CrawlOptions {
@@ -68,6 +72,7 @@ impl Default for CrawlOptions {
         CrawlOptions {
             max_pages: 200,
             depth: 3,
+            public_only: false,
         }
     }
 }
@@ -125,14 +130,116 @@ enum Role {
     Page { depth: usize },
 }
 
-fn client() -> Result<reqwest::Client, KbError> {
-    reqwest::Client::builder()
+fn client(public_only: bool) -> Result<reqwest::Client, KbError> {
+    let builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .connect_timeout(CONNECT_TIMEOUT);
+    let builder = if public_only {
+        builder
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let private = attempt
+                    .url()
+                    .host_str()
+                    .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                    .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+                    .is_some_and(|ip| !is_public(ip));
+                if private {
+                    let to = attempt.url().to_string();
+                    attempt.error(format!("{PRIVATE}: a redirect to {to}"))
+                } else if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
+    } else {
+        builder.redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+    };
+    builder
         .build()
         .map_err(|e| KbError::Join(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The reason a private address is refused.
+const PRIVATE: &str =
+    "a loopback, link-local or private address (knowledge.allow_private_urls is off)";
+
+/// Whether an address is on the public internet: not loopback, private,
+/// link-local, unique-local, shared (CGNAT), unspecified, broadcast,
+/// multicast or documentation.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Refuses a URL whose host is, or resolves only to, addresses that are
+/// not public; the error says why.
+pub async fn check_public(url: &Url) -> Result<(), String> {
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{host} does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(format!("{host} is {PRIVATE}"));
+    }
+    Ok(())
+}
+
+/// A resolver that gives public addresses only.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} is {PRIVATE}").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The innermost cause of an error, which says what actually went wrong.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 impl Knowledge {
@@ -148,7 +255,7 @@ impl Knowledge {
         progress: &dyn Progress,
     ) -> Result<IngestReport, KbError> {
         let mut report = IngestReport::default();
-        let client = client()?;
+        let client = client(options.public_only)?;
         let model = self.ingest_model(db, bot).await?;
         let mut sites: HashMap<String, Site> = HashMap::new();
         for raw in urls {
@@ -495,14 +602,17 @@ async fn fetch_robots(client: &reqwest::Client, start: &Url) -> Site {
 /// GETs `url`: the body if it is a document we read, within `max_bytes`.
 async fn fetch(client: &reqwest::Client, url: &Url, max_bytes: u64) -> Result<Fetched, FetchError> {
     let res = client.get(url.clone()).send().await.map_err(|e| {
-        FetchError::Failed(if e.is_redirect() {
+        let cause = root_cause(&e);
+        FetchError::Failed(if cause.contains(PRIVATE) {
+            format!("refused: {cause}")
+        } else if e.is_redirect() {
             format!("a redirect loop, or more than {MAX_REDIRECTS} redirects")
         } else if e.is_timeout() {
             format!("no answer within {} s", TIMEOUT.as_secs())
         } else if e.is_connect() {
-            "no answer: cannot connect".to_owned()
+            format!("no answer: cannot connect ({cause})")
         } else {
-            format!("no answer: {e}")
+            format!("no answer: {cause}")
         })
     })?;
     let status = res.status();
@@ -595,6 +705,28 @@ fn kind_of(content_type: &str, url: &Url) -> Option<Kind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_addresses_are_told_from_public_ones() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().expect("ip")), "{public}");
+        }
+    }
 
     #[test]
     fn urls_are_told_from_paths() {

@@ -64,7 +64,7 @@ mod search;
 
 mod vectors;
 
-pub use crawl::{CrawlOptions, USER_AGENT, is_url};
+pub use crawl::{CrawlOptions, USER_AGENT, check_public, is_public, is_url};
 pub use report::{FileError, FileOutcome, IngestReport, LogProgress, Progress, Quiet};
 pub use search::{Found, MAX_QUERY_CHARS, RERANK_POOL, SearchOutcome, features, normalize_query};
 pub use vectors::{ModelChange, keep_vectors_current};

@@ -622,3 +622,87 @@ async fn a_bot_files_website_is_crawled_at_start() {
     );
     site.handle.stop(false).await;
 }
+
+/// `POST /bots/{id}/knowledge/urls`: refused for a private address unless
+/// `knowledge.allow_private_urls`; else it answers 202 at once and the
+/// site's allowed pages become documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_crawls_a_site_and_refuses_private_addresses() {
+    let site = Site::start(shop("")).await;
+    let sitemap = full_sitemap(&site);
+    site.pages
+        .lock()
+        .expect("pages")
+        .insert("/sitemap.xml".into(), sitemap);
+    let url = site.at("/sitemap.xml");
+    for allow_private in [false, true] {
+        let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+        db.write_bot(
+            "bikes.toml",
+            "workspace = \"bikes\"\nname = \"help\"\nsystem_prompt = \"Help.\"\nlanguage = \"en\"\n",
+        );
+        let mut settings = db.settings();
+        settings.embedding.model_dir = "/nonexistent/models".into();
+        settings.knowledge.allow_private_urls = allow_private;
+        let server = crate::common::TestServer::start(settings, &[]).await;
+        let mut conn = server.app.db.get().await.expect("conn");
+        let workspace = store::models::workspace::Workspace::ensure(&mut conn, "bikes")
+            .await
+            .expect("workspace");
+        let bot = store::models::bot::Bot::find(&mut conn, &workspace.id, "help")
+            .await
+            .expect("query")
+            .expect("bot");
+        drop(conn);
+        member(&server.app, "bikes", "owner@bikes.test", Role::Owner).await;
+        let owner = login(&server, "owner@bikes.test").await;
+        let route = format!("/bots/{}/knowledge/urls", bot.id);
+        let (status, answer) = call(
+            &server,
+            Some(&owner),
+            "POST",
+            &route,
+            Some(serde_json::json!({ "url": url, "max_pages": 20 })),
+        )
+        .await;
+        if !allow_private {
+            assert_eq!(status, 403, "{answer}");
+            assert!(answer.to_string().contains("private address"), "{answer}");
+            assert!(!site.requested("/sitemap.xml"));
+            continue;
+        }
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["status"], "started", "{answer}");
+        let (status, bad) = call(
+            &server,
+            Some(&owner),
+            "POST",
+            &route,
+            Some(serde_json::json!({ "url": "ftp://x/" })),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, listed) = call(
+                &server,
+                Some(&owner),
+                "GET",
+                &format!("/bots/{}/documents", bot.id),
+                None,
+            )
+            .await;
+            let n = listed["items"].as_array().map_or(0, Vec::len);
+            if n == 3 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the crawl did not store the site's 3 pages: {listed}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(!site.requested("/private/vault.html"));
+    }
+    site.handle.stop(false).await;
+}
