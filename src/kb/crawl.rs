@@ -107,6 +107,9 @@ enum FetchError {
 
 /// One site (origin) of a crawl.
 struct Site {
+    /// Why nothing of the site is fetched: it did not answer, or its
+    /// `robots.txt` could not be read or disallows everything.
+    closed: Option<String>,
     robots: Robots,
     delay: Option<Duration>,
     last_request: Option<Instant>,
@@ -278,14 +281,10 @@ impl Knowledge {
             let Some(site) = sites.get_mut(&origin) else {
                 continue;
             };
-            if site.robots.disallows_all() {
+            if let Some(why) = &site.closed {
+                let why = why.clone();
                 site.complete = false;
-                fail(
-                    &mut report,
-                    progress,
-                    raw,
-                    "robots.txt disallows every page to frontdesk: nothing fetched".into(),
-                );
+                fail(&mut report, progress, raw, why);
                 continue;
             }
             let crawl = Crawl {
@@ -570,26 +569,44 @@ async fn fetch_robots(client: &reqwest::Client, start: &Url) -> Site {
     robots_url.set_path("/robots.txt");
     robots_url.set_query(None);
     robots_url.set_fragment(None);
+    let mut closed = None;
     let robots = match client.get(robots_url.clone()).send().await {
         Ok(res) if res.status().is_success() => match read_capped(res, 512 * 1024).await {
             Ok(bytes) => Robots::parse(&String::from_utf8_lossy(&bytes)),
-            Err(_) => Robots::disallow_all(),
+            Err(why) => {
+                closed = Some(format!("robots.txt unreadable ({why}): nothing fetched"));
+                Robots::disallow_all()
+            }
         },
         Ok(res) if res.status().is_client_error() => Robots::allow_all(),
         Ok(res) => {
-            tracing::warn!(url = %robots_url, status = %res.status(), "robots.txt unreadable: the site is not crawled");
+            closed = Some(format!(
+                "robots.txt answered HTTP {}: nothing fetched",
+                res.status()
+            ));
             Robots::disallow_all()
         }
         Err(e) => {
-            tracing::warn!(url = %robots_url, error = %e, "robots.txt unreadable: the site is not crawled");
+            let cause = root_cause(&e);
+            closed = Some(if e.is_timeout() {
+                format!("no answer within {} s", TIMEOUT.as_secs())
+            } else if cause.contains(PRIVATE) {
+                format!("refused: {cause}")
+            } else {
+                format!("no answer: {cause}")
+            });
             Robots::disallow_all()
         }
     };
+    if closed.is_none() && robots.disallows_all() {
+        closed = Some("robots.txt disallows every page to frontdesk: nothing fetched".into());
+    }
     let delay = robots
         .crawl_delay
         .filter(|d| d.is_finite() && *d > 0.0)
         .map(|d| Duration::from_secs_f64(d).min(MAX_CRAWL_DELAY));
     Site {
+        closed,
         robots,
         delay,
         last_request: None,

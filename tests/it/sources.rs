@@ -706,3 +706,34 @@ async fn the_api_crawls_a_site_and_refuses_private_addresses() {
     }
     site.handle.stop(false).await;
 }
+
+/// A site that does not answer, and a page bigger than the file limit:
+/// each failure names its URL and reason, nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_site_and_a_huge_page_are_reported() {
+    let dir = install(&[("acme", "support")]);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}/", listener.local_addr().expect("addr"))
+    };
+    // 65 MiB of HTML, over the 64 MiB file limit.
+    let huge = vec![b'a'; 65 << 20];
+    let site = Site::start(vec![("/huge.html", page("text/html", huge))]).await;
+    let big = site.at("/huge.html");
+    let out = kb_async(dir.path(), &["ingest", "--bot", "support", &closed, &big]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{closed}: no answer")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{big}: the body is 68157440 bytes, over the limit"
+        )),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("0 file(s) ingested"),
+        "{}",
+        stdout(&out)
+    );
+    site.handle.stop(false).await;
+}
