@@ -13,7 +13,8 @@
 //! start failed, removes nothing it did not see gone).
 //!
 //! A good citizen: `robots.txt` is honoured (our group, `frontdesk`, else
-//! `*`; `Allow`/`Disallow`; `Crawl-delay`), one request at a time per site,
+//! `*`; `Allow`/`Disallow`; `Crawl-delay`), one request at a time per site
+//! (one crawl of a site at a time in the process),
 //! a `User-Agent` that says who we are, timeouts, at most
 //! [`MAX_REDIRECTS`] redirects, bodies capped at the file size limit, and
 //! only HTML, PDF, DOCX (and sitemaps) are read. Every failure names its
@@ -21,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -81,6 +83,17 @@ impl Default for CrawlOptions {
 pub fn is_url(source: &str) -> bool {
     let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
     lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// One lock per site (origin) being crawled.
+#[derive(Debug, Default)]
+pub(super) struct SiteLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl SiteLocks {
+    fn of(&self, origin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(origin.to_owned()).or_default().clone()
+    }
 }
 
 /// What a fetched body is.
@@ -274,6 +287,8 @@ impl Knowledge {
                 }
             };
             let origin = start.origin().ascii_serialization();
+            let lock = self.sites.of(&origin);
+            let _one_crawl_per_site = lock.lock().await;
             if !sites.contains_key(&origin) {
                 let site = fetch_robots(&client, &start).await;
                 sites.insert(origin.clone(), site);

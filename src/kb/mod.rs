@@ -88,6 +88,9 @@ pub struct Knowledge {
     /// One sync at a time in this process (the index's file lock covers other
     /// processes).
     sync: tokio::sync::Mutex<()>,
+    /// One crawl at a time per site (origin) in this process, so that a
+    /// refresh and an API crawl of the same site never double its load.
+    sites: crawl::SiteLocks,
     limits: Limits,
 }
 
@@ -122,6 +125,7 @@ impl Knowledge {
             counter: OnceCell::new(),
             indexes: Mutex::new(HashMap::new()),
             sync: tokio::sync::Mutex::new(()),
+            sites: crawl::SiteLocks::default(),
             limits: Limits::default(),
         }
     }
