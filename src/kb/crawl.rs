@@ -468,11 +468,21 @@ impl Crawl<'_> {
                     };
                     let mut added = 0;
                     for (loc, next) in locs {
-                        let Ok(mut next_url) = Url::parse(&loc) else {
+                        // Relative locations are not in the protocol, but
+                        // mean one thing.
+                        let Ok(mut next_url) = page.url.join(&loc) else {
+                            report.skipped += 1;
+                            self.progress
+                                .skipped(Path::new(&loc), "in the sitemap, but not a URL");
                             continue;
                         };
                         next_url.set_fragment(None);
                         if next_url.origin() != origin {
+                            report.skipped += 1;
+                            self.progress.skipped(
+                                Path::new(next_url.as_str()),
+                                "in the sitemap, but on another site",
+                            );
                             continue;
                         }
                         if next == Role::Sitemap {

@@ -501,14 +501,32 @@ async fn a_page_is_crawled_breadth_first_within_its_site() {
         "/bad-sitemap.xml",
         page("application/xml", "this { is not XML"),
     ));
+    // A sitemap index: a relative location (read), another site's (not).
+    pages.push((
+        "/index.xml",
+        page(
+            "text/xml",
+            "<sitemapindex><sitemap><loc>sitemap.xml</loc></sitemap>\
+             <sitemap><loc>http://elsewhere.invalid/s.xml</loc></sitemap></sitemapindex>",
+        ),
+    ));
     let site = Site::start(pages).await;
     let home = site.at("/");
     let bad = site.at("/bad-sitemap.xml");
-    let out = kb_async(cwd, &["ingest", "--bot", "support", &home, &bad]).await;
+    let index = site.at("/index.xml");
+    let out = kb_async(cwd, &["ingest", "--bot", "support", &home, &bad, &index]).await;
     let (summary, err) = (stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{summary}\n{err}");
-    // The home page, returns, hours and the manual.
-    assert!(summary.contains("4 file(s) ingested"), "{summary}\n{err}");
+    // The home page, returns, hours and the manual; returns again through
+    // the index's sitemap, unchanged.
+    assert!(
+        summary.contains("4 file(s) ingested") && summary.contains("1 unchanged"),
+        "{summary}\n{err}"
+    );
+    assert!(
+        err.contains("http://elsewhere.invalid/s.xml: in the sitemap, but on another site"),
+        "{err}"
+    );
     assert!(!site.requested("/private/vault.html") && !site.requested("/logo.png"));
     assert!(
         err.contains(&format!("{}: a redirect loop", site.at("/loop"))),
