@@ -9,8 +9,8 @@
 //! A page whose bytes did not change is not ingested again (the content
 //! hash, as for files), and a page that disappeared is removed: a page that
 //! answers 404 or 410 at once, and every page of the site that a complete
-//! crawl no longer reached (a crawl cut short by `--max-pages`, or whose
-//! start failed, removes nothing it did not see gone).
+//! crawl no longer reached (a crawl cut short by `--max-pages` or
+//! `--depth`, or whose start failed, removes nothing it did not see gone).
 //!
 //! A good citizen: `robots.txt` is honoured (our group, `frontdesk`, else
 //! `*`; `Allow`/`Disallow`; `Crawl-delay`), one request at a time per site
@@ -144,6 +144,8 @@ enum Role {
     Sitemap,
     /// A page at `depth` links from the start.
     Page { depth: usize },
+    /// A page a sitemap lists.
+    Listed,
 }
 
 fn client(public_only: bool) -> Result<reqwest::Client, KbError> {
@@ -447,17 +449,9 @@ impl Crawl<'_> {
                             .into_iter()
                             .map(|l| (l, Role::Sitemap))
                             .collect::<Vec<_>>(),
-                        Ok(Sitemap::Pages(locs)) => locs
-                            .into_iter()
-                            .map(|l| {
-                                (
-                                    l,
-                                    Role::Page {
-                                        depth: self.options.depth,
-                                    },
-                                )
-                            })
-                            .collect(),
+                        Ok(Sitemap::Pages(locs)) => {
+                            locs.into_iter().map(|l| (l, Role::Listed)).collect()
+                        }
                         Err(why) => {
                             if role == Role::Start {
                                 complete = false;
@@ -507,12 +501,16 @@ impl Crawl<'_> {
                     );
                 }
                 Kind::Document(format) => {
+                    // A page a sitemap lists is read alone: the sitemap
+                    // is the list of the site's pages.
                     let depth = match role {
-                        Role::Start => 0,
-                        Role::Page { depth } => depth,
-                        Role::Sitemap => self.options.depth,
+                        Role::Start => Some(0),
+                        Role::Page { depth } => Some(depth),
+                        Role::Sitemap | Role::Listed => None,
                     };
-                    if format == Format::Html && depth < self.options.depth {
+                    if format == Format::Html
+                        && let Some(depth) = depth
+                    {
                         let html = String::from_utf8_lossy(&page.bytes).into_owned();
                         let base = page.url.clone();
                         let links = tokio::task::spawn_blocking(move || {
@@ -522,13 +520,22 @@ impl Crawl<'_> {
                         .unwrap_or_default();
                         let mut added = 0;
                         for link in links {
-                            if link.origin() != origin || !worth_fetching(&link) {
+                            if link.origin() != origin
+                                || !worth_fetching(&link)
+                                || seen.contains(link.as_str())
+                            {
                                 continue;
                             }
-                            if seen.insert(link.to_string()) {
-                                queue.push_back((link, Role::Page { depth: depth + 1 }));
-                                added += 1;
+                            if depth >= self.options.depth {
+                                // The site goes on past --depth: this crawl
+                                // does not see all of it, so it removes only
+                                // pages seen gone.
+                                complete = false;
+                                break;
                             }
+                            seen.insert(link.to_string());
+                            queue.push_back((link, Role::Page { depth: depth + 1 }));
+                            added += 1;
                         }
                         self.progress.found(added);
                     }

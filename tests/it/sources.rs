@@ -484,6 +484,17 @@ async fn a_sitemap_ingests_its_allowed_pages_and_a_recrawl_mirrors_the_site() {
     );
     let list = ok(&kb_async(cwd, &["list", "--bot", "support"]).await);
     assert!(!list.contains("hours.html"), "{list}");
+
+    // A crawl that --depth cuts short does not see the whole site: it
+    // removes nothing it did not see gone.
+    let home = site.at("/");
+    let shallow = ok(&kb_async(cwd, &["ingest", "--bot", "support", "--depth", "0", &home]).await);
+    assert!(
+        shallow.contains("1 unchanged") && shallow.contains("0 removed"),
+        "{shallow}"
+    );
+    let list = ok(&kb_async(cwd, &["list", "--bot", "support"]).await);
+    assert!(list.contains(&site.at("/returns.html")), "{list}");
     site.handle.stop(false).await;
 }
 
