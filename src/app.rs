@@ -296,33 +296,84 @@ pub async fn sync_bot_knowledge(app: App) {
     match bots {
         Ok(bots) => {
             for bot in bots.iter().filter(|b| !b.knowledge_paths.0.is_empty()) {
-                let paths: Vec<std::path::PathBuf> = bot
-                    .knowledge_paths
-                    .0
-                    .iter()
-                    .map(std::path::PathBuf::from)
-                    .collect();
-                match app
-                    .knowledge
-                    .ingest_paths(&app.db, bot, &paths, &crate::kb::LogProgress)
-                    .await
-                {
-                    Ok(r) => tracing::info!(
-                        bot = %bot.name,
-                        ingested = r.ingested,
-                        unchanged = r.unchanged,
-                        failed = r.failed.len(),
-                        removed = r.removed,
-                        chunks = r.chunks,
-                        "knowledge synced from the bot file"
-                    ),
-                    Err(e) => tracing::error!(bot = %bot.name, error = %e, "knowledge sync failed"),
-                }
+                sync_bot_sources(&app, bot, true).await;
             }
         }
         Err(e) => tracing::error!(error = %e, "knowledge sync: cannot list bots"),
     }
     app.knowledge_synced.store(true, Ordering::SeqCst);
+}
+
+/// Ingests one bot file's `knowledge`: its websites, and (`with_paths`) its
+/// files and folders. Logged, never failing.
+async fn sync_bot_sources(app: &App, bot: &store::models::bot::Bot, with_paths: bool) {
+    let (urls, paths): (Vec<String>, Vec<String>) = bot
+        .knowledge_paths
+        .0
+        .iter()
+        .cloned()
+        .partition(|s| crate::kb::is_url(s));
+    let paths: Vec<std::path::PathBuf> = paths.into_iter().map(Into::into).collect();
+    let progress = crate::kb::LogProgress;
+    let mut report = crate::kb::IngestReport::default();
+    if with_paths && !paths.is_empty() {
+        match app
+            .knowledge
+            .ingest_paths(&app.db, bot, &paths, &progress)
+            .await
+        {
+            Ok(r) => report.merge(r),
+            Err(e) => tracing::error!(bot = %bot.name, error = %e, "knowledge sync failed"),
+        }
+    }
+    if !urls.is_empty() {
+        let options = crate::kb::CrawlOptions::default();
+        match app
+            .knowledge
+            .ingest_urls(&app.db, bot, &urls, options, &progress)
+            .await
+        {
+            Ok(r) => report.merge(r),
+            Err(e) => tracing::error!(bot = %bot.name, error = %e, "website crawl failed"),
+        }
+    }
+    tracing::info!(
+        bot = %bot.name,
+        ingested = report.ingested,
+        unchanged = report.unchanged,
+        failed = report.failed.len(),
+        removed = report.removed,
+        chunks = report.chunks,
+        "knowledge synced from the bot file"
+    );
+}
+
+/// Crawls the websites of the bot files' `knowledge` again every
+/// `knowledge.refresh_hours` (never when it is 0). Unchanged pages cost a
+/// request each, not an embedding.
+pub async fn refresh_websites(app: App) {
+    let hours = app.settings.knowledge.refresh_hours;
+    if hours == 0 {
+        return;
+    }
+    let every = std::time::Duration::from_secs(hours.saturating_mul(3600));
+    loop {
+        tokio::time::sleep(every).await;
+        let bots = match app.db.get().await {
+            Ok(mut conn) => store::models::bot::Bot::file_managed(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        match bots {
+            Ok(bots) => {
+                for bot in &bots {
+                    if bot.knowledge_paths.0.iter().any(|s| crate::kb::is_url(s)) {
+                        sync_bot_sources(&app, bot, false).await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "website refresh: cannot list bots"),
+        }
+    }
 }
 
 /// What [`start`] runs besides opening the app.
@@ -381,11 +432,13 @@ pub async fn start(
             let app = app.clone();
             tokio::spawn(async move {
                 sync_bot_knowledge(app.clone()).await;
+                tokio::spawn(refresh_websites(app.clone()));
                 crate::kb::keep_vectors_current(app.knowledge.clone(), app.db.clone()).await;
             });
         }
         KnowledgeSync::Await => {
             sync_bot_knowledge(app.clone()).await;
+            tokio::spawn(refresh_websites(app.clone()));
             tokio::spawn(crate::kb::keep_vectors_current(
                 app.knowledge.clone(),
                 app.db.clone(),

@@ -196,6 +196,21 @@ impl<'a> Chunker<'a> {
     /// Adds a block's text, split at sentences (then words) when it is
     /// larger than a chunk.
     fn push_block(&mut self, text: &str, location: Location, tight: bool) {
+        // A chunk stays on one page, so that it cites the page its text is
+        // on (and every page with text is found by its own chunks).
+        let page_turned = self
+            .current
+            .last()
+            .is_some_and(|last| last.location.page != location.page);
+        if page_turned {
+            if self.only_overlap {
+                self.current.clear();
+                self.current_tokens = 0;
+                self.only_overlap = false;
+            } else {
+                self.flush(false);
+            }
+        }
         let tokens = self.counter.count(text);
         if tokens <= self.sizes.max_tokens {
             self.push(Piece {
@@ -412,7 +427,39 @@ mod tests {
             format: Format::Markdown,
             title: None,
             content: Content::Blocks(blocks),
+            pages: None,
         }
+    }
+
+    #[test]
+    fn a_chunk_stays_on_its_page() {
+        let on = |page: u32, text: &str| Block {
+            kind: BlockKind::Paragraph,
+            text: text.to_owned(),
+            location: Location {
+                page: Some(page),
+                line: None,
+            },
+        };
+        let d = doc(vec![
+            on(1, "Lockers open at seven."),
+            on(1, "They close at ten."),
+            on(2, "Badges are at the desk."),
+            on(3, "Parking is free."),
+        ]);
+        let chunks = chunk(&d, &TokenCounter::Estimate, ChunkSizes::default());
+        let got: Vec<(Option<u32>, &str)> = chunks
+            .iter()
+            .map(|c| (c.location.page, c.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1), "Lockers open at seven.\n\nThey close at ten."),
+                (Some(2), "Badges are at the desk."),
+                (Some(3), "Parking is free."),
+            ]
+        );
     }
 
     #[test]
@@ -543,6 +590,7 @@ mod tests {
                     line: Some(1),
                 },
             }]),
+            pages: None,
         };
         let chunks = chunk(&d, &TokenCounter::Estimate, ChunkSizes::default());
         assert_eq!(chunks.len(), 1);

@@ -19,6 +19,8 @@
 //!   search, reading question and passage together.
 //! - [`calibrate`] — how likely each candidate is to answer the question:
 //!   a logistic model over what retrieval measured about it.
+//! - [`web`] — reading a website for a crawler, without fetching: links,
+//!   sitemaps, `robots.txt`, declared charsets.
 //! - [`eval`] — retrieval quality: nDCG@k, Recall@k and MRR@k over
 //!   BEIR-style judgements.
 //!
@@ -46,6 +48,7 @@ pub mod extract;
 pub mod index;
 pub mod models;
 pub mod rerank;
+pub mod web;
 
 use std::fmt;
 use std::str::FromStr;

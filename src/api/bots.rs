@@ -79,6 +79,19 @@ pub(super) const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        path: "/bots/{id}/knowledge/urls",
+        role: Some(Role::Admin),
+        summary: "Crawl a website into the bot's knowledge (a sitemap, or a page and its site's pages it links to); answers at once, progress comes as knowledge.progress events. Loopback, link-local and private addresses are refused unless knowledge.allow_private_urls",
+        body: &[
+            ("url", "string (http or https)", true),
+            ("max_pages", "integer (1-10000, default 200)", false),
+        ],
+        query: &[],
+        ok: 202,
+        mount: |r| r.to(super::knowledge::crawl),
+    },
+    Route {
+        method: "POST",
         path: "/bots/{id}/ask",
         role: Some(Role::Admin),
         summary: "Try a question on the bot's real pipeline: the answer, sources with scores, confidence and decision; nothing is sent or stored",

@@ -1,7 +1,8 @@
 //! Knowledge uploads: multipart files, each chunked, embedded and indexed
 //! like `frontdesk kb ingest` does; progress goes to the workspace's agent
-//! sockets as `knowledge.progress` events while it runs. And the question
-//! an admin tries on the bot, answered like `frontdesk ask` does.
+//! sockets as `knowledge.progress` events while it runs. Website crawls,
+//! started here and run in the background with the same events. And the
+//! question an admin tries on the bot, answered like `frontdesk ask` does.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub fn document_json(doc: &Document) -> Value {
         "title": doc.title,
         "size_bytes": doc.size_bytes,
         "chunk_count": doc.chunk_count,
+        "page_count": doc.page_count,
+        "pages_without_text": doc.pages_without_text,
+        "status": doc.loss().unwrap_or_else(|| "ok".to_owned()),
         "created_at": doc.created_at,
         "updated_at": doc.updated_at,
     })
@@ -66,6 +70,11 @@ impl Progress for Publish {
                 .send(json!({ "stage": "embedding", "embedded": state.0 }));
         }
     }
+    fn skipped(&self, path: &std::path::Path, reason: &str) {
+        let _ = self.tx.send(json!({
+            "source": path.display().to_string(), "stage": "skipped", "reason": reason,
+        }));
+    }
     fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
         let _ = self.tx.send(match result {
             Ok(outcome) => {
@@ -82,8 +91,12 @@ fn outcome_json(outcome: &FileOutcome) -> Value {
             chunks,
             embedded,
             reused,
+            pages,
         } => {
-            json!({ "status": "ingested", "chunks": chunks, "embedded": embedded, "reused": reused })
+            json!({
+                "status": "ingested", "chunks": chunks, "embedded": embedded, "reused": reused,
+                "loss": pages.and_then(|p| p.loss()),
+            })
         }
         FileOutcome::Unchanged => json!({ "status": "unchanged" }),
     }
@@ -252,6 +265,124 @@ pub(super) async fn delete(
     )
     .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Most pages one API crawl may fetch.
+const MAX_CRAWL_PAGES: usize = 10_000;
+
+/// The body of `POST /bots/{id}/knowledge/urls`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CrawlRequest {
+    url: String,
+    max_pages: Option<usize>,
+}
+
+/// `POST /bots/{id}/knowledge/urls`: starts crawling a website into the
+/// bot's knowledge and answers 202; `knowledge.progress` events follow,
+/// the last one with `"stage": "finished"` and the totals.
+pub(super) async fn crawl(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Principal,
+    id: web::Path<String>,
+    body: Json<CrawlRequest>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(Role::Admin)?;
+    let bot = workspace_bot(&state, &who, &id).await?;
+    let body = body.into_inner();
+    let url = reqwest::Url::parse(body.url.trim())
+        .map_err(|e| bad_request(format!("url is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(bad_request("url must be an http:// or https:// URL"));
+    }
+    let max_pages = body.max_pages.unwrap_or(200);
+    if !(1..=MAX_CRAWL_PAGES).contains(&max_pages) {
+        return Err(bad_request(format!(
+            "max_pages must be between 1 and {MAX_CRAWL_PAGES}"
+        )));
+    }
+    let public_only = !state.app.settings.knowledge.allow_private_urls;
+    if public_only {
+        crate::kb::check_public(&url)
+            .await
+            .map_err(|why| ApiError::new(ErrorKind::Forbidden, format!("url refused: {why}")))?;
+    }
+    let options = crate::kb::CrawlOptions {
+        max_pages,
+        public_only,
+        ..crate::kb::CrawlOptions::default()
+    };
+    record(
+        &state,
+        &who,
+        &Origin::of(&req),
+        Change {
+            action: "knowledge.crawl",
+            target_kind: "bot",
+            target_id: Some(&bot.id),
+            before: None,
+            after: Some(json!({ "url": url.as_str(), "max_pages": max_pages })),
+        },
+    )
+    .await;
+    let app = state.app.clone();
+    let workspace = who.workspace_id.clone();
+    let start = url.to_string();
+    tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+        let publisher = {
+            let app = app.clone();
+            let bot_id = bot.id.clone();
+            tokio::spawn(async move {
+                while let Some(progress) = rx.recv().await {
+                    events::publish(
+                        &app,
+                        &workspace,
+                        &Event::KnowledgeProgress {
+                            bot_id: &bot_id,
+                            progress: &progress,
+                        },
+                    )
+                    .await;
+                }
+            })
+        };
+        let progress = Publish {
+            tx: tx.clone(),
+            embedded: Mutex::new((0, Instant::now())),
+        };
+        let result = app
+            .knowledge
+            .ingest_urls(
+                &app.db,
+                &bot,
+                std::slice::from_ref(&start),
+                options,
+                &progress,
+            )
+            .await;
+        let last = match result {
+            Ok(r) => json!({
+                "url": start, "stage": "finished", "ingested": r.ingested,
+                "unchanged": r.unchanged, "failed": r.failed.len(), "skipped": r.skipped,
+                "removed": r.removed, "chunks": r.chunks,
+            }),
+            Err(e) => {
+                tracing::error!(url = %start, error = %e, "website crawl failed");
+                json!({ "url": start, "stage": "failed", "error": e.to_string() })
+            }
+        };
+        let _ = tx.send(last);
+        drop(progress);
+        drop(tx);
+        let _ = publisher.await;
+    });
+    Ok(HttpResponse::Accepted().json(json!({
+        "url": url.as_str(),
+        "max_pages": max_pages,
+        "status": "started",
+    })))
 }
 
 /// The longest question the console may try.

@@ -511,7 +511,14 @@ fn load_file(path: PathBuf, env: &HashMap<&str, &str>) -> Result<Loaded, BotFile
         }
     }
     for (i, source) in file.knowledge.iter().enumerate() {
-        if !Path::new(source).exists() {
+        if crate::kb::is_url(source) {
+            if let Err(e) = reqwest::Url::parse(source) {
+                return Err(invalid(
+                    &format!("knowledge[{i}]"),
+                    format!("`{source}` is not a valid URL: {e}"),
+                ));
+            }
+        } else if !Path::new(source).exists() {
             return Err(invalid(
                 &format!("knowledge[{i}]"),
                 format!(

@@ -29,11 +29,14 @@ pub async fn run(app: App, env: &[(String, String)], args: AskArgs) -> anyhow::R
         anyhow::bail!("the question is empty: give it as the last argument, in quotes");
     }
     if !bot.knowledge_paths.0.is_empty() {
-        // What `serve` does at start: the bot file's knowledge, only what changed.
+        // What `serve` does at start: the bot file's knowledge, only what
+        // changed; its websites are left to `serve` and `kb ingest` (a
+        // crawl per question would be slow and impolite).
         let paths: Vec<std::path::PathBuf> = bot
             .knowledge_paths
             .0
             .iter()
+            .filter(|s| !crate::kb::is_url(s))
             .map(std::path::PathBuf::from)
             .collect();
         let report = app

@@ -20,17 +20,27 @@ use store::models::workspace::Workspace;
 /// `frontdesk kb …`
 #[derive(Debug, Subcommand)]
 pub enum KbCommand {
-    /// Ingest files or folders (recursively) into a bot's knowledge. Unchanged
-    /// files are skipped; a folder is mirrored (documents whose files are gone
-    /// are deleted). A file that cannot be read is reported and skipped; the
-    /// exit status is 1 if any file failed.
+    /// Ingest files, folders (recursively) or websites into a bot's
+    /// knowledge. Unchanged files and pages are skipped; a folder is mirrored
+    /// (documents whose files are gone are deleted), and so is a site (pages
+    /// gone are deleted). A file or URL that cannot be read is reported and
+    /// skipped; the exit status is 1 if any failed.
     Ingest {
         /// The bot: NAME, or WORKSPACE/NAME when several workspaces have one.
         #[arg(long)]
         bot: String,
-        /// Files and folders (.pdf .docx .html .md .txt, FAQ .csv and .jsonl).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
+        /// Files and folders (.pdf .docx .html .md .txt, FAQ .csv and .jsonl),
+        /// and http(s) URLs: a sitemap.xml (or sitemap index) ingests its
+        /// pages; a page is ingested with the pages, PDFs and DOCX files it
+        /// links to on the same site, breadth-first.
+        #[arg(required = true, value_name = "PATH_OR_URL")]
+        sources: Vec<String>,
+        /// Most documents fetched from each URL.
+        #[arg(long, default_value_t = 200)]
+        max_pages: usize,
+        /// Most links followed from each URL's page.
+        #[arg(long, default_value_t = 3)]
+        depth: usize,
     },
     /// List the documents of one bot, or of every bot.
     List {
@@ -107,7 +117,19 @@ impl From<RetrieverArg> for Retriever {
 /// Runs a `kb` command on an opened app. Returns the exit status.
 pub async fn run(app: &App, command: KbCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        KbCommand::Ingest { bot, paths } => ingest(app, &bot, &paths).await,
+        KbCommand::Ingest {
+            bot,
+            sources,
+            max_pages,
+            depth,
+        } => {
+            let options = crate::kb::CrawlOptions {
+                max_pages,
+                depth,
+                public_only: false,
+            };
+            ingest(app, &bot, &sources, options).await
+        }
         KbCommand::List { bot } => list(app, bot.as_deref())
             .await
             .map(|()| std::process::ExitCode::SUCCESS),
@@ -219,7 +241,10 @@ impl Bars {
 
 impl Progress for Bars {
     fn files(&self, total: usize) {
-        self.files.set_length(total as u64);
+        self.files.inc_length(total as u64);
+    }
+    fn found(&self, n: usize) {
+        self.files.inc_length(n as u64);
     }
     fn file_started(&self, source: &str) {
         self.files.set_message(short(source));
@@ -237,10 +262,15 @@ impl Progress for Bars {
                 chunks,
                 embedded,
                 reused,
+                pages,
             }) => {
                 self.chunks.inc(*chunks as u64);
+                let loss = pages
+                    .and_then(|p| p.loss())
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default();
                 self.line(&format!(
-                    "ok        {source}: {chunks} chunks ({embedded} texts embedded, {reused} chunks unchanged)"
+                    "ok        {source}: {chunks} chunks ({embedded} texts embedded, {reused} chunks unchanged){loss}"
                 ));
             }
             Ok(FileOutcome::Unchanged) => self.line(&format!("unchanged {source}")),
@@ -258,9 +288,17 @@ fn short(source: &str) -> String {
         .map_or_else(|| source.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+async fn ingest(
+    app: &App,
+    bot: &str,
+    sources: &[String],
+    options: crate::kb::CrawlOptions,
+) -> anyhow::Result<std::process::ExitCode> {
     let bot = resolve_bot(app, bot).await?;
-    for path in paths {
+    let (urls, paths): (Vec<String>, Vec<String>) =
+        sources.iter().cloned().partition(|s| crate::kb::is_url(s));
+    let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+    for path in &paths {
         if !path.exists() {
             bail!("{} does not exist", path.display());
         }
@@ -268,16 +306,31 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
     warn_if_degraded(app, &bot).await;
     let bars = Bars::new();
     let started = std::time::Instant::now();
-    let report = app
-        .knowledge
-        .ingest_paths(&app.db, &bot, paths, &bars)
-        .await?;
+    let mut report = crate::kb::IngestReport::default();
+    if !paths.is_empty() {
+        report = app
+            .knowledge
+            .ingest_paths(&app.db, &bot, &paths, &bars)
+            .await?;
+    }
+    if !urls.is_empty() {
+        let crawled = app
+            .knowledge
+            .ingest_urls(&app.db, &bot, &urls, options, &bars)
+            .await?;
+        report.merge(crawled);
+    }
     bars.files.finish_and_clear();
     bars.chunks.finish_and_clear();
     bars.embeddings.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
+    let lost = match report.pages_without_text {
+        0 => String::new(),
+        1 => "; 1 page without text".to_owned(),
+        n => format!("; {n} pages without text"),
+    };
     println!(
-        "bot {}: {} file(s) ingested ({} chunks; {} texts embedded, {} chunks reused), {} unchanged, {} failed, {} skipped, {} removed in {:.1} s",
+        "bot {}: {} file(s) ingested ({} chunks; {} texts embedded, {} chunks reused{lost}), {} unchanged, {} failed, {} skipped, {} removed in {:.1} s",
         bot.name,
         report.ingested,
         report.chunks,
@@ -289,6 +342,9 @@ async fn ingest(app: &App, bot: &str, paths: &[PathBuf]) -> anyhow::Result<std::
         report.removed,
         secs
     );
+    for (source, loss) in &report.losses {
+        println!("lost: {source}: {loss}");
+    }
     for (source, error) in &report.failed {
         eprintln!("failed: {source}: {error}");
     }
@@ -337,9 +393,10 @@ async fn list(app: &App, bot: Option<&str>) -> anyhow::Result<()> {
             chunks
         )?;
         for d in docs {
+            let loss = d.loss().map(|l| format!("  ({l})")).unwrap_or_default();
             writeln!(
                 out,
-                "  {:<10} {:>6} chunks {:>9} bytes  {}  {}",
+                "  {:<10} {:>6} chunks {:>9} bytes  {}  {}{loss}",
                 d.format,
                 d.chunk_count,
                 d.size_bytes,

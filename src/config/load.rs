@@ -68,6 +68,10 @@ impl Settings {
                 rerank: false,
                 model: None,
             },
+            knowledge: KnowledgeSettings {
+                refresh_hours: 24,
+                allow_private_urls: false,
+            },
             llm: LlmSettings {
                 provider: LlmProvider::Extractive,
                 base_url: None,
@@ -554,6 +558,8 @@ mod tests {
             PathBuf::from("/home/ann/.cache/frontdesk/models")
         );
         assert_eq!(s.llm.provider, LlmProvider::Extractive);
+        assert_eq!(s.knowledge.refresh_hours, 24);
+        assert!(!s.knowledge.allow_private_urls);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Settings {
     pub channels: ChannelsSettings,
     /// Local embedding model.
     pub embedding: EmbeddingSettings,
+    /// Knowledge from websites.
+    pub knowledge: KnowledgeSettings,
     /// Answer generation.
     pub llm: LlmSettings,
     /// Answers and handoff: disclosure, history, the customer's ways of asking for a person.
@@ -299,6 +301,18 @@ pub struct EmbeddingSettings {
     /// old vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+/// `[knowledge]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnowledgeSettings {
+    /// Hours between crawls of the websites bot files list in `knowledge`
+    /// (they are crawled at `serve` start too). 0 turns the refresh off.
+    pub refresh_hours: u64,
+    /// Let the admin API crawl loopback, link-local and private addresses.
+    /// Off: an admin cannot make the server probe its own network. The CLI
+    /// and bot files, which are the operator's own, may crawl any address.
+    pub allow_private_urls: bool,
 }
 
 /// `[llm]`

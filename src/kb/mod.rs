@@ -14,7 +14,8 @@
 //! directory is the same case with an empty index. The search itself — the
 //! optional reranker and each hit's calibrated probability — is in
 //! `search.rs`; which embedding model a bot uses, and re-embedding its
-//! knowledge when that changes, in `vectors.rs`.
+//! knowledge when that changes, in `vectors.rs`; websites as knowledge
+//! (crawling) in `crawl.rs`; what an ingest reports in `report.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use knowledge::chunk::{Chunk, ChunkKind, ChunkSizes};
 use knowledge::embed::{EmbedError, Embedder, TokenCounter};
-use knowledge::extract::{ExtractError, Limits};
+use knowledge::extract::{ExtractError, Format, Limits};
 use knowledge::index::{IndexError, IndexedChunk, KnowledgeIndex, Retriever, SearchResults};
 use knowledge::models::{
     DIMENSIONS, EmbeddingModel, ModelPaths, RERANKER_ID, Role, embedding_model,
@@ -57,91 +58,14 @@ pub enum KbError {
     Join(String),
 }
 
-/// Why one file was not ingested. The ingest goes on with the others.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    #[error("cannot read: {0}")]
-    Read(std::io::Error),
-    #[error(transparent)]
-    Extract(#[from] ExtractError),
-    #[error(transparent)]
-    Kb(#[from] KbError),
-}
-
-/// What happened to one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileOutcome {
-    /// Stored: `chunks` chunks, `embedded` texts embedded now, `reused`
-    /// chunks whose vectors were already stored.
-    Ingested {
-        chunks: usize,
-        embedded: usize,
-        reused: usize,
-    },
-    /// Same bytes as the stored version: nothing to do.
-    Unchanged,
-}
-
-/// Receives progress events; the CLI draws bars, the server logs.
-pub trait Progress: Send + Sync {
-    /// Files found under the paths.
-    fn files(&self, _total: usize) {}
-    /// A file is being read.
-    fn file_started(&self, _source: &str) {}
-    /// A file produced `chunks` chunks; `to_embed` texts will be embedded.
-    fn chunked(&self, _source: &str, _chunks: usize, _to_embed: usize) {}
-    /// `n` more texts were embedded.
-    fn embedded(&self, _n: usize) {}
-    /// A file is done, one way or the other.
-    fn file_done(&self, _source: &str, _result: &Result<FileOutcome, FileError>) {}
-    /// A file was skipped (unsupported type, hidden).
-    fn skipped(&self, _path: &Path, _reason: &str) {}
-}
-
-/// Progress as log lines (the server's start-up sync).
-#[derive(Debug)]
-pub struct LogProgress;
-impl Progress for LogProgress {
-    fn file_done(&self, source: &str, result: &Result<FileOutcome, FileError>) {
-        match result {
-            Ok(FileOutcome::Ingested {
-                chunks,
-                embedded,
-                reused,
-            }) => {
-                tracing::info!(source, chunks, embedded, reused, "knowledge file ingested");
-            }
-            Ok(FileOutcome::Unchanged) => tracing::debug!(source, "knowledge file unchanged"),
-            Err(error) => tracing::error!(source, %error, "knowledge file not ingested"),
-        }
-    }
-    fn skipped(&self, path: &Path, reason: &str) {
-        tracing::warn!(path = %path.display(), reason, "knowledge file skipped");
-    }
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug)]
-pub struct Quiet;
-impl Progress for Quiet {}
-
-/// Totals of one ingest.
-#[derive(Debug, Default, Clone)]
-pub struct IngestReport {
-    pub ingested: usize,
-    pub unchanged: usize,
-    pub failed: Vec<(String, String)>,
-    pub skipped: usize,
-    pub removed: usize,
-    pub chunks: usize,
-    pub embedded: usize,
-    pub reused: usize,
-}
-
+mod crawl;
+mod report;
 mod search;
 
 mod vectors;
 
+pub use crawl::{CrawlOptions, USER_AGENT, check_public, is_public, is_url};
+pub use report::{FileError, FileOutcome, IngestReport, LogProgress, Progress, Quiet};
 pub use search::{Found, MAX_QUERY_CHARS, RERANK_POOL, SearchOutcome, features, normalize_query};
 pub use vectors::{ModelChange, keep_vectors_current};
 
@@ -164,6 +88,9 @@ pub struct Knowledge {
     /// One sync at a time in this process (the index's file lock covers other
     /// processes).
     sync: tokio::sync::Mutex<()>,
+    /// One crawl at a time per site (origin) in this process, so that a
+    /// refresh and an API crawl of the same site never double its load.
+    sites: crawl::SiteLocks,
     limits: Limits,
 }
 
@@ -198,6 +125,7 @@ impl Knowledge {
             counter: OnceCell::new(),
             indexes: Mutex::new(HashMap::new()),
             sync: tokio::sync::Mutex::new(()),
+            sites: crawl::SiteLocks::default(),
             limits: Limits::default(),
         }
     }
@@ -295,20 +223,7 @@ impl Knowledge {
             progress.file_started(&source);
             let result = self.ingest_file(db, bot, path, model, progress).await;
             progress.file_done(&source, &result);
-            match result {
-                Ok(FileOutcome::Ingested {
-                    chunks,
-                    embedded,
-                    reused,
-                }) => {
-                    report.ingested += 1;
-                    report.chunks += chunks;
-                    report.embedded += embedded;
-                    report.reused += reused;
-                }
-                Ok(FileOutcome::Unchanged) => report.unchanged += 1,
-                Err(e) => report.failed.push((source, e.to_string())),
-            }
+            report.add(&source, result);
         }
         // Mirror folders: drop documents whose files are gone.
         if !folders.is_empty() {
@@ -354,8 +269,11 @@ impl Knowledge {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let source = path.display().to_string();
-        self.store_bytes(db, bot, &source, &name, bytes, model, progress, false)
-            .await
+        let format = Format::from_file_name(&name).ok_or(ExtractError::Unsupported)?;
+        self.store_bytes(
+            db, bot, &source, &name, format, bytes, model, progress, false,
+        )
+        .await
     }
 
     /// Ingests one file's bytes under `source` (replacing what was stored
@@ -371,7 +289,8 @@ impl Knowledge {
         progress: &dyn Progress,
     ) -> Result<FileOutcome, FileError> {
         let model = self.ingest_model(db, bot).await?;
-        self.store_bytes(db, bot, source, name, bytes, model, progress, true)
+        let format = Format::from_file_name(name).ok_or(ExtractError::Unsupported)?;
+        self.store_bytes(db, bot, source, name, format, bytes, model, progress, true)
             .await
     }
 
@@ -382,6 +301,7 @@ impl Knowledge {
         bot: &Bot,
         source: &str,
         name: &str,
+        format: Format,
         bytes: Vec<u8>,
         model: &'static EmbeddingModel,
         progress: &dyn Progress,
@@ -410,12 +330,11 @@ impl Knowledge {
         }
         let counter = self.counter().await;
         let limits = self.limits;
-        let file_name = name.to_owned();
         let size = bytes.len() as i64;
-        let (format, title, chunks) = tokio::task::spawn_blocking(move || {
-            let doc = knowledge::extract::extract(&file_name, &bytes, &limits)?;
+        let (format, title, pages, chunks) = tokio::task::spawn_blocking(move || {
+            let doc = knowledge::extract::extract_as(format, &bytes, &limits)?;
             let chunks = knowledge::chunk::chunk(&doc, &counter, ChunkSizes::default());
-            Ok::<_, ExtractError>((doc.format, doc.title, chunks))
+            Ok::<_, ExtractError>((doc.format, doc.title, doc.pages, chunks))
         })
         .await
         .map_err(|e| KbError::Join(e.to_string()))??;
@@ -496,6 +415,8 @@ impl Knowledge {
             title,
             content_hash,
             size_bytes: size,
+            page_count: pages.map(|p| i32::try_from(p.total).unwrap_or(i32::MAX)),
+            pages_without_text: pages.map(|p| i32::try_from(p.without_text).unwrap_or(i32::MAX)),
         };
         {
             let mut conn = db.get().await.map_err(KbError::from)?;
@@ -510,6 +431,7 @@ impl Knowledge {
             chunks: rows.len(),
             embedded,
             reused,
+            pages,
         })
     }
 

@@ -77,6 +77,8 @@ diesel::table! {
         chunk_count -> Integer,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        page_count -> Nullable<Integer>,
+        pages_without_text -> Nullable<Integer>,
     }
 }
 

@@ -32,7 +32,7 @@ const QUESTION: &str = "How many days do I have to return a bicycle?";
 
 /// A server for the `bikes` workspace with its bot and the installed
 /// embedding models, no worker.
-async fn bikes(db: &TestDb, models: std::path::PathBuf) -> (TestServer, Bot) {
+pub(crate) async fn bikes(db: &TestDb, models: std::path::PathBuf) -> (TestServer, Bot) {
     db.write_bot("bikes.toml", BOT_FILE);
     let mut settings = db.settings();
     settings.embedding.model_dir = models;
@@ -67,7 +67,12 @@ fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn upload(server: &TestServer, token: &str, bot: &Bot, files: &[(&str, &[u8])]) -> Value {
+pub(crate) async fn upload(
+    server: &TestServer,
+    token: &str,
+    bot: &Bot,
+    files: &[(&str, &[u8])],
+) -> Value {
     let (content_type, body) = multipart(files);
     let res = http()
         .post(server.url(&format!("/api/v1/bots/{}/documents", bot.id)))

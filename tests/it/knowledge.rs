@@ -33,7 +33,7 @@ pub(crate) fn model_dir() -> Option<PathBuf> {
 }
 
 /// A scratch install with one bot file per `(workspace, bot)`.
-fn install(bots: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn install(bots: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let bots_dir = dir.path().join("config/bots");
     std::fs::create_dir_all(&bots_dir).expect("mkdir");
@@ -49,11 +49,11 @@ fn install(bots: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn kb(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn kb(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut all = vec!["kb"];
     all.extend_from_slice(args);
     let out = run(cwd, &all, env);
@@ -62,7 +62,7 @@ fn kb(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     out
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -182,7 +182,7 @@ fn covid_faq_through_the_cli_meets_the_quality_bar_and_survives_a_deleted_index(
     );
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write");
     path.display().to_string()
@@ -600,6 +600,8 @@ async fn a_change_of_model_reembeds_while_search_goes_on_with_the_old_vectors() 
             title: None,
             content_hash: "late".into(),
             size_bytes: 24,
+            page_count: None,
+            pages_without_text: None,
         };
         store::models::knowledge::Document::replace(&mut conn, &bot.id, &doc, &[late])
             .await

@@ -23,6 +23,7 @@ mod knowledge;
 mod meta;
 mod migrations;
 mod server;
+mod sources;
 mod storage;
 mod tls;
 mod usage;

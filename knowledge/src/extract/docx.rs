@@ -55,6 +55,16 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
 
     let mut sink = BlockSink::new(limits);
     parse_document(&document, &styles, &mut sink)?;
+    if sink.is_empty() {
+        let images = parts
+            .zip
+            .file_names()
+            .filter(|n| n.as_ref().is_ok_and(|n| n.starts_with("word/media/")))
+            .count();
+        if images > 0 {
+            return Err(ExtractError::NoText(super::only_images(images)));
+        }
+    }
     sink.finish(Format::Docx, title)
 }
 
@@ -172,7 +182,7 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
 }
 
 /// Appends the character an entity reference stands for.
-fn push_reference(out: &mut String, reference: &str) {
+pub(crate) fn push_reference(out: &mut String, reference: &str) {
     if let Some(code) = reference.strip_prefix('#') {
         let code = match code.strip_prefix(['x', 'X']) {
             Some(hex) => u32::from_str_radix(hex, 16).ok(),
@@ -451,6 +461,18 @@ mod tests {
             extract(&bytes, &Limits::default()),
             Err(ExtractError::Empty)
         ));
+        let bytes = docx(&[
+            (
+                "word/document.xml",
+                &body("<w:p><w:r><w:drawing/></w:r></w:p>"),
+            ),
+            ("word/media/image1.png", "\u{89}PNG"),
+        ]);
+        let err = extract(&bytes, &Limits::default()).expect_err("no text");
+        assert_eq!(
+            err.to_string(),
+            "no text found in the file: it holds 1 image and no text: scanned? needs OCR"
+        );
     }
 
     const BOMB_BYTES: usize = 32 << 20;

@@ -90,6 +90,7 @@ impl Entries {
             format,
             title: None,
             content: Content::Faq(self.entries),
+            pages: None,
         })
     }
 }

@@ -128,6 +128,27 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
         }
     }
     walker.flush()?;
+    if walker.sink.is_empty() {
+        let count = |name: &str| {
+            document
+                .tree
+                .root()
+                .descendants()
+                .filter(|n| n.value().as_element().is_some_and(|e| e.name() == name))
+                .count()
+        };
+        if count("script") > 0 {
+            return Err(ExtractError::NoText(
+                "the page's text is written by scripts, which are not run; \
+                 publish the text in the HTML, or export it to a file"
+                    .to_owned(),
+            ));
+        }
+        let images = count("img");
+        if images > 0 {
+            return Err(ExtractError::NoText(super::only_images(images)));
+        }
+    }
     walker.sink.finish(Format::Html, title)
 }
 
@@ -386,11 +407,20 @@ mod tests {
 
     #[test]
     fn empty_pages_and_binary() {
+        let err = extract(
+            b"<html><head><title>T</title></head><body><div id=app></div><script>x()</script></body></html>",
+            &Limits::default(),
+        )
+        .expect_err("no text");
+        assert!(err.to_string().contains("written by scripts"), "{err}");
+        let err = extract(
+            b"<body><img src=a.png><img src=b.png></body>",
+            &Limits::default(),
+        )
+        .expect_err("no text");
+        assert!(err.to_string().contains("2 images and no text"), "{err}");
         assert!(matches!(
-            extract(
-                b"<html><head><title>T</title></head><body><script>x()</script></body></html>",
-                &Limits::default()
-            ),
+            extract(b"<html><body><p> </p></body></html>", &Limits::default()),
             Err(ExtractError::Empty)
         ));
         assert!(matches!(

@@ -32,6 +32,7 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
     let mut meta: Option<(String, char)> = None;
     let mut in_meta = false;
     let mut skip = 0usize;
+    let mut images = 0usize;
     for (event, range) in Parser::new_ext(&text, options).into_offset_iter() {
         let line = line_at(range.start);
         match event {
@@ -53,6 +54,10 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
             Event::Start(Tag::HtmlBlock) => skip += 1,
             Event::End(TagEnd::HtmlBlock) => skip = skip.saturating_sub(1),
             _ if skip > 0 => {}
+            Event::Start(tag @ Tag::Image { .. }) => {
+                images += 1;
+                walker.start(&tag, line)?;
+            }
             Event::Start(tag) => walker.start(&tag, line)?,
             Event::End(tag) => walker.end(tag)?,
             Event::Text(t) | Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
@@ -68,6 +73,9 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
         }
     }
     walker.flush()?;
+    if walker.sink.is_empty() && images > 0 {
+        return Err(ExtractError::NoText(super::only_images(images)));
+    }
     let title = meta.and_then(|(m, sep)| front_matter_title(&m, sep));
     walker.sink.finish(Format::Markdown, title)
 }
@@ -279,6 +287,9 @@ mod tests {
             extract(b"<!-- nothing -->\n\n---\n", &Limits::default()),
             Err(ExtractError::Empty)
         ));
+        let err = extract(b"![](scan-1.png)\n\n![](scan-2.png)\n", &Limits::default())
+            .expect_err("no text");
+        assert!(err.to_string().contains("2 images and no text"), "{err}");
         assert!(matches!(
             extract(b"\x00\x01binary", &Limits::default()),
             Err(ExtractError::NotText {

@@ -15,6 +15,7 @@
 //! enforces [`Limits::max_text_bytes`] and picks the fallback title.
 
 mod docx;
+pub(crate) use docx::push_reference;
 pub(crate) mod faq;
 mod html;
 mod markdown;
@@ -125,6 +126,32 @@ pub struct Extracted {
     /// level-1 heading), when it has one.
     pub title: Option<String>,
     pub content: Content,
+    /// Of a paged document (PDF): its pages, and how many of them gave no
+    /// text.
+    pub pages: Option<PageCount>,
+}
+
+/// A paged document's pages, and those of them that paint something but
+/// gave no text (scanned pages, or text in a font that cannot be decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageCount {
+    pub total: u32,
+    pub without_text: u32,
+}
+
+impl PageCount {
+    /// What was lost, said for the business (`12 of 40 pages without text:
+    /// scanned? needs OCR`); `None` when nothing was.
+    pub fn loss(&self) -> Option<String> {
+        (self.without_text > 0).then(|| loss_line(self.without_text, self.total))
+    }
+}
+
+/// `12 of 40 pages without text: scanned? needs OCR`, the one phrasing of a
+/// text loss (the store and the API say it from stored counts).
+pub fn loss_line(without_text: u32, total: u32) -> String {
+    let noun = if total == 1 { "page" } else { "pages" };
+    format!("{without_text} of {total} {noun} without text: scanned? needs OCR")
 }
 
 /// Bounds on what one file may cost.
@@ -157,6 +184,9 @@ pub enum ExtractError {
     TooLarge { size: u64, limit: u64 },
     #[error("no text found in the file")]
     Empty,
+    /// No text, though the file has content: what it holds instead.
+    #[error("no text found in the file: {0}")]
+    NoText(String),
     #[error("the PDF is encrypted; export an unencrypted copy")]
     Encrypted,
     #[error("the file looks binary, not {expected}")]
@@ -173,6 +203,16 @@ pub enum ExtractError {
 /// Extracts one file, choosing the format from `file_name`'s extension.
 pub fn extract(file_name: &str, bytes: &[u8], limits: &Limits) -> Result<Extracted, ExtractError> {
     let format = Format::from_file_name(file_name).ok_or(ExtractError::Unsupported)?;
+    extract_as(format, bytes, limits)
+}
+
+/// Extracts one file of a known format (a web page's, from its
+/// `Content-Type`).
+pub fn extract_as(
+    format: Format,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Extracted, ExtractError> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(ExtractError::TooLarge {
             size: bytes.len() as u64,
@@ -196,6 +236,12 @@ pub fn extract(file_name: &str, bytes: &[u8], limits: &Limits) -> Result<Extract
             reason: "the reader failed on this file".to_owned(),
         })
     })
+}
+
+/// Why a file with images and no text gave nothing (`NoText`'s reason).
+fn only_images(images: usize) -> String {
+    let noun = if images == 1 { "image" } else { "images" };
+    format!("it holds {images} {noun} and no text: scanned? needs OCR")
 }
 
 /// The error for a file whose extracted text is over
@@ -288,6 +334,14 @@ impl BlockSink {
         }
     }
 
+    fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     fn push(&mut self, kind: BlockKind, raw: &str, location: Location) -> Result<(), ExtractError> {
         let text = normalize(kind, raw);
         if text.is_empty() {
@@ -324,6 +378,7 @@ impl BlockSink {
             format,
             title,
             content: Content::Blocks(self.blocks),
+            pages: None,
         })
     }
 }

@@ -67,6 +67,20 @@ pub struct Document {
     pub chunk_count: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Pages of a paged document (PDF).
+    pub page_count: Option<i32>,
+    /// Of those, the pages that paint but gave no text.
+    pub pages_without_text: Option<i32>,
+}
+
+impl Document {
+    /// What was lost in extraction, said for the business (`12 of 40 pages
+    /// without text: scanned? needs OCR`); `None` when nothing was.
+    pub fn loss(&self) -> Option<String> {
+        let lost = u32::try_from(self.pages_without_text?).ok()?;
+        let total = u32::try_from(self.page_count?).ok()?;
+        (lost > 0).then(|| knowledge::extract::loss_line(lost, total))
+    }
 }
 
 /// A stored chunk.
@@ -179,6 +193,9 @@ pub struct NewDocument {
     pub title: Option<String>,
     pub content_hash: String,
     pub size_bytes: i64,
+    /// Pages of a paged document (PDF), and those that gave no text.
+    pub page_count: Option<i32>,
+    pub pages_without_text: Option<i32>,
 }
 
 /// Packs vectors as little-endian f32, back to back.
@@ -270,6 +287,8 @@ impl Document {
                         knowledge_documents::content_hash.eq(&doc.content_hash),
                         knowledge_documents::size_bytes.eq(doc.size_bytes),
                         knowledge_documents::chunk_count.eq(chunk_count),
+                        knowledge_documents::page_count.eq(doc.page_count),
+                        knowledge_documents::pages_without_text.eq(doc.pages_without_text),
                         knowledge_documents::created_at.eq(at),
                         knowledge_documents::updated_at.eq(at),
                     ))

@@ -2,17 +2,26 @@
 //! paragraphs at blank lines, hard-wrapped lines joined and words hyphenated
 //! across a line break mended. Every block carries its page.
 //!
-//! PDF parsers panic on hostile input; [`super::extract`] runs every reader
-//! under `catch_unwind` and makes a panic a corrupt file. (The panic message
-//! still reaches the process's panic hook: a library must not replace it.)
-//! A stack overflow cannot be caught, though, so the form drawings that
-//! `pdf-extract` renders by unbounded recursion are checked first
-//! ([`check_drawings`]).
+//! Before the library reads a page, its content is rewritten so that all
+//! four text-showing operators reach it (`operators.rs`: the library knows
+//! `Tj` and `TJ` only). A page that paints but yields no text is counted
+//! ([`PageCount`]): it was scanned, or drawn in a font whose text cannot be
+//! decoded, and the ingest says so.
+//!
+//! PDF parsers panic on hostile input; each page is read under
+//! `catch_unwind` (a panic costs that page), and [`super::extract`] runs the
+//! whole reader under it too. (The panic message still reaches the
+//! process's panic hook: a library must not replace it.) A stack overflow
+//! cannot be caught, though, and the library inflates streams without a
+//! limit, so `guards.rs` checks both before the library loads the file.
 
-use pdf_extract::content::Content;
-use pdf_extract::{Dictionary, Document, Object, ObjectId, PlainTextOutput, output_doc_page};
+mod guards;
+mod operators;
 
-use super::{BlockKind, BlockSink, ExtractError, Extracted, Format, Limits, Location};
+use pdf_extract::{Document, PlainTextOutput, output_doc_page};
+
+use super::{BlockKind, BlockSink, ExtractError, Extracted, Format, Limits, Location, PageCount};
+use guards::{check_drawings, check_inflated_size};
 
 fn corrupt(reason: impl Into<String>) -> ExtractError {
     ExtractError::Corrupt {
@@ -30,7 +39,7 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
         return Err(corrupt("no %PDF header: not a PDF file"));
     }
     check_inflated_size(bytes, limits.max_unzipped_bytes)?;
-    let document = Document::load_mem(bytes).map_err(|e| match e {
+    let mut document = Document::load_mem(bytes).map_err(|e| match e {
         pdf_extract::Error::Decryption(_) | pdf_extract::Error::InvalidPassword => {
             ExtractError::Encrypted
         }
@@ -44,18 +53,30 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
     let title = info_title(&document);
     let pages = document.get_pages();
     check_drawings(&document, pages.values().copied()).map_err(corrupt)?;
+    let painted = operators::normalize(&mut document, &pages);
     let mut sink = BlockSink::new(limits);
     let mut failure = None;
     let mut read_any = false;
+    let mut count = PageCount {
+        total: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+        without_text: 0,
+    };
     for &number in pages.keys() {
+        let info = painted.get(&number).copied();
         let mut text = String::new();
-        let result = output_doc_page(&document, &mut PlainTextOutput::new(&mut text), number);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            output_doc_page(&document, &mut PlainTextOutput::new(&mut text), number)
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("the reader failed on this page".to_owned()));
         if let Err(e) = result {
             tracing::debug!(page = number, error = %e, "unreadable PDF page skipped");
-            failure.get_or_insert(e.to_string());
+            failure.get_or_insert(e);
+            count.without_text += 1;
             continue;
         }
         read_any = true;
+        let before = sink.len();
         for paragraph in paragraphs(&text) {
             let location = Location {
                 page: Some(number),
@@ -63,144 +84,22 @@ pub(super) fn extract(bytes: &[u8], limits: &Limits) -> Result<Extracted, Extrac
             };
             sink.push(BlockKind::Paragraph, &paragraph, location)?;
         }
+        let lost = info.is_some_and(|i| i.paints || i.unreadable);
+        if sink.len() == before && lost {
+            count.without_text += 1;
+        }
     }
     if let (false, Some(reason)) = (read_any, failure) {
         return Err(corrupt(format!("no page could be read: {reason}")));
     }
-    sink.finish(Format::Pdf, title)
-}
-
-/// Deepest nesting of form drawings accepted.
-const MAX_DRAWING_DEPTH: usize = 32;
-/// Most form drawings (`Do` operations, counted along every path) in one
-/// document: bounds a "billion laughs" of forms drawing forms.
-const MAX_DRAWINGS: usize = 100_000;
-
-/// Walks the form XObjects each page draws, as `pdf-extract` will (same
-/// resource lookup), and refuses cycles, deep nesting and fan-out.
-/// Refuses a decompression bomb before the PDF library inflates it (it
-/// inflates every stream without a limit): every `stream … endstream` in
-/// the file is inflated as zlib through a counting reader, and the total may
-/// not exceed `budget`. Streams that are not zlib are skipped (they are not
-/// inflated by anyone).
-fn check_inflated_size(bytes: &[u8], budget: u64) -> Result<(), ExtractError> {
-    use std::io::Read;
-    let mut total: u64 = 0;
-    let mut at = 0;
-    while let Some(found) = find(&bytes[at..], b"stream") {
-        let mut start = at + found + b"stream".len();
-        at = start;
-        // `endstream` contains `stream`: skip it, and require the line end.
-        if bytes[..start - 6].ends_with(b"end") {
-            continue;
-        }
-        match bytes.get(start..start + 2) {
-            Some(b"\r\n") => start += 2,
-            Some([b'\n', _]) | Some([b'\r', _]) => start += 1,
-            _ => continue,
-        }
-        let end = find(&bytes[start..], b"endstream").map_or(bytes.len(), |e| start + e);
-        let remaining = budget.saturating_sub(total);
-        let mut decoder = flate2::read::ZlibDecoder::new(&bytes[start..end]).take(remaining + 1);
-        let inflated = std::io::copy(&mut decoder, &mut std::io::sink()).unwrap_or(0);
-        total += inflated;
-        if total > budget {
-            return Err(ExtractError::TooLarge {
-                size: total,
-                limit: budget,
-            });
-        }
-        at = end;
+    if sink.is_empty()
+        && let Some(loss) = count.loss()
+    {
+        return Err(ExtractError::NoText(loss));
     }
-    Ok(())
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn check_drawings(
-    document: &Document,
-    pages: impl Iterator<Item = ObjectId>,
-) -> Result<(), &'static str> {
-    let mut budget = MAX_DRAWINGS;
-    for page in pages {
-        let Some(resources) = page_resources(document, page) else {
-            continue;
-        };
-        let Ok(content) = document.get_page_content(page) else {
-            continue;
-        };
-        check_stream(document, &content, resources, &mut Vec::new(), &mut budget)?;
-    }
-    Ok(())
-}
-
-fn check_stream(
-    document: &Document,
-    content: &[u8],
-    resources: &Dictionary,
-    path: &mut Vec<ObjectId>,
-    budget: &mut usize,
-) -> Result<(), &'static str> {
-    let Ok(content) = Content::decode(content) else {
-        return Ok(());
-    };
-    for operation in content.operations.iter().filter(|o| o.operator == "Do") {
-        *budget = budget
-            .checked_sub(1)
-            .ok_or("too many nested drawings (a decompression bomb?)")?;
-        let Some(name) = operation.operands.first().and_then(|o| o.as_name().ok()) else {
-            continue;
-        };
-        let Some(id) = resolve(document, resources.get(b"XObject").ok())
-            .and_then(|x| x.as_dict().ok())
-            .and_then(|x| x.get(name).ok())
-            .and_then(|x| x.as_reference().ok())
-        else {
-            continue;
-        };
-        if path.contains(&id) {
-            return Err("a drawing draws itself");
-        }
-        if path.len() >= MAX_DRAWING_DEPTH {
-            return Err("drawings nested too deep");
-        }
-        let Ok(stream) = document.get_object(id).and_then(Object::as_stream) else {
-            continue;
-        };
-        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Image") {
-            continue;
-        }
-        let inner = resolve(document, stream.dict.get(b"Resources").ok())
-            .and_then(|r| r.as_dict().ok())
-            .unwrap_or(resources);
-        let data = stream
-            .decompressed_content()
-            .unwrap_or_else(|_| stream.content.clone());
-        path.push(id);
-        check_stream(document, &data, inner, path, budget)?;
-        path.pop();
-    }
-    Ok(())
-}
-
-/// A page's `/Resources`, inherited from its ancestors if need be.
-fn page_resources(document: &Document, page: ObjectId) -> Option<&Dictionary> {
-    let mut node = document.get_dictionary(page).ok()?;
-    for _ in 0..MAX_DRAWING_DEPTH {
-        if let Some(resources) = resolve(document, node.get(b"Resources").ok()) {
-            return resources.as_dict().ok();
-        }
-        let parent = node.get(b"Parent").and_then(Object::as_reference).ok()?;
-        node = document.get_dictionary(parent).ok()?;
-    }
-    None
-}
-
-/// Follows a reference, if `object` is one.
-fn resolve<'a>(document: &'a Document, object: Option<&'a Object>) -> Option<&'a Object> {
-    document.dereference(object?).ok().map(|(_, o)| o)
+    let mut extracted = sink.finish(Format::Pdf, title)?;
+    extracted.pages = Some(count);
+    Ok(extracted)
 }
 
 /// `/Title` from the document information dictionary.
@@ -369,6 +268,201 @@ mod tests {
             extract(&bytes, &Limits::default()),
             Err(ExtractError::Empty)
         ));
+    }
+
+    /// One page of a PDF built with lopdf: its operations, and whether it
+    /// draws the image `/Im0` (a scanned page).
+    fn op(operator: &str, operands: Vec<pdf_extract::Object>) -> pdf_extract::content::Operation {
+        pdf_extract::content::Operation::new(operator, operands)
+    }
+
+    fn text(s: &str) -> pdf_extract::Object {
+        pdf_extract::Object::string_literal(s)
+    }
+
+    /// A PDF built with lopdf, one page per list of operations; every page
+    /// has Helvetica as `/F1` and an image as `/Im0`. Streams compressed.
+    fn built(pages: &[Vec<pdf_extract::content::Operation>]) -> Vec<u8> {
+        use pdf_extract::{Object, Stream, dictionary};
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        });
+        let image = doc.add_object(Stream::new(
+            dictionary! {
+                "Type" => "XObject", "Subtype" => "Image", "Width" => 2, "Height" => 2,
+                "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8,
+            },
+            vec![0, 255, 255, 0],
+        ));
+        let resources = doc.add_object(dictionary! {
+            "Font" => dictionary! { "F1" => font },
+            "XObject" => dictionary! { "Im0" => image },
+        });
+        let mut kids: Vec<Object> = Vec::new();
+        for operations in pages {
+            let content = pdf_extract::content::Content {
+                operations: operations.clone(),
+            };
+            let stream = doc.add_object(Stream::new(
+                dictionary! {},
+                content.encode().expect("encode"),
+            ));
+            let page = doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => stream,
+            });
+            kids.push(page.into());
+        }
+        let count = i64::try_from(kids.len()).expect("count");
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => kids, "Count" => count,
+                "Resources" => resources,
+                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+            }),
+        );
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        doc.compress();
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("save");
+        out
+    }
+
+    /// A page: a heading shown with `Tj`, then body lines shown with `'`
+    /// (and one with `"`), a blank line between paragraphs.
+    fn quoted_page(n: usize) -> Vec<pdf_extract::content::Operation> {
+        vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 12.into()]),
+            op("TL", vec![14.into()]),
+            op("Td", vec![72.into(), 720.into()]),
+            op("Tj", vec![text(&format!("Section {n}"))]),
+            op("T*", vec![]),
+            op(
+                "'",
+                vec![text(&format!("Parcel lockers on floor {n} open"))],
+            ),
+            op("'", vec![text("at seven and close at ten.")]),
+            op("T*", vec![]),
+            op(
+                "\"",
+                vec![0.into(), 0.into(), text(&format!("Ask for badge {n}."))],
+            ),
+            op("ET", vec![]),
+        ]
+    }
+
+    fn blocks_of(got: &Extracted) -> Vec<(String, Option<u32>)> {
+        let Content::Blocks(blocks) = &got.content else {
+            panic!("not blocks")
+        };
+        blocks
+            .iter()
+            .map(|b| (b.text.clone(), b.location.page))
+            .collect()
+    }
+
+    #[test]
+    fn text_shown_with_quote_operators_is_read_in_order_with_its_page() {
+        let pages: Vec<_> = (1..=3).map(quoted_page).collect();
+        let got = extract(&built(&pages), &Limits::default()).expect("extracts");
+        let mut want = Vec::new();
+        for n in 1..=3 {
+            // `'` moves to the next line itself: after the heading's `T*`,
+            // the first body line is a paragraph of its own.
+            want.push((format!("Section {n}"), Some(n)));
+            want.push((
+                format!("Parcel lockers on floor {n} open at seven and close at ten."),
+                Some(n),
+            ));
+            want.push((format!("Ask for badge {n}."), Some(n)));
+        }
+        assert_eq!(blocks_of(&got), want);
+        assert_eq!(
+            got.pages,
+            Some(PageCount {
+                total: 3,
+                without_text: 0
+            })
+        );
+    }
+
+    #[test]
+    fn text_shown_with_tj_and_tj_arrays_still_reads() {
+        let page = vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 12.into()]),
+            op("Td", vec![72.into(), 720.into()]),
+            op("Tj", vec![text("Refunds take")]),
+            op(
+                "TJ",
+                vec![pdf_extract::Object::Array(vec![
+                    text(" five"),
+                    (-250).into(),
+                    text("days."),
+                ])],
+            ),
+            op("ET", vec![]),
+        ];
+        let got = extract(&built(&[page]), &Limits::default()).expect("extracts");
+        assert_eq!(
+            blocks_of(&got),
+            vec![("Refunds take five days.".to_owned(), Some(1))]
+        );
+    }
+
+    #[test]
+    fn pages_that_paint_without_text_are_counted() {
+        let scanned = vec![
+            op("q", vec![]),
+            op("cm", [612, 0, 0, 792, 0, 0].map(Into::into).to_vec()),
+            op("Do", vec!["Im0".into()]),
+            op("Q", vec![]),
+        ];
+        // A font the page does not have: the reader panics on this page
+        // alone.
+        let broken = vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F9".into(), 12.into()]),
+            op("Tj", vec![text("lost")]),
+            op("ET", vec![]),
+        ];
+        let blank = vec![op("BT", vec![]), op("ET", vec![])];
+        let pages = [
+            quoted_page(1),
+            scanned.clone(),
+            broken,
+            blank,
+            quoted_page(5),
+        ];
+        let got = extract(&built(&pages), &Limits::default()).expect("extracts");
+        let count = got.pages.expect("paged");
+        assert_eq!(
+            count,
+            PageCount {
+                total: 5,
+                without_text: 2
+            }
+        );
+        assert_eq!(
+            count.loss().as_deref(),
+            Some("2 of 5 pages without text: scanned? needs OCR")
+        );
+        let pages_read: Vec<Option<u32>> = blocks_of(&got).iter().map(|b| b.1).collect();
+        assert_eq!(
+            pages_read,
+            [Some(1), Some(1), Some(1), Some(5), Some(5), Some(5)]
+        );
+
+        let err = extract(&built(&[scanned.clone(), scanned]), &Limits::default())
+            .expect_err("no text at all");
+        assert_eq!(
+            err.to_string(),
+            "no text found in the file: 2 of 2 pages without text: scanned? needs OCR"
+        );
     }
 
     #[test]
