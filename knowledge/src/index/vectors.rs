@@ -78,7 +78,7 @@ pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// Below this many vectors one thread scans them all: spreading a scan
 /// over threads costs tens of microseconds, the scan of 32k vectors about
 /// a millisecond.
-const PARALLEL_FROM: usize = 32_768;
+pub(super) const PARALLEL_FROM: usize = 32_768;
 
 /// A score and its chunk slot, ordered by score (then slot, so that ties
 /// rank the same on every run).
