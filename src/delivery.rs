@@ -141,9 +141,14 @@ pub async fn typing(app: &App, conversation_id: &str) {
         let secrets = account
             .secrets(&app.master_key)
             .map_err(|e| e.to_string())?;
-        let last = Message::last_inbound(&mut conn, &conversation.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        // WhatsApp shows typing against the customer's latest message.
+        let last = if account.kind == ChannelKind::Whatsapp {
+            Message::last_inbound(&mut conn, &conversation.id)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            None
+        };
         let to = Recipient {
             external_id: customer.external_user_id,
             email: None,
@@ -218,10 +223,16 @@ async fn target(
     // authenticated `From`: anyone can write a `Reply-To`, and a bot must
     // not send a business's answers wherever a stranger asks. Agents still
     // see it with the message.
-    let last = Message::last_inbound(conn, &conversation.id).await?;
+    // The customer's latest message: for Meta's window (and WhatsApp's
+    // read marks) and email threading; other channels need no query.
+    let last = if account.kind.has_window() || account.kind == ChannelKind::Email {
+        Message::last_inbound(conn, &conversation.id).await?
+    } else {
+        None
+    };
     // Meta's platforms: the bot writes within 24 hours of the customer's
     // last message, a person later only as the platform allows.
-    let reach = match window::reach_now(&account.kind, last.as_ref(), message, &secrets) {
+    let reach = match window::reach_now(account.kind, last.as_ref(), message, &secrets) {
         Ok(reach) => reach,
         Err(closed) => return Ok(Err(closed.reason)),
     };

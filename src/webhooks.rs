@@ -189,15 +189,6 @@ async fn telegram(
     Ok(accepted(&state, kind, &report))
 }
 
-/// The platform's name, as people read it.
-fn platform(kind: ChannelKind) -> &'static str {
-    match kind {
-        ChannelKind::Whatsapp => "WhatsApp",
-        ChannelKind::Instagram => "Instagram",
-        _ => "Messenger",
-    }
-}
-
 /// `GET /webhooks/messenger`, `/webhooks/whatsapp`, `/webhooks/instagram`:
 /// the subscribe handshake. The offered verify token is looked up in
 /// memory; nothing is decrypted per request.
@@ -238,7 +229,7 @@ async fn meta_subscribe(
                 ErrorKind::Forbidden,
                 format!(
                     "subscribe handshake refused: the verify token matches no active {} account",
-                    platform(kind)
+                    kind.display_name()
                 ),
             ))
         }
@@ -332,7 +323,7 @@ async fn meta_batch(
             ErrorKind::NotFound,
             format!(
                 "no active {} account for {what} {}",
-                platform(kind),
+                kind.display_name(),
                 ids.join(", ")
             ),
         ));

@@ -31,7 +31,7 @@ pub fn of(kind: ChannelKind, last: Option<&Message>) -> Option<Window> {
 
 /// How `message` may go out now on `kind`.
 pub fn reach_now(
-    kind: &ChannelKind,
+    kind: ChannelKind,
     last: Option<&Message>,
     message: &Message,
     secrets: &dyn Secrets,
@@ -40,7 +40,7 @@ pub fn reach_now(
         AuthorKind::Agent => Author::Person,
         _ => Author::Bot,
     };
-    reach(*kind, last, author, secrets)
+    reach(kind, last, author, secrets)
 }
 
 /// How a reply by `author` may go out now on `kind`.

@@ -51,11 +51,9 @@ impl Instagram {
         let token = secrets.get("page_access_token").ok_or_else(|| {
             SendError::NotConfigured("the account has no page_access_token".into())
         })?;
-        let account = to
-            .via
-            .as_deref()
-            .or_else(|| secrets.get("ig_account_id"))
-            .ok_or_else(|| SendError::NotConfigured("the account has no ig_account_id".into()))?;
+        let account = to.via.as_deref().ok_or_else(|| {
+            SendError::NotConfigured("the reply names no Instagram account id to send from".into())
+        })?;
         let url = format!("{}/{account}/messages", self.graph_api_base);
         meta::graph_post(http, what, &url, token, body).await
     }

@@ -91,6 +91,18 @@ impl ChannelKind {
         }
     }
 
+    /// The platform's name as people write it (`WhatsApp`, `Email`, …).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Messenger => "Messenger",
+            Self::Telegram => "Telegram",
+            Self::Email => "Email",
+            Self::Webchat => "Web chat",
+            Self::Whatsapp => "WhatsApp",
+            Self::Instagram => "Instagram",
+        }
+    }
+
     /// Whether replies are bound by a messaging window after the customer's
     /// last message (Meta's platforms: see [`meta::window`]).
     pub fn has_window(self) -> bool {

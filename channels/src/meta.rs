@@ -324,11 +324,7 @@ impl Window {
         if self.is_open(now) {
             return Ok(Reach::Standard);
         }
-        let platform = match self.kind {
-            ChannelKind::Whatsapp => "WhatsApp",
-            ChannelKind::Instagram => "Instagram",
-            _ => "Messenger",
-        };
+        let platform = self.kind.display_name();
         let Some(closed_at) = self.closes_at else {
             return Err(Closed {
                 since: None,

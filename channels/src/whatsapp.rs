@@ -73,11 +73,9 @@ impl Whatsapp {
         let token = secrets
             .get("access_token")
             .ok_or_else(|| SendError::NotConfigured("the account has no access_token".into()))?;
-        let phone = from
-            .via
-            .as_deref()
-            .or_else(|| secrets.get("phone_number_id"))
-            .ok_or_else(|| SendError::NotConfigured("the account has no phone_number_id".into()))?;
+        let phone = from.via.as_deref().ok_or_else(|| {
+            SendError::NotConfigured("the reply names no phone number id to send from".into())
+        })?;
         let url = format!("{}/{phone}/messages", self.graph_api_base);
         meta::graph_post(http, what, &url, token, body).await
     }

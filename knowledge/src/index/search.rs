@@ -8,7 +8,7 @@ use super::error::IndexError;
 use super::handle::KnowledgeIndex;
 use super::results::{Retriever, SearchHit, SearchResults};
 use super::state::State;
-use super::vectors::{PARALLEL_FROM as PARALLEL_SCAN, bare_pass, chunk_cosine, dense_scores};
+use super::vectors::{PARALLEL_FROM, QuantizedQuery, bare_pass, chunk_cosine, dense_scores};
 
 /// The hybrid score is `cosine + FUSION_BM25_WEIGHT × bm25 / best bm25`.
 /// Measured on the covid-faq benchmark (nDCG@10, see the README): rank
@@ -84,7 +84,7 @@ impl KnowledgeIndex {
             (Retriever::Dense, Some(q)) => {
                 (Vec::new(), dense_scores(&state_ref.vectors, q, candidates))
             }
-            (Retriever::Hybrid, Some(q)) if state_ref.vectors.len() >= PARALLEL_SCAN => {
+            (Retriever::Hybrid, Some(q)) if state_ref.vectors.len() >= PARALLEL_FROM => {
                 let bm25 = self.bm25(state_ref, query, candidates)?;
                 (bm25, dense_scores(&state_ref.vectors, q, candidates))
             }
@@ -109,7 +109,7 @@ impl KnowledgeIndex {
                 let bm25_of: HashMap<u32, f32> = bm25.iter().copied().collect();
                 let mut candidates: HashSet<u32> = dense.keys().copied().collect();
                 candidates.extend(bm25_of.keys());
-                let q = query_vector.unwrap_or_default();
+                let q = QuantizedQuery::new(query_vector.unwrap_or_default());
                 let weight = fusion_bm25_weight(self.language, &self.model);
                 candidates
                     .into_iter()
@@ -125,7 +125,7 @@ impl KnowledgeIndex {
                             return hit(&state, slot, score, b, None);
                         }
                         let cosine = dense.get(&slot).copied().unwrap_or_else(|| {
-                            chunk_cosine(&state.vectors, range.unwrap_or((0, 0)), q)
+                            chunk_cosine(&state.vectors, range.unwrap_or((0, 0)), &q)
                         });
                         let score = cosine + weight * b_norm;
                         hit(&state, slot, score, b, Some(cosine))

@@ -162,6 +162,25 @@ fn threads_for(n: usize) -> usize {
         .clamp(1, 16)
 }
 
+/// Runs `work` on the runs of vectors [`cuts`] gives, on one thread per
+/// run (on this one when there is a single run).
+fn in_parts<T: Send>(v: &Vectors, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    let cuts = cuts(v, threads_for(v.len()));
+    if cuts.len() <= 2 {
+        return vec![work(0, v.len())];
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = cuts
+            .windows(2)
+            .map(|w| {
+                let (from, to, work) = (w[0], w[1], &work);
+                scope.spawn(move || work(from, to))
+            })
+            .collect();
+        parts.into_iter().filter_map(|p| p.join().ok()).collect()
+    })
+}
+
 /// Scores the chunks of the vectors `from..to`: each chunk's run of
 /// vectors, averaged.
 fn scan(v: &Vectors, q: &[i8], q_scale: f32, from: usize, to: usize, limit: usize) -> TopK {
@@ -191,24 +210,9 @@ pub(super) fn dense_scores(v: &Vectors, query: &[f32], limit: usize) -> HashMap<
         return HashMap::new();
     }
     let (q, q_scale) = quantize(query);
-    let cuts = cuts(v, threads_for(v.len()));
-    let top = if cuts.len() <= 2 {
-        scan(v, &q, q_scale, 0, v.len(), limit)
-    } else {
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = cuts
-                .windows(2)
-                .map(|w| {
-                    let (from, to, q) = (w[0], w[1], &q);
-                    scope.spawn(move || scan(v, q, q_scale, from, to, limit))
-                })
-                .collect();
-            parts
-                .into_iter()
-                .filter_map(|p| p.join().ok())
-                .fold(TopK::new(limit), TopK::merge)
-        })
-    };
+    let top = in_parts(v, |from, to| scan(v, &q, q_scale, from, to, limit))
+        .into_iter()
+        .fold(TopK::new(limit), TopK::merge);
     top.heap
         .into_iter()
         .map(|Reverse(Scored(score, slot))| (slot, score))
@@ -220,42 +224,41 @@ pub(super) fn dense_scores(v: &Vectors, query: &[f32], limit: usize) -> HashMap<
 /// products. Returns their sum (so that nothing is optimized away).
 pub(super) fn bare_pass(v: &Vectors, query: &[f32]) -> i64 {
     let (q, _) = quantize(query);
-    let cuts = cuts(v, threads_for(v.len()));
-    let pass = |from: usize, to: usize| -> i64 {
+    in_parts(v, |from, to| -> i64 {
         v.codes[from * DIMENSIONS..to * DIMENSIONS]
             .chunks_exact(DIMENSIONS)
             .map(|row| i64::from(dot_i8(&q, row)))
             .sum()
-    };
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = cuts
-            .windows(2)
-            .map(|w| {
-                let (from, to) = (w[0], w[1]);
-                scope.spawn(move || pass(from, to))
-            })
-            .collect();
-        parts.into_iter().filter_map(|p| p.join().ok()).sum()
     })
+    .into_iter()
+    .sum()
+}
+
+/// A query quantized once, for [`chunk_cosine`] over many chunks.
+pub(super) struct QuantizedQuery(Vec<i8>, f32);
+
+impl QuantizedQuery {
+    pub(super) fn new(query: &[f32]) -> Self {
+        let (codes, scale) = quantize(query);
+        QuantizedQuery(codes, scale)
+    }
 }
 
 /// The mean cosine of one chunk's vectors, `count` of them from `start`
 /// (0 when it has none).
-pub(super) fn chunk_cosine(v: &Vectors, (start, count): (u32, u32), query: &[f32]) -> f32 {
-    let (q, q_scale) = quantize(query);
+pub(super) fn chunk_cosine(v: &Vectors, (start, count): (u32, u32), query: &QuantizedQuery) -> f32 {
+    let QuantizedQuery(q, q_scale) = query;
     // A chunk's vectors are stored next to each other.
-    let scores: Vec<f32> = (start as usize..(start + count) as usize)
-        .map(|i| {
-            dot_i8(&q, &v.codes[i * DIMENSIONS..(i + 1) * DIMENSIONS]) as f32
-                * q_scale
-                * v.scales[i]
-        })
-        .collect();
-    if scores.is_empty() {
-        0.0
-    } else {
-        scores.iter().sum::<f32>() / scores.len() as f32
+    let range = start as usize..(start + count) as usize;
+    if range.is_empty() {
+        return 0.0;
     }
+    let sum: f32 = range
+        .map(|i| {
+            dot_i8(q, &v.codes[i * DIMENSIONS..(i + 1) * DIMENSIONS]) as f32 * q_scale * v.scales[i]
+        })
+        .sum();
+    sum / count as f32
 }
 
 #[cfg(test)]
