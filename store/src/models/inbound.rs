@@ -121,8 +121,7 @@ pub async fn store_batch(
                 conn.immediate_transaction(|conn| {
                     // An email may join the thread of one stored just
                     // before it: message by message. Chat messages: as
-                    // sets, once the batch is big enough to repay the
-                    // statements the sets cost (a few, prepared afresh).
+                    // sets, from two messages up.
                     if batch.len() < SQLITE_SETS_FROM
                         || batch.iter().any(|new| new.thread.is_some())
                     {
@@ -137,9 +136,9 @@ pub async fn store_batch(
     }
 }
 
-/// The smallest batch SQLite stores as sets (measured: below this, the
-/// message-by-message statements, prepared once, cost less).
-const SQLITE_SETS_FROM: usize = 8;
+/// The smallest batch SQLite stores as sets: a lone message takes the
+/// message-by-message statements, which need no JSON.
+const SQLITE_SETS_FROM: usize = 2;
 
 diesel::define_sql_function! {
     /// The rowid this connection inserted last (for `events`, its seq).
@@ -153,70 +152,101 @@ diesel::define_sql_function! {
 /// from the `last_seq` it read, and the event log's seqs from the rowid
 /// its insert ends at (`AUTOINCREMENT` numbers one statement's rows in
 /// order).
+///
+/// Each set goes in as one JSON array bound to a statement of fixed text
+/// (`json_each`), so every statement is prepared once per connection and
+/// cached, whatever the batch's size. The writes are `OR FAIL`: a failure
+/// rolls the whole batch back anyway, so SQLite need not undo the failed
+/// statement alone first. (No pragma is set per batch: SQLite re-prepares
+/// every cached statement after a pragma that changes a flag.)
 fn store_sqlite_chats(
     conn: &mut SqliteConnection,
     batch: &[NewInbound],
 ) -> QueryResult<Vec<StoredInbound>> {
-    use std::collections::HashMap;
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    use std::collections::{HashMap, HashSet};
+
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        account: String,
+        #[diesel(sql_type = Text)]
+        external_id: String,
+        #[diesel(sql_type = Text)]
+        conversation: String,
+    }
+    #[derive(QueryableByName)]
+    struct Known {
+        #[diesel(sql_type = Text)]
+        workspace: String,
+        #[diesel(sql_type = Text)]
+        kind: String,
+        #[diesel(sql_type = Text)]
+        sender: String,
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        name: Option<String>,
+    }
+    #[derive(QueryableByName)]
+    struct Open {
+        #[diesel(sql_type = Text)]
+        account: String,
+        #[diesel(sql_type = Text)]
+        customer: String,
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = BigInt)]
+        last_seq: i64,
+    }
+
     // Redeliveries, and repeats within the batch (the first one counts).
-    let mut stored: HashMap<(&str, &str), String> = HashMap::new();
-    for (account, ids) in group(batch, |new| {
-        (new.account_id.as_str(), new.external_id.as_str())
-    }) {
-        let found: Vec<(Option<String>, String)> = messages::table
-            .filter(messages::channel_account_id.eq(account))
-            .filter(messages::direction.eq(Direction::Inbound))
-            .filter(messages::external_id.eq_any(ids.clone()))
-            .select((messages::external_id, messages::conversation_id))
-            .load(conn)?;
-        for (external_id, conversation) in found {
-            if let Some(id) = ids.iter().find(|id| Some(**id) == external_id.as_deref()) {
-                stored.insert((account, id), conversation);
-            }
-        }
+    let keys: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|new| (new.account_id.as_str(), new.external_id.as_str()))
+        .collect();
+    let mut stored: HashMap<(String, String), String> = HashMap::new();
+    let found: Vec<Stored> = JsonSet::new(SQLITE_STORED, &keys)?.load(conn)?;
+    for row in found {
+        stored.insert((row.account, row.external_id), row.conversation);
     }
     let mut fresh = Vec::new();
-    let mut firsts = std::collections::HashSet::new();
-    for (i, new) in batch.iter().enumerate() {
-        let key = (new.account_id.as_str(), new.external_id.as_str());
+    let mut firsts = HashSet::new();
+    for (i, (account, external)) in keys.iter().enumerate() {
+        let key = ((*account).to_owned(), (*external).to_owned());
         if !stored.contains_key(&key) && firsts.insert(key) {
             fresh.push(i);
         }
     }
-
-    // Customers: the known ones in one query per workspace and channel.
-    let mut customer_of: HashMap<(&str, &str, &str), (String, Option<String>)> = HashMap::new();
     let fresh_rows: Vec<&NewInbound> = fresh.iter().map(|&i| &batch[i]).collect();
-    for ((workspace, kind), senders) in group(fresh_rows.iter().copied(), |new| {
-        (
-            (new.workspace_id.as_str(), new.channel_kind),
-            new.sender.as_str(),
-        )
-    }) {
-        let found: Vec<(String, String, Option<String>)> = customers::table
-            .filter(customers::workspace_id.eq(workspace))
-            .filter(customers::channel_kind.eq(kind))
-            .filter(customers::external_user_id.eq_any(senders.clone()))
-            .select((
-                customers::external_user_id,
-                customers::id,
-                customers::display_name,
-            ))
-            .load(conn)?;
-        for (sender, id, name) in found {
-            if let Some(sender) = senders.iter().find(|s| **s == sender) {
-                customer_of.insert((workspace, kind, sender), (id, name));
-            }
-        }
+
+    // Customers: the known ones in one statement.
+    let senders: Vec<(&str, &str, &str)> = fresh_rows
+        .iter()
+        .map(|new| {
+            (
+                new.workspace_id.as_str(),
+                new.channel_kind,
+                new.sender.as_str(),
+            )
+        })
+        .collect();
+    let mut customer_of: HashMap<(String, String, String), (String, Option<String>)> =
+        HashMap::new();
+    let known: Vec<Known> = JsonSet::new(SQLITE_CUSTOMERS, &senders)?.load(conn)?;
+    for row in known {
+        customer_of.insert((row.workspace, row.kind, row.sender), (row.id, row.name));
     }
+    let customer_key = |new: &NewInbound| {
+        (
+            new.workspace_id.clone(),
+            new.channel_kind.to_owned(),
+            new.sender.clone(),
+        )
+    };
     let mut customers = Vec::with_capacity(fresh_rows.len());
     for new in &fresh_rows {
-        let key = (
-            new.workspace_id.as_str(),
-            new.channel_kind,
-            new.sender.as_str(),
-        );
-        let customer = match customer_of.get_mut(&key) {
+        let customer = match customer_of.get_mut(&customer_key(new)) {
             Some((id, name)) => {
                 if rename_customer(conn, id, name.as_deref(), new)? {
                     name.clone_from(&new.display_name);
@@ -225,42 +255,33 @@ fn store_sqlite_chats(
             }
             None => {
                 insert_customer(conn, new)?;
-                customer_of.insert(key, (new.new_customer_id.clone(), new.display_name.clone()));
+                customer_of.insert(
+                    customer_key(new),
+                    (new.new_customer_id.clone(), new.display_name.clone()),
+                );
                 new.new_customer_id.clone()
             }
         };
         customers.push(customer);
     }
 
-    // Open conversations: one query per account; new ones opened at seq 0.
-    let mut conversation_of: HashMap<(&str, &str), (String, i64)> = HashMap::new();
-    let pairs: Vec<(&NewInbound, &String)> = fresh_rows.iter().copied().zip(&customers).collect();
-    for (account, owners) in group(pairs.iter(), |(new, customer)| {
-        (new.account_id.as_str(), customer.as_str())
-    }) {
-        let found: Vec<(String, String, i64)> = conversations::table
-            .filter(conversations::channel_account_id.eq(account))
-            .filter(conversations::thread_key.eq(""))
-            .filter(conversations::status.ne(ConversationStatus::Resolved))
-            .filter(conversations::customer_id.eq_any(owners.clone()))
-            .select((
-                conversations::customer_id,
-                conversations::id,
-                conversations::last_seq,
-            ))
-            .load(conn)?;
-        for (customer, id, last_seq) in found {
-            if let Some(owner) = owners.iter().find(|o| **o == customer) {
-                conversation_of.insert((account, *owner), (id, last_seq));
-            }
-        }
+    // Open conversations in one statement; new ones opened at seq 0.
+    let owners: Vec<(&str, &str)> = fresh_rows
+        .iter()
+        .zip(&customers)
+        .map(|(new, customer)| (new.account_id.as_str(), customer.as_str()))
+        .collect();
+    let mut conversation_of: HashMap<(String, String), (String, i64)> = HashMap::new();
+    let open: Vec<Open> = JsonSet::new(SQLITE_OPEN, &owners)?.load(conn)?;
+    for row in open {
+        conversation_of.insert((row.account, row.customer), (row.id, row.last_seq));
     }
-    let mut placed = Vec::with_capacity(pairs.len());
+    let mut placed = Vec::with_capacity(owners.len());
     let mut opened = Vec::new();
-    for (new, customer) in &pairs {
-        let key = (new.account_id.as_str(), customer.as_str());
+    for (new, (account, customer)) in fresh_rows.iter().zip(&owners) {
+        let key = ((*account).to_owned(), (*customer).to_owned());
         let (conversation, last_seq) = conversation_of.entry(key).or_insert_with(|| {
-            opened.push((*new, customer.as_str()));
+            opened.push((*new, *customer));
             (new.new_conversation_id.clone(), 0)
         });
         *last_seq += 1;
@@ -278,73 +299,58 @@ fn store_sqlite_chats(
             .or_insert((*seq, message.created_at));
         *entry = (entry.0.max(*seq), entry.1.max(message.created_at));
     }
-    if !newest.is_empty() {
-        use diesel::sql_types::{BigInt, Text, Timestamp};
-        let cases = " WHEN ? THEN ?".repeat(newest.len());
-        let ids = vec!["?"; newest.len()].join(", ");
-        let sql = format!(
-            "UPDATE conversations SET last_seq = CASE id{cases} END, \
-             last_message_at = CASE id{cases} END, updated_at = CASE id{cases} END \
-             WHERE id IN ({ids})"
-        );
-        let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-        for (id, (seq, _)) in &newest {
-            query = query.bind::<Text, _>(*id).bind::<BigInt, _>(*seq);
-        }
-        for _ in 0..2 {
-            for (id, (_, at)) in &newest {
-                query = query.bind::<Text, _>(*id).bind::<Timestamp, _>(*at);
-            }
-        }
-        for id in newest.keys() {
-            query = query.bind::<Text, _>(*id);
-        }
-        query.execute(conn)?;
+    let bumps: Vec<(&str, i64, String)> = newest
+        .iter()
+        .map(|(id, (seq, at))| (*id, *seq, sqlite_time(*at)))
+        .collect();
+    if !bumps.is_empty() {
+        JsonSet::new(SQLITE_BUMP, &bumps)?.execute(conn)?;
     }
 
     // The messages, then their events, one statement each.
-    let rows: Vec<_> = placed
+    let rows: Vec<(
+        &str,
+        &str,
+        &str,
+        i64,
+        &str,
+        Option<&str>,
+        Option<&str>,
+        String,
+    )> = placed
         .iter()
         .map(|(m, seq)| {
             (
-                messages::id.eq(&m.id),
-                messages::conversation_id.eq(&m.conversation_id),
-                messages::channel_account_id.eq(&m.channel_account_id),
-                messages::seq.eq(*seq),
-                messages::direction.eq(m.direction),
-                messages::author_kind.eq(m.author_kind),
-                messages::body.eq(&m.body),
-                messages::external_id.eq(&m.external_id),
-                messages::metadata.eq(&m.metadata),
-                messages::created_at.eq(m.created_at),
+                m.id.as_str(),
+                m.conversation_id.as_str(),
+                m.channel_account_id.as_str(),
+                *seq,
+                m.body.as_str(),
+                m.external_id.as_deref(),
+                m.metadata.as_deref(),
+                sqlite_time(m.created_at),
             )
         })
         .collect();
-    diesel::insert_into(messages::table)
-        .values(rows)
-        .execute(conn)?;
+    JsonSet::new(SQLITE_MESSAGES, &rows)?.execute(conn)?;
     let mut logged: Vec<(usize, String)> = Vec::new();
-    let mut log = Vec::new();
+    let mut log: Vec<(&str, &str, usize, String)> = Vec::new();
     for (n, ((message, seq), new)) in placed.iter().zip(&fresh_rows).enumerate() {
         for (kind, template) in events_of(new, *seq) {
-            let payload = fill(template, &message.conversation_id, *seq);
+            logged.push((n, fill(template, &message.conversation_id, *seq)));
             log.push((
-                events::workspace_id.eq(new.workspace_id.as_str()),
-                events::kind.eq(kind),
-                events::created_at.eq(new.at),
+                new.workspace_id.as_str(),
+                kind,
+                logged.len() - 1,
+                sqlite_time(new.at),
             ));
-            logged.push((n, payload));
         }
     }
-    let payloads: Vec<_> = logged.iter().map(|(_, p)| events::payload.eq(p)).collect();
-    let rows: Vec<_> = log
-        .into_iter()
-        .zip(payloads)
-        .map(|((w, k, at), p)| (w, k, p, at))
+    let log: Vec<(&str, &str, &str, &str)> = log
+        .iter()
+        .map(|(workspace, kind, n, at)| (*workspace, *kind, logged[*n].1.as_str(), at.as_str()))
         .collect();
-    diesel::insert_into(events::table)
-        .values(rows)
-        .execute(conn)?;
+    JsonSet::new(SQLITE_EVENTS, &log)?.execute(conn)?;
     let last: i64 = diesel::select(last_insert_rowid()).get_result(conn)?;
     let first = last - logged.len() as i64 + 1;
     let mut events_by_row: Vec<Vec<(i64, String)>> = vec![Vec::new(); placed.len()];
@@ -356,7 +362,7 @@ fn store_sqlite_chats(
     // with its first's conversation.
     let mut answers: Vec<Option<StoredInbound>> = vec![None; batch.len()];
     for ((&i, (message, _)), events) in fresh.iter().zip(placed).zip(events_by_row) {
-        let key = (batch[i].account_id.as_str(), batch[i].external_id.as_str());
+        let key = (batch[i].account_id.clone(), batch[i].external_id.clone());
         stored.insert(key, message.conversation_id.clone());
         answers[i] = Some(StoredInbound::New {
             message,
@@ -370,7 +376,7 @@ fn store_sqlite_chats(
         .map(|(new, answer)| {
             answer.unwrap_or_else(|| StoredInbound::Duplicate {
                 conversation_id: stored
-                    .get(&(new.account_id.as_str(), new.external_id.as_str()))
+                    .get(&(new.account_id.clone(), new.external_id.clone()))
                     .cloned()
                     .unwrap_or_default(),
             })
@@ -378,20 +384,87 @@ fn store_sqlite_chats(
         .collect())
 }
 
-/// `(key, values)` in the order keys first appear.
-fn group<T, K: PartialEq, V>(
-    items: impl IntoIterator<Item = T>,
-    split: impl Fn(&T) -> (K, V),
-) -> Vec<(K, Vec<V>)> {
-    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
-    for item in items {
-        let (key, value) = split(&item);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, values)) => values.push(value),
-            None => groups.push((key, vec![value])),
-        }
+/// Stored inbound messages among `[[account, external id], …]`:
+/// `(account, external id, conversation)`.
+const SQLITE_STORED: &str = "SELECT m.channel_account_id AS account, \
+     m.external_id AS external_id, m.conversation_id AS conversation FROM json_each(?) AS j \
+     JOIN messages AS m ON m.channel_account_id = j.value ->> 0 \
+     AND m.direction = 'inbound' AND m.external_id = j.value ->> 1";
+
+/// Known customers among `[[workspace, kind, sender], …]`.
+const SQLITE_CUSTOMERS: &str = "SELECT c.workspace_id AS workspace, c.channel_kind AS kind, \
+     c.external_user_id AS sender, c.id AS id, c.display_name AS name \
+     FROM json_each(?) AS j JOIN customers AS c ON c.workspace_id = j.value ->> 0 \
+     AND c.channel_kind = j.value ->> 1 AND c.external_user_id = j.value ->> 2";
+
+/// Open chat conversations among `[[account, customer], …]`.
+const SQLITE_OPEN: &str = "SELECT c.channel_account_id AS account, c.customer_id AS customer, \
+     c.id AS id, c.last_seq AS last_seq FROM json_each(?) AS j \
+     JOIN conversations AS c ON c.channel_account_id = j.value ->> 0 \
+     AND c.customer_id = j.value ->> 1 AND c.thread_key = '' AND c.status <> 'resolved'";
+
+/// `[[conversation, last_seq, at], …]`: each conversation's newest seq and time.
+const SQLITE_BUMP: &str = "UPDATE OR FAIL conversations SET last_seq = j.value ->> 1, \
+     last_message_at = j.value ->> 2, updated_at = j.value ->> 2 \
+     FROM json_each(?) AS j WHERE conversations.id = j.value ->> 0";
+
+/// `[[id, conversation, account, seq, body, external id, metadata, at], …]`.
+const SQLITE_MESSAGES: &str = "INSERT OR FAIL INTO messages (id, conversation_id, \
+     channel_account_id, seq, direction, author_kind, body, external_id, metadata, created_at) \
+     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, 'inbound', 'customer', \
+     j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?) AS j";
+
+/// `[[workspace, kind, payload, at], …]`, logged in order.
+const SQLITE_EVENTS: &str = "INSERT OR FAIL INTO events (workspace_id, kind, payload, created_at) \
+     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?) AS j";
+
+/// A statement of fixed text whose one bind is a set as a JSON array (for
+/// `json_each`). Unlike `sql_query`, which diesel never caches, its
+/// prepared statement is cached by its text.
+#[derive(Debug)]
+struct JsonSet {
+    sql: &'static str,
+    json: String,
+}
+
+impl JsonSet {
+    fn new<T: Serialize>(sql: &'static str, rows: &T) -> QueryResult<Self> {
+        let json = serde_json::to_string(rows)
+            .map_err(|e| diesel::result::Error::SerializationError(e.into()))?;
+        Ok(Self { sql, json })
     }
-    groups
+}
+
+impl diesel::query_builder::QueryId for JsonSet {
+    type QueryId = ();
+    // Cached by its SQL text, which is fixed.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for JsonSet {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        // The one `?` of the text is where the bind goes.
+        let (before, after) = self.sql.split_once('?').unwrap_or((self.sql, ""));
+        out.push_sql(before);
+        out.push_bind_param::<diesel::sql_types::Text, _>(&self.json)?;
+        out.push_sql(after);
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::Query for JsonSet {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<SqliteConnection> for JsonSet {}
+
+/// A time as diesel stores it in SQLite (`%F %T%.f`), so rows written
+/// through JSON read back like any other.
+fn sqlite_time(at: NaiveDateTime) -> String {
+    at.format("%F %T%.f").to_string()
 }
 
 /// Inserts the customer of `new` unless one exists; rows inserted.
@@ -718,4 +791,145 @@ fn serialization(error: impl std::fmt::Display) -> DbError {
     DbError::Query(diesel::result::Error::SerializationError(
         format!("inbound batch: {error}").into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, DbConn};
+    use crate::settings::{DatabaseSettings, DatabaseUrl};
+    use std::sync::Arc;
+
+    fn message(n: u32, sender: &str, external_id: &str, name: Option<&str>) -> NewInbound {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(n), n * 1_000)
+            .expect("time")
+            .naive_utc();
+        NewInbound {
+            id: format!("m{n}"),
+            new_customer_id: format!("cu{n}"),
+            new_conversation_id: format!("co{n}"),
+            at,
+            account_id: "acct".into(),
+            workspace_id: "ws".into(),
+            bot_id: "bot".into(),
+            channel_kind: "telegram",
+            sender: sender.into(),
+            display_name: name.map(str::to_owned),
+            external_id: external_id.into(),
+            body: format!("question {n}: \"quoted\" \\ ünïcode 🚲\nline"),
+            metadata: format!("{{\"n\":{n}}}"),
+            thread: None,
+            conversation_event: format!(
+                "{{\"type\":\"conversation.created\",{CONVERSATION_BLANK}}}"
+            ),
+            message_event: format!(
+                "{{\"type\":\"message.created\",{CONVERSATION_BLANK},\"message\":{{{SEQ_BLANK}{CONVERSATION_BLANK}}}}}"
+            ),
+        }
+    }
+
+    async fn database(dir: &std::path::Path, name: &str) -> (Db, DbConn) {
+        let settings = DatabaseSettings {
+            url: DatabaseUrl::Sqlite(dir.join(name)),
+            pool_size: 1,
+            connect_timeout_secs: 5,
+            sqlite_busy_timeout_ms: 1000,
+        };
+        let db = Db::connect(&settings).await.expect("connect");
+        db.migrate(&settings).await.expect("migrate");
+        let mut conn = db.get().await.expect("conn");
+        // The batch alone: no workspace, bot or account rows to point at.
+        sqlite_only(&mut conn, "PRAGMA foreign_keys = OFF")
+            .await
+            .expect("pragma");
+        (db, conn)
+    }
+
+    /// Every stored row, with the SQLite type of each typed column.
+    async fn dump(conn: &mut DbConn) -> String {
+        #[derive(QueryableByName)]
+        struct Dump {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            rows: String,
+        }
+        let DbConn::Sqlite(conn) = conn else {
+            unreachable!("SQLite only")
+        };
+        conn.spawn_blocking(|conn| {
+            diesel::sql_query(
+                "SELECT (SELECT json_group_array(json_array(id, conversation_id, channel_account_id, \
+                 seq, typeof(seq), direction, author_kind, body, external_id, metadata, created_at, \
+                 typeof(created_at))) FROM (SELECT * FROM messages ORDER BY id)) \
+                 || (SELECT json_group_array(json_array(seq, workspace_id, kind, payload, created_at)) \
+                 FROM (SELECT * FROM events ORDER BY seq)) \
+                 || (SELECT json_group_array(json_array(id, customer_id, status, last_seq, \
+                 typeof(last_seq), last_message_at, updated_at, created_at)) \
+                 FROM (SELECT * FROM conversations ORDER BY id)) \
+                 || (SELECT json_group_array(json_array(id, external_user_id, display_name, updated_at)) \
+                 FROM (SELECT * FROM customers ORDER BY id)) AS rows",
+            )
+            .get_result::<Dump>(conn)
+        })
+        .await
+        .expect("dump")
+        .rows
+    }
+
+    /// The set statements store exactly what the message-by-message ones
+    /// do, and answer the same: new customers and conversations, a known
+    /// customer renamed, repeats within the batch, redeliveries of what an
+    /// earlier batch stored.
+    #[test]
+    fn sets_store_what_one_by_one_stores() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (_a, mut sets) = database(dir.path(), "sets.db").await;
+            let (_b, mut single) = database(dir.path(), "single.db").await;
+            let first: Vec<NewInbound> = vec![
+                message(1, "ann", "e1", Some("Ann")),
+                message(2, "bob", "e2", None),
+                message(3, "ann", "e3", Some("Ann")),
+            ];
+            let second: Vec<NewInbound> = vec![
+                message(4, "cy", "e4", Some("Cy")),
+                message(5, "ann", "e1", Some("Ann")),
+                message(6, "bob", "e6", Some("Robert")),
+                message(7, "cy", "e4", Some("Cy")),
+                message(8, "ann", "e8", None),
+                message(9, "dee", "e9", None),
+                message(10, "bob", "e10", Some("Robert")),
+            ];
+            let mut answers = (Vec::new(), Vec::new());
+            for batch in [first, second] {
+                let whole: Arc<[NewInbound]> = batch.clone().into();
+                answers
+                    .0
+                    .extend(store_batch(&mut sets, whole).await.expect("sets"));
+                for new in batch {
+                    let alone: Arc<[NewInbound]> = vec![new].into();
+                    answers
+                        .1
+                        .extend(store_batch(&mut single, alone).await.expect("single"));
+                }
+            }
+            assert_eq!(answers.0, answers.1);
+            let duplicates = answers
+                .0
+                .iter()
+                .filter(|a| matches!(a, StoredInbound::Duplicate { .. }))
+                .count();
+            assert_eq!(duplicates, 2, "e1 redelivered, e4 repeated");
+            let (sets, single) = (dump(&mut sets).await, dump(&mut single).await);
+            assert_eq!(sets, single);
+            assert!(
+                sets.contains("\"integer\""),
+                "seqs stored as integers: {sets}"
+            );
+            assert!(sets.contains("Robert"), "bob renamed: {sets}");
+        });
+    }
 }
