@@ -308,16 +308,7 @@ fn store_sqlite_chats(
     }
 
     // The messages, then their events, one statement each.
-    let rows: Vec<(
-        &str,
-        &str,
-        &str,
-        i64,
-        &str,
-        Option<&str>,
-        Option<&str>,
-        String,
-    )> = placed
+    let rows: Vec<_> = placed
         .iter()
         .map(|(m, seq)| {
             (
