@@ -324,28 +324,29 @@ fn store_sqlite_chats(
         })
         .collect();
     JsonSet::new(SQLITE_MESSAGES, &rows)?.execute(conn)?;
-    let mut logged: Vec<(usize, String)> = Vec::new();
-    let mut log: Vec<(&str, &str, usize, String)> = Vec::new();
+    // `(message's place, its new row, kind, payload)`, in log order.
+    let mut logged: Vec<(usize, &NewInbound, &str, String)> = Vec::new();
     for (n, ((message, seq), new)) in placed.iter().zip(&fresh_rows).enumerate() {
         for (kind, template) in events_of(new, *seq) {
-            logged.push((n, fill(template, &message.conversation_id, *seq)));
-            log.push((
-                new.workspace_id.as_str(),
-                kind,
-                logged.len() - 1,
-                sqlite_time(new.at),
-            ));
+            logged.push((n, new, kind, fill(template, &message.conversation_id, *seq)));
         }
     }
-    let log: Vec<(&str, &str, &str, &str)> = log
+    let log: Vec<_> = logged
         .iter()
-        .map(|(workspace, kind, n, at)| (*workspace, *kind, logged[*n].1.as_str(), at.as_str()))
+        .map(|(_, new, kind, payload)| {
+            (
+                new.workspace_id.as_str(),
+                *kind,
+                payload.as_str(),
+                sqlite_time(new.at),
+            )
+        })
         .collect();
     JsonSet::new(SQLITE_EVENTS, &log)?.execute(conn)?;
     let last: i64 = diesel::select(last_insert_rowid()).get_result(conn)?;
     let first = last - logged.len() as i64 + 1;
     let mut events_by_row: Vec<Vec<(i64, String)>> = vec![Vec::new(); placed.len()];
-    for (offset, (n, payload)) in logged.into_iter().enumerate() {
+    for (offset, (n, _, _, payload)) in logged.into_iter().enumerate() {
         events_by_row[n].push((first + offset as i64, payload));
     }
 
