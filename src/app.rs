@@ -109,7 +109,8 @@ async fn open_with(
         accounts,
         channels: Channels::new(&settings.channels),
         knowledge: Arc::new({
-            let mut knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir);
+            let mut knowledge = Knowledge::new(&settings.data_dir, &settings.embedding.model_dir)
+                .with_approximate_from(settings.knowledge.approximate_from);
             if let Some(model) = settings
                 .embedding
                 .model

@@ -71,6 +71,7 @@ impl Settings {
             knowledge: KnowledgeSettings {
                 refresh_hours: 24,
                 allow_private_urls: false,
+                approximate_from: knowledge::index::APPROXIMATE_FROM,
             },
             llm: LlmSettings {
                 provider: LlmProvider::Extractive,
@@ -560,6 +561,7 @@ mod tests {
         assert_eq!(s.llm.provider, LlmProvider::Extractive);
         assert_eq!(s.knowledge.refresh_hours, 24);
         assert!(!s.knowledge.allow_private_urls);
+        assert_eq!(s.knowledge.approximate_from, 200_000);
     }
 
     #[test]

@@ -313,6 +313,10 @@ pub struct KnowledgeSettings {
     /// Off: an admin cannot make the server probe its own network. The CLI
     /// and bot files, which are the operator's own, may crawl any address.
     pub allow_private_urls: bool,
+    /// From how many chunks a bot's dense search goes through an
+    /// approximate (HNSW) index, built in the background, instead of the
+    /// exact scan. 0: never.
+    pub approximate_from: usize,
 }
 
 /// `[llm]`

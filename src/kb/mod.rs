@@ -92,6 +92,9 @@ pub struct Knowledge {
     /// refresh and an API crawl of the same site never double its load.
     sites: crawl::SiteLocks,
     limits: Limits,
+    /// `knowledge.approximate_from`: chunks from which a bot's dense search
+    /// goes through an approximate index.
+    approximate_from: usize,
 }
 
 impl std::fmt::Debug for Knowledge {
@@ -127,7 +130,16 @@ impl Knowledge {
             sync: tokio::sync::Mutex::new(()),
             sites: crawl::SiteLocks::default(),
             limits: Limits::default(),
+            approximate_from: knowledge::index::APPROXIMATE_FROM,
         }
+    }
+
+    /// Sets `knowledge.approximate_from`: from how many chunks a bot's
+    /// dense search goes through an approximate (HNSW) index instead of the
+    /// exact scan; 0 never.
+    pub fn with_approximate_from(mut self, chunks: usize) -> Self {
+        self.approximate_from = chunks;
+        self
     }
 
     /// Turns reranking on (`embedding.rerank = true`): the best candidates
@@ -529,10 +541,12 @@ impl Knowledge {
         let dir = self.index_root.join(&bot.id);
         let language = bot.language;
         let model = model.to_owned();
-        let index =
-            tokio::task::spawn_blocking(move || KnowledgeIndex::open(&dir, language, &model))
-                .await
-                .map_err(|e| join_err(&e))??;
+        let approximate_from = self.approximate_from;
+        let index = tokio::task::spawn_blocking(move || {
+            KnowledgeIndex::open_with(&dir, language, &model, approximate_from)
+        })
+        .await
+        .map_err(|e| join_err(&e))??;
         let index = Arc::new(index);
         if let Ok(mut map) = self.indexes.lock() {
             map.insert(bot.id.clone(), index.clone());

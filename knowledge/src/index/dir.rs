@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use tantivy::{Index, IndexReader, ReloadPolicy};
+use std::sync::OnceLock;
+
+use tantivy::{Executor, Index, IndexReader, ReloadPolicy};
 
 use super::error::{IndexError, io_err};
 use super::schema::{ANALYZER, analyzer, schema};
@@ -21,12 +23,14 @@ pub(super) fn reset_dir(
     let tantivy_dir = dir.join("tantivy");
     let _ = fs::remove_dir_all(&tantivy_dir);
     let _ = fs::remove_file(dir.join("state.bin"));
+    super::ann::remove_all_but(dir, None);
     fs::create_dir_all(&tantivy_dir).map_err(io_err(&tantivy_dir))?;
     let (schema, _) = schema();
-    let index = Index::create_in_dir(&tantivy_dir, schema)?;
+    let mut index = Index::create_in_dir(&tantivy_dir, schema)?;
     index.tokenizers().register(ANALYZER, analyzer(language));
-    let state = State::default();
-    write_state(dir, language, model, &state)?;
+    index.set_executor(search_pool());
+    let mut state = State::default();
+    write_state(dir, language, model, &mut state)?;
     Ok((index, state))
 }
 
@@ -36,12 +40,33 @@ pub(super) fn open_tantivy(dir: &Path, language: Language) -> Result<Option<Inde
     if !tantivy_dir.join("meta.json").is_file() {
         return Ok(None);
     }
-    let index = Index::open_in_dir(&tantivy_dir)?;
+    let mut index = Index::open_in_dir(&tantivy_dir)?;
     if index.schema() != schema().0 {
         return Ok(None);
     }
     index.tokenizers().register(ANALYZER, analyzer(language));
+    index.set_executor(search_pool());
     Ok(Some(index))
+}
+
+/// The threads a full-text search spreads its segments over, one per core,
+/// shared by every bot's index in the process. A large index has several
+/// segments (tantivy merges them by size as it grows): at a million chunks
+/// on 2 cores, BM25 p95 went from 20.3 ms on one thread to the figure in
+/// the README on two.
+fn search_pool() -> Executor {
+    static POOL: OnceLock<Executor> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        if threads < 2 {
+            return Executor::single_thread();
+        }
+        Executor::multi_thread(threads, "knowledge-search-").unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no thread pool for full-text search; searching segments one by one");
+            Executor::single_thread()
+        })
+    })
+    .clone()
 }
 
 pub(super) fn reader_of(index: &Index) -> Result<IndexReader, IndexError> {

@@ -16,6 +16,8 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("vector of {0} dimensions, expected {DIMENSIONS}")]
     Dimensions(usize),
+    #[error("approximate vector index: {0}")]
+    Approximate(String),
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {

@@ -4,15 +4,36 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use tantivy::{Index, IndexReader};
 
+use super::ann::{APPROXIMATE_FROM, Ann};
 use super::dir::{DirLock, open_tantivy, reader_of, reset_dir};
 use super::error::IndexError;
 use super::schema::{Fields, schema};
-use super::state::{State, read_state};
+use super::state::{State, read_state, read_write_id};
 use crate::Language;
+
+/// The tantivy index (when it had to be opened) and the state on disk.
+pub(super) type OnDisk = (Option<Index>, Arc<State>);
+
+/// The approximate index of the state written under `write_id`.
+#[derive(Debug, Clone)]
+pub(super) struct CurrentAnn {
+    pub(super) write_id: u64,
+    pub(super) ann: Arc<Ann>,
+}
+
+/// A build of the approximate index running in the background.
+#[derive(Debug)]
+pub(super) struct Build {
+    write_id: u64,
+    cancel: Arc<AtomicBool>,
+    handle: JoinHandle<Option<Arc<Ann>>>,
+}
 
 /// One bot's index. Share it behind an `Arc`; searches run concurrently,
 /// `apply` serializes.
@@ -25,7 +46,22 @@ pub struct KnowledgeIndex {
     /// another).
     pub(super) reader: RwLock<IndexReader>,
     pub(super) fields: Fields,
-    pub(super) state: RwLock<State>,
+    /// Replaced whole by every apply or snapshot that changes it; a search
+    /// holds the one it started with.
+    pub(super) state: RwLock<Arc<State>>,
+    /// From how many chunks the approximate index serves dense search.
+    pub(super) approximate_from: usize,
+    /// The approximate index, current when its write id is the state's.
+    pub(super) ann: RwLock<Option<CurrentAnn>>,
+    pub(super) build: Mutex<Option<Build>>,
+}
+
+impl Drop for KnowledgeIndex {
+    fn drop(&mut self) {
+        if let Ok(Some(build)) = self.build.get_mut().map(Option::take) {
+            build.cancel.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for KnowledgeIndex {
@@ -43,39 +79,225 @@ impl KnowledgeIndex {
     /// is missing, damaged, or built for another language, embedding model
     /// (`model`, the id stamped on the vectors it will hold) or format.
     pub fn open(dir: &Path, language: Language, model: &str) -> Result<KnowledgeIndex, IndexError> {
+        Self::open_with(dir, language, model, APPROXIMATE_FROM)
+    }
+
+    /// [`open`](KnowledgeIndex::open), with an approximate index (HNSW)
+    /// serving dense search from `approximate_from` chunks on (an exact
+    /// scan below; 0 never).
+    pub fn open_with(
+        dir: &Path,
+        language: Language,
+        model: &str,
+        approximate_from: usize,
+    ) -> Result<KnowledgeIndex, IndexError> {
         let _lock = DirLock::acquire(dir)?;
-        let (index, state) = match Self::open_existing(dir, language, model) {
-            Ok(Some(found)) => found,
-            Ok(None) => reset_dir(dir, language, model)?,
+        let found = match Self::open_existing(dir, language, model, None) {
+            Ok(Some((Some(index), state))) => Some((index, state)),
+            Ok(_) => None,
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "knowledge index unreadable; rebuilding it from the database");
-                reset_dir(dir, language, model)?
+                None
+            }
+        };
+        let (index, state) = match found {
+            Some(found) => found,
+            None => {
+                let (index, state) = reset_dir(dir, language, model)?;
+                (index, Arc::new(state))
             }
         };
         let (_, fields) = schema();
-        Ok(KnowledgeIndex {
+        let handle = KnowledgeIndex {
             dir: dir.to_path_buf(),
             language,
             model: model.to_owned(),
             reader: RwLock::new(reader_of(&index)?),
             fields,
-            state: RwLock::new(state),
-        })
+            state: RwLock::new(state.clone()),
+            approximate_from: if approximate_from == 0 {
+                usize::MAX
+            } else {
+                approximate_from
+            },
+            ann: RwLock::new(None),
+            build: Mutex::new(None),
+        };
+        handle.keep_approximate(&state, None);
+        Ok(handle)
     }
 
     /// The tantivy index and state on disk, if both are there and current.
+    /// When `known` (this process's state) is what is on disk, it is
+    /// returned as it is, and the tantivy index is not opened (`None`).
     pub(super) fn open_existing(
         dir: &Path,
         language: Language,
         model: &str,
-    ) -> Result<Option<(Index, State)>, IndexError> {
+        known: Option<&Arc<State>>,
+    ) -> Result<Option<OnDisk>, IndexError> {
+        if let Some(known) = known
+            && read_write_id(dir) == Some(known.write_id)
+            && dir.join("tantivy").join("meta.json").is_file()
+        {
+            return Ok(Some((None, known.clone())));
+        }
         let Some(state) = read_state(dir, language, model)? else {
             return Ok(None);
         };
         match open_tantivy(dir, language)? {
-            Some(index) => Ok(Some((index, state))),
+            Some(index) => Ok(Some((Some(index), Arc::new(state)))),
             None => Ok(None),
         }
+    }
+
+    /// The state searches use now.
+    pub(super) fn current_state(&self) -> Result<Arc<State>, IndexError> {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .map_err(|_| IndexError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("index state lock poisoned"),
+            })
+    }
+
+    /// Whether `state` is large enough for an approximate index.
+    pub(super) fn wants_approximate(&self, state: &State) -> bool {
+        state.chunks.len() >= self.approximate_from && state.vectors.len() > 0
+    }
+
+    /// The approximate index, if it is current for `state` (a finished
+    /// background build is taken in first).
+    pub(super) fn approximate_for(&self, state: &State) -> Option<Arc<Ann>> {
+        if !self.wants_approximate(state) {
+            return None;
+        }
+        self.take_finished_build();
+        match self.ann.read() {
+            Ok(ann) => ann
+                .as_ref()
+                .filter(|a| a.write_id == state.write_id)
+                .map(|a| a.ann.clone()),
+            Err(_) => None,
+        }
+    }
+
+    fn take_finished_build(&self) {
+        let Ok(mut build) = self.build.try_lock() else {
+            return;
+        };
+        if !build.as_ref().is_some_and(|b| b.handle.is_finished()) {
+            return;
+        }
+        let Some(done) = build.take() else { return };
+        if let Ok(Some(ann)) = done.handle.join()
+            && let Ok(mut current) = self.ann.write()
+        {
+            *current = Some(CurrentAnn {
+                write_id: done.write_id,
+                ann,
+            });
+        }
+    }
+
+    /// Makes the approximate index follow `state`: none below the
+    /// threshold; `ann` when given (kept current by the caller); else the
+    /// file saved for this state, when it loads; else a build in the
+    /// background, the exact scan answering meanwhile.
+    pub(super) fn keep_approximate(&self, state: &Arc<State>, ann: Option<Arc<Ann>>) {
+        let Ok(mut build) = self.build.lock() else {
+            return;
+        };
+        if build.as_ref().is_some_and(|b| b.write_id != state.write_id)
+            && let Some(old) = build.take()
+        {
+            old.cancel.store(true, Ordering::Relaxed);
+        }
+        let ann = if self.wants_approximate(state) {
+            ann.or_else(|| Ann::load(&self.dir, state.write_id, state.vectors.len()).map(Arc::new))
+        } else {
+            None
+        };
+        // Retrained in the background once outgrown, serving meanwhile.
+        let outgrown = ann.as_ref().is_some_and(|a| a.outgrown());
+        let current = ann.map(|ann| CurrentAnn {
+            write_id: state.write_id,
+            ann,
+        });
+        let missing = (current.is_none() || outgrown) && self.wants_approximate(state);
+        if let Ok(mut a) = self.ann.write() {
+            *a = current;
+        }
+        if missing && build.is_none() {
+            *build = Some(self.spawn_build(state.clone()));
+        }
+    }
+
+    fn spawn_build(&self, state: Arc<State>) -> Build {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let dir = self.dir.clone();
+        let write_id = state.write_id;
+        let stop = cancel.clone();
+        let handle = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let ann = match Ann::build(&state.vectors, &stop) {
+                Ok(ann) => ann,
+                Err(e) => {
+                    if !stop.load(Ordering::Relaxed) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "approximate vector index not built; the exact scan answers");
+                    }
+                    return None;
+                }
+            };
+            // Saved only while the disk still holds the state it was built
+            // for.
+            let saved = DirLock::acquire(&dir).ok().and_then(|_lock| {
+                (read_write_id(&dir) == Some(write_id)).then(|| ann.save(&dir, write_id))
+            });
+            if let Some(Err(e)) = saved {
+                tracing::warn!(dir = %dir.display(), error = %e, "approximate vector index not saved; it is rebuilt at the next start");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                vectors = ann.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "approximate vector index built"
+            );
+            Some(Arc::new(ann))
+        });
+        Build {
+            write_id,
+            cancel,
+            handle,
+        }
+    }
+
+    /// Whether an approximate index serves dense search now.
+    pub fn approximate_ready(&self) -> bool {
+        self.current_state()
+            .is_ok_and(|s| self.approximate_for(&s).is_some())
+    }
+
+    /// Waits for a background build of the approximate index to finish;
+    /// `true` when an approximate index now serves dense search. (For
+    /// benchmarks and tests: searches never wait for it.)
+    pub fn wait_for_approximate(&self) -> bool {
+        let done = self.build.lock().ok().and_then(|mut b| b.take());
+        let Ok(state) = self.current_state() else {
+            return false;
+        };
+        if let Some(done) = done
+            && let Ok(Some(ann)) = done.handle.join()
+            && done.write_id == state.write_id
+            && let Ok(mut current) = self.ann.write()
+        {
+            *current = Some(CurrentAnn {
+                write_id: done.write_id,
+                ann,
+            });
+        }
+        self.approximate_for(&state).is_some()
     }
 
     pub fn language(&self) -> Language {
@@ -114,8 +336,20 @@ impl KnowledgeIndex {
             .map_or((0, 0), |s| (s.chunks.len(), s.vectors.len()))
     }
 
+    /// Bytes held in memory by the approximate index (its graph and its
+    /// own copy of the int8 codes); 0 without one.
+    pub fn approximate_memory_bytes(&self) -> usize {
+        self.current_state()
+            .ok()
+            .and_then(|s| self.approximate_for(&s))
+            .map_or(0, |a| a.memory_bytes())
+    }
+
     /// Bytes held in memory by the chunk list and the vectors (the tantivy
-    /// index is memory-mapped from disk and paged in by the OS).
+    /// index is memory-mapped from disk and paged in by the OS; the
+    /// approximate index is [`approximate_memory_bytes`]).
+    ///
+    /// [`approximate_memory_bytes`]: KnowledgeIndex::approximate_memory_bytes
     pub fn memory_bytes(&self) -> usize {
         let Ok(s) = self.state.read() else { return 0 };
         let chunks: usize = s
@@ -133,6 +367,14 @@ impl KnowledgeIndex {
         chunks + maps + s.vectors.codes.len() + s.vectors.len() * 8 + s.vector_ranges.len() * 8
     }
 
+    /// How many segments the full-text index has (each is searched on its
+    /// own; tantivy merges them as they accumulate).
+    pub fn full_text_segments(&self) -> usize {
+        self.reader
+            .read()
+            .map_or(0, |r| r.searcher().segment_readers().len())
+    }
+
     /// Whether the index holds no chunk.
     pub fn is_empty(&self) -> bool {
         self.len().0 == 0
@@ -147,8 +389,11 @@ impl KnowledgeIndex {
     /// [`apply_from`]: KnowledgeIndex::apply_from
     pub fn snapshot(&self) -> Result<(u64, HashMap<String, bool>), IndexError> {
         let _lock = DirLock::acquire(&self.dir)?;
-        let state = match Self::open_existing(&self.dir, self.language, &self.model)? {
-            Some((index, state)) => {
+        let known = self.current_state()?;
+        let state = match Self::open_existing(&self.dir, self.language, &self.model, Some(&known))?
+        {
+            Some((None, state)) => state,
+            Some((Some(index), state)) => {
                 self.replace_reader(&index)?;
                 state
             }
@@ -156,12 +401,15 @@ impl KnowledgeIndex {
                 tracing::warn!(dir = %self.dir.display(), "knowledge index missing or damaged; rebuilding it from the database");
                 let (index, state) = reset_dir(&self.dir, self.language, &self.model)?;
                 self.replace_reader(&index)?;
-                state
+                Arc::new(state)
             }
         };
         let generation = state.generation;
-        if let Ok(mut s) = self.state.write() {
-            *s = state;
+        if state.write_id != known.write_id {
+            if let Ok(mut s) = self.state.write() {
+                *s = state.clone();
+            }
+            self.keep_approximate(&state, None);
         }
         Ok((generation, self.chunk_ids()))
     }

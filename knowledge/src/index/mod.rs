@@ -11,6 +11,9 @@
 //!   per language, and the numeric key of a chunk.
 //! - `vectors` — the vector index: int8 quantization, the integer dot
 //!   product, and dense scoring (a chunk's cosine is its vectors' mean).
+//! - `ann` — the approximate vector index of a large bot (an HNSW graph,
+//!   usearch): built, kept current, saved and loaded; it proposes
+//!   candidates that are then scored exactly.
 //! - `state` — the chunk list with its vectors, in memory and in
 //!   `state.bin`.
 //! - `dir` — the directory: the cross-process lock, and opening or
@@ -32,7 +35,10 @@
 //! numeric key, the title — an FAQ question or the heading path — and the
 //! text, analyzed for the bot's language). `dir/state.bin` holds the chunk
 //! list (id, source document) and the vectors, quantized to int8 with one
-//! scale per vector, plus the *generation* of the SQL data they reflect.
+//! scale per vector, plus the *generation* of the SQL data they reflect and
+//! a *write id*, new on every write. From `approximate_from` chunks
+//! (200k by default), `dir/ann-<write id>.usearch` holds the approximate
+//! vector index of the state written under that id (any other is stale).
 //!
 //! # Keeping current
 //!
@@ -50,7 +56,10 @@
 //!
 //! BM25 over title and text (title boosted) and cosine similarity over the
 //! vectors (an FAQ entry has two: its question alone, and question with
-//! answer; a chunk scores their mean). The hybrid score adds to the cosine a
+//! answer; a chunk scores their mean). The vectors are scanned exactly, or,
+//! for a large bot whose approximate index is current, the chunks it
+//! proposes are scored exactly; while it is missing or being built, the
+//! exact scan answers. The hybrid score adds to the cosine a
 //! small share of the BM25 score divided by the query's best BM25 score; see
 //! [`FUSION_BM25_WEIGHT`] for why and what was measured.
 //!
@@ -61,6 +70,7 @@
 //! [`search`]: KnowledgeIndex::search
 //! [`confidence`]: fn@confidence
 
+mod ann;
 mod confidence;
 mod dir;
 mod error;
@@ -73,6 +83,7 @@ mod state;
 mod vectors;
 mod write;
 
+pub use ann::APPROXIMATE_FROM;
 pub use confidence::confidence;
 pub use error::IndexError;
 pub use handle::KnowledgeIndex;

@@ -1,6 +1,8 @@
 //! The chunk list and its vectors, in memory and in `state.bin`.
 //!
-//! `state.bin` holds a magic, the format version, the language, the model
+//! `state.bin` holds a magic, the format version, the write id (random,
+//! new on every write: what the approximate index file is stamped with,
+//! and how a process sees that another one wrote), the language, the model
 //! id, the generation, the chunks (id, source document) and the vectors
 //! (owner slot and scale each, then all int8 codes). A file for another
 //! language, model or format, or one that does not parse to its last byte,
@@ -19,7 +21,7 @@ use crate::models::DIMENSIONS;
 
 /// Bumped when the on-disk layout or analysis changes: old directories are
 /// rebuilt.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const STATE_MAGIC: &[u8; 8] = b"FDKNOW01";
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub(super) struct ChunkMeta {
 #[derive(Debug, Default, Clone)]
 pub(super) struct State {
     pub(super) generation: u64,
+    /// Set by [`write_state`]: which write of `state.bin` this is.
+    pub(super) write_id: u64,
     /// Chunk slots; `None` after removal until the next compaction.
     pub(super) chunks: Vec<ChunkMeta>,
     pub(super) by_id: HashMap<String, u32>,
@@ -67,17 +71,30 @@ impl State {
     }
 }
 
+/// A write id no other write has: random per process, then counted.
+fn new_write_id() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Writes `state.bin` durably under a new write id, which it sets in
+/// `state`.
 pub(super) fn write_state(
     dir: &Path,
     language: Language,
     model: &str,
-    state: &State,
+    state: &mut State,
 ) -> Result<(), IndexError> {
+    state.write_id = new_write_id();
     let mut buf = Vec::with_capacity(
         64 + state.chunks.len() * 64 + state.vectors.codes.len() + state.vectors.len() * 8,
     );
     buf.extend_from_slice(STATE_MAGIC);
     buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&state.write_id.to_le_bytes());
     put_str(&mut buf, language.code());
     put_str(&mut buf, model);
     buf.extend_from_slice(&state.generation.to_le_bytes());
@@ -105,6 +122,23 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// The write id of `state.bin`, from its first bytes; `None` when it is
+/// missing or of another format.
+pub(super) fn read_write_id(dir: &Path) -> Option<u64> {
+    let mut head = [0u8; 20];
+    fs::File::open(dir.join("state.bin"))
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
+    let mut r = Reader {
+        bytes: &head,
+        pos: 0,
+    };
+    if r.take(8)? != STATE_MAGIC || r.u32()? != FORMAT_VERSION {
+        return None;
+    }
+    r.u64()
+}
+
 /// Reads `state.bin`; `None` when missing, damaged, or for another
 /// language, model or format.
 pub(super) fn read_state(
@@ -124,11 +158,11 @@ pub(super) fn read_state(
 
 fn parse_state(bytes: &[u8], language: Language, model: &str) -> Option<State> {
     let mut r = Reader { bytes, pos: 0 };
-    if r.take(8)? != STATE_MAGIC
-        || r.u32()? != FORMAT_VERSION
-        || r.str()? != language.code()
-        || r.str()? != model
-    {
+    if r.take(8)? != STATE_MAGIC || r.u32()? != FORMAT_VERSION {
+        return None;
+    }
+    let write_id = r.u64()?;
+    if r.str()? != language.code() || r.str()? != model {
         return None;
     }
     let generation = r.u64()?;
@@ -168,6 +202,7 @@ fn parse_state(bytes: &[u8], language: Language, model: &str) -> Option<State> {
     }
     let mut state = State {
         generation,
+        write_id,
         chunks,
         vectors,
         ..State::default()

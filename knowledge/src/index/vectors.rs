@@ -52,7 +52,7 @@ impl Vectors {
     }
 }
 
-fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
+pub(super) fn quantize(v: &[f32]) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max <= f32::EPSILON {
         return (vec![0; v.len()], 0.0);
@@ -151,21 +151,22 @@ fn cuts(v: &Vectors, parts: usize) -> Vec<usize> {
     cuts
 }
 
-/// How many threads scan `n` vectors.
-fn threads_for(n: usize) -> usize {
+/// How many threads scan `n` vectors, leaving `spare` cores to other work.
+fn threads_for(n: usize, spare: usize) -> usize {
     if n < PARALLEL_FROM {
         return 1;
     }
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(spare)
         .min(n / (PARALLEL_FROM / 2))
         .clamp(1, 16)
 }
 
 /// Runs `work` on the runs of vectors [`cuts`] gives, on one thread per
-/// run (on this one when there is a single run).
-fn in_parts<T: Send>(v: &Vectors, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    let cuts = cuts(v, threads_for(v.len()));
+/// run (on this one when there is a single run), leaving `spare` cores.
+fn in_parts<T: Send>(v: &Vectors, spare: usize, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    let cuts = cuts(v, threads_for(v.len(), spare));
     if cuts.len() <= 2 {
         return vec![work(0, v.len())];
     }
@@ -181,22 +182,43 @@ fn in_parts<T: Send>(v: &Vectors, work: impl Fn(usize, usize) -> T + Sync) -> Ve
     })
 }
 
+/// Vectors whose dot products a scan computes in one go, before scoring
+/// their chunks: the dot products then run as a tight loop, as in
+/// [`bare_pass`].
+const BLOCK: usize = 256;
+
 /// Scores the chunks of the vectors `from..to`: each chunk's run of
 /// vectors, averaged.
 fn scan(v: &Vectors, q: &[i8], q_scale: f32, from: usize, to: usize, limit: usize) -> TopK {
     let mut top = TopK::new(limit);
-    let mut i = from;
-    while i < to {
-        let owner = v.owners[i];
-        let mut sum = 0f32;
-        let mut n = 0u32;
-        while i < to && v.owners[i] == owner {
-            let d = dot_i8(q, &v.codes[i * DIMENSIONS..(i + 1) * DIMENSIONS]);
-            sum += d as f32 * v.scales[i];
-            n += 1;
-            i += 1;
+    let mut dots = [0i32; BLOCK];
+    // The chunk being summed: its slot, sum and count of vectors.
+    let mut current: Option<(u32, f32, u32)> = None;
+    let mut at = from;
+    while at < to {
+        let end = (at + BLOCK).min(to);
+        let rows = v.codes[at * DIMENSIONS..end * DIMENSIONS].chunks_exact(DIMENSIONS);
+        for (d, row) in dots.iter_mut().zip(rows) {
+            *d = dot_i8(q, row);
         }
-        top.push(Scored(sum * q_scale / n as f32, owner));
+        let owners = &v.owners[at..end];
+        let scales = &v.scales[at..end];
+        for ((owner, scale), d) in owners.iter().zip(scales).zip(&dots) {
+            let score = *d as f32 * scale;
+            current = match current {
+                Some((slot, sum, n)) if slot == *owner => Some((slot, sum + score, n + 1)),
+                done => {
+                    if let Some((slot, sum, n)) = done {
+                        top.push(Scored(sum * q_scale / n as f32, slot));
+                    }
+                    Some((*owner, score, 1))
+                }
+            };
+        }
+        at = end;
+    }
+    if let Some((slot, sum, n)) = current {
+        top.push(Scored(sum * q_scale / n as f32, slot));
     }
     top
 }
@@ -204,13 +226,19 @@ fn scan(v: &Vectors, q: &[i8], q_scale: f32, from: usize, to: usize, limit: usiz
 /// A chunk's cosine similarity is the mean over its vectors (an FAQ entry:
 /// its question, and its question with the answer). Returns the `limit`
 /// best chunk slots: one exact pass over the int8 codes, across cores when
-/// the index is large, keeping only a bounded heap per thread.
-pub(super) fn dense_scores(v: &Vectors, query: &[f32], limit: usize) -> HashMap<u32, f32> {
+/// the index is large (but `spare` of them, busy with the full-text search
+/// of a hybrid query), keeping only a bounded heap per thread.
+pub(super) fn dense_scores(
+    v: &Vectors,
+    query: &[f32],
+    limit: usize,
+    spare: usize,
+) -> HashMap<u32, f32> {
     if v.len() == 0 || limit == 0 {
         return HashMap::new();
     }
     let (q, q_scale) = quantize(query);
-    let top = in_parts(v, |from, to| scan(v, &q, q_scale, from, to, limit))
+    let top = in_parts(v, spare, |from, to| scan(v, &q, q_scale, from, to, limit))
         .into_iter()
         .fold(TopK::new(limit), TopK::merge);
     top.heap
@@ -224,7 +252,7 @@ pub(super) fn dense_scores(v: &Vectors, query: &[f32], limit: usize) -> HashMap<
 /// products. Returns their sum (so that nothing is optimized away).
 pub(super) fn bare_pass(v: &Vectors, query: &[f32]) -> i64 {
     let (q, _) = quantize(query);
-    in_parts(v, |from, to| -> i64 {
+    in_parts(v, 0, |from, to| -> i64 {
         v.codes[from * DIMENSIONS..to * DIMENSIONS]
             .chunks_exact(DIMENSIONS)
             .map(|row| i64::from(dot_i8(&q, row)))
@@ -241,6 +269,10 @@ impl QuantizedQuery {
     pub(super) fn new(query: &[f32]) -> Self {
         let (codes, scale) = quantize(query);
         QuantizedQuery(codes, scale)
+    }
+
+    pub(super) fn codes(&self) -> &[i8] {
+        &self.0
     }
 }
 
@@ -301,7 +333,7 @@ mod tests {
             .map(|Reverse(Scored(s, slot))| (slot, s))
             .collect();
         one.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let parallel = dense_scores(&v, query, 10);
+        let parallel = dense_scores(&v, query, 10, 0);
         assert_eq!(parallel.len(), 10);
         for (slot, score) in &one {
             assert_eq!(parallel.get(slot), Some(score), "slot {slot}");
@@ -309,11 +341,12 @@ mod tests {
         // The query's own chunk is first.
         assert_eq!(one[0].0, 12_345 / 2);
         // Cuts never split a chunk's vectors.
+        assert_eq!(threads_for(v.len(), 64), 1);
         for cut in cuts(&v, 3) {
             assert!(cut == 0 || cut == v.len() || v.owners[cut] != v.owners[cut - 1]);
         }
         assert_ne!(bare_pass(&v, query), 0);
-        assert!(dense_scores(&Vectors::default(), query, 10).is_empty());
+        assert!(dense_scores(&Vectors::default(), query, 10, 0).is_empty());
     }
 
     #[test]

@@ -6,11 +6,14 @@ use std::collections::{HashMap, HashSet};
 
 use tantivy::{TantivyDocument, Term, doc};
 
-use super::dir::DirLock;
+use std::sync::Arc;
+
+use super::ann::{Ann, remove_all_but};
+use super::dir::{DirLock, open_tantivy};
 use super::error::IndexError;
 use super::handle::KnowledgeIndex;
 use super::schema::chunk_key;
-use super::state::{ChunkMeta, write_state};
+use super::state::{ChunkMeta, State, write_state};
 use crate::chunk::ChunkKind;
 use crate::models::DIMENSIONS;
 
@@ -70,15 +73,56 @@ impl KnowledgeIndex {
             }
         }
         let _lock = DirLock::acquire(&self.dir)?;
-        let Some((index, mut state)) = Self::open_existing(&self.dir, self.language, &self.model)?
+        let known = self.current_state()?;
+        let Some((_, disk)) =
+            Self::open_existing(&self.dir, self.language, &self.model, Some(&known))?
         else {
             return Ok(false);
         };
-        if state.generation != base {
+        if disk.generation != base {
             return Ok(false);
         }
         // Opened afresh under the lock: tantivy's list of its own files is
         // read at open, and another process may have changed it.
+        let Some(index) = open_tantivy(&self.dir, self.language)? else {
+            return Ok(false);
+        };
+        // The approximate index is kept current here when it is current now.
+        let ann = self.approximate_for(&disk);
+        let written = self.write(&index, &disk, ann.as_deref(), removed, added, generation);
+        let (state, ann) = match written {
+            Ok((state, ann)) => (Arc::new(state), ann.map(Arc::new)),
+            Err(e) => return Err(e),
+        };
+        let ann = ann.filter(|_| self.wants_approximate(&state));
+        match &ann {
+            Some(a) => {
+                if let Err(e) = a.save(&self.dir, state.write_id) {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "approximate vector index not saved; it is rebuilt at the next start");
+                    remove_all_but(&self.dir, None);
+                }
+            }
+            None => remove_all_but(&self.dir, None),
+        }
+        self.replace_reader(&index)?;
+        if let Ok(mut s) = self.state.write() {
+            *s = state.clone();
+        }
+        self.keep_approximate(&state, ann);
+        Ok(true)
+    }
+
+    /// Writes the change into tantivy and a new `state.bin`; returns the
+    /// new state, with `ann` made to follow it.
+    fn write(
+        &self,
+        index: &tantivy::Index,
+        disk: &State,
+        ann: Option<&Ann>,
+        removed: &[String],
+        added: &[IndexedChunk],
+        generation: u64,
+    ) -> Result<(State, Option<Ann>), IndexError> {
         let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 32 * 1024 * 1024)?;
         let gone: HashSet<&str> = removed
             .iter()
@@ -100,6 +144,7 @@ impl KnowledgeIndex {
         writer.wait_merging_threads()?;
 
         // Drop removed and replaced chunks, compacting slots.
+        let mut state = disk.clone();
         let mut remap = HashMap::new();
         let mut kept = Vec::with_capacity(state.chunks.len());
         for (old, meta) in state.chunks.drain(..).enumerate() {
@@ -111,6 +156,7 @@ impl KnowledgeIndex {
         state.vectors.retain_owners(|o| remap.contains_key(&o));
         state.vectors.remap_owners(&remap);
         state.chunks = kept;
+        let first_new = state.vectors.len();
         for chunk in added {
             let slot = state.chunks.len() as u32;
             state.chunks.push(ChunkMeta {
@@ -122,13 +168,17 @@ impl KnowledgeIndex {
                 state.vectors.push(slot, v);
             }
         }
+        let ann = ann.map(|a| {
+            a.follow(
+                &disk.vectors,
+                |o| remap.contains_key(&o),
+                &state.vectors,
+                first_new,
+            )
+        });
         state.reindex();
         state.generation = generation;
-        write_state(&self.dir, self.language, &self.model, &state)?;
-        self.replace_reader(&index)?;
-        if let Ok(mut s) = self.state.write() {
-            *s = state;
-        }
-        Ok(true)
+        write_state(&self.dir, self.language, &self.model, &mut state)?;
+        Ok((state, ann))
     }
 }
