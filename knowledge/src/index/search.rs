@@ -81,7 +81,7 @@ impl KnowledgeIndex {
         // the other, each on both cores, 3.5–4.2 / 5.1–6.2 ms; side by side
         // with the full-text search on one core, 4.2–4.6 / 6.7–7.3 ms;
         // side by side with its segments across the cores (this),
-        // 3.3–3.5 / 4.9–6.0 ms.
+        // 3.3–3.5 / 4.9–6.0 ms (and 2.6–3.5 / 3.5–6.0 over seven runs).
         let (bm25, dense) = match (retriever, query_vector) {
             (Retriever::FullText, _) | (_, None) => {
                 (self.bm25(state_ref, query, candidates)?, HashMap::new())
