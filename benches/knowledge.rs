@@ -203,6 +203,8 @@ fn search_latency(size: usize) {
                 "missing: rebuilding"
             }
         );
+        // Searches are timed with no build beside them.
+        reopened.wait_for_approximate();
         search_figures(&reopened, &vectors, &vocab, &mut rng, approximate);
     } else {
         search_figures(&index, &vectors, &vocab, &mut rng, approximate);

@@ -314,7 +314,7 @@ pub struct KnowledgeSettings {
     /// and bot files, which are the operator's own, may crawl any address.
     pub allow_private_urls: bool,
     /// From how many chunks a bot's dense search goes through an
-    /// approximate (HNSW) index, built in the background, instead of the
+    /// approximate index (an inverted file), built in the background, instead of the
     /// exact scan. 0: never.
     pub approximate_from: usize,
 }

@@ -135,7 +135,7 @@ impl Knowledge {
     }
 
     /// Sets `knowledge.approximate_from`: from how many chunks a bot's
-    /// dense search goes through an approximate (HNSW) index instead of the
+    /// dense search goes through an approximate index instead of the
     /// exact scan; 0 never.
     pub fn with_approximate_from(mut self, chunks: usize) -> Self {
         self.approximate_from = chunks;

@@ -16,6 +16,7 @@ use super::error::IndexError;
 use super::schema::{Fields, schema};
 use super::state::{State, read_state, read_write_id};
 use crate::Language;
+use crate::models::DIMENSIONS;
 
 /// The tantivy index (when it had to be opened) and the state on disk.
 pub(super) type OnDisk = (Option<Index>, Arc<State>);
@@ -27,12 +28,36 @@ pub(super) struct CurrentAnn {
     pub(super) ann: Arc<Ann>,
 }
 
-/// A build of the approximate index running in the background.
+/// A build of the approximate index running in the background: it answers
+/// the lists and the state they are for.
 #[derive(Debug)]
 pub(super) struct Build {
-    write_id: u64,
     cancel: Arc<AtomicBool>,
-    handle: JoinHandle<Option<Arc<Ann>>>,
+    handle: JoinHandle<Option<(Arc<State>, Arc<Ann>)>>,
+}
+
+/// `ann`, made for the state `from`, carried over to the state `to`: a row
+/// of `to` whose chunk `from` holds with the same codes keeps its list; any
+/// other goes to its nearest.
+fn carried(ann: &Ann, from: &State, to: &State) -> Ann {
+    ann.carry(&to.vectors, |row| {
+        let owner = *to.vectors.owners.get(row)? as usize;
+        let (start, _) = *to.vector_ranges.get(owner)?;
+        let old_slot = *from.by_key.get(&to.chunks.get(owner)?.key)? as usize;
+        let (old_start, old_count) = *from.vector_ranges.get(old_slot)?;
+        let nth = row.checked_sub(start as usize)?;
+        let old_row = old_start as usize + nth;
+        let same = nth < old_count as usize
+            && from
+                .vectors
+                .codes
+                .get(old_row * DIMENSIONS..(old_row + 1) * DIMENSIONS)
+                == to
+                    .vectors
+                    .codes
+                    .get(row * DIMENSIONS..(row + 1) * DIMENSIONS);
+        same.then_some(old_row)
+    })
 }
 
 /// One bot's index. Share it behind an `Arc`; searches run concurrently,
@@ -48,7 +73,7 @@ pub struct KnowledgeIndex {
     pub(super) fields: Fields,
     /// Replaced whole by every apply or snapshot that changes it; a search
     /// holds the one it started with.
-    pub(super) state: RwLock<Arc<State>>,
+    pub(super) state: Arc<RwLock<Arc<State>>>,
     /// From how many chunks the approximate index serves dense search.
     pub(super) approximate_from: usize,
     /// The approximate index, current when its write id is the state's.
@@ -82,7 +107,7 @@ impl KnowledgeIndex {
         Self::open_with(dir, language, model, APPROXIMATE_FROM)
     }
 
-    /// [`open`](KnowledgeIndex::open), with an approximate index (HNSW)
+    /// [`open`](KnowledgeIndex::open), with an approximate index (lists)
     /// serving dense search from `approximate_from` chunks on (an exact
     /// scan below; 0 never).
     pub fn open_with(
@@ -114,7 +139,7 @@ impl KnowledgeIndex {
             model: model.to_owned(),
             reader: RwLock::new(reader_of(&index)?),
             fields,
-            state: RwLock::new(state.clone()),
+            state: Arc::new(RwLock::new(state.clone())),
             approximate_from: if approximate_from == 0 {
                 usize::MAX
             } else {
@@ -187,33 +212,61 @@ impl KnowledgeIndex {
         let Ok(mut build) = self.build.try_lock() else {
             return;
         };
-        if !build.as_ref().is_some_and(|b| b.handle.is_finished()) {
-            return;
-        }
-        let Some(done) = build.take() else { return };
-        if let Ok(Some(ann)) = done.handle.join()
-            && let Ok(mut current) = self.ann.write()
+        if build.as_ref().is_some_and(|b| b.handle.is_finished())
+            && let Some(done) = build.take()
         {
-            *current = Some(CurrentAnn {
-                write_id: done.write_id,
-                ann,
-            });
+            self.install(&mut build, done);
         }
+    }
+
+    /// Installs what a finished build made, if it is for the current state;
+    /// else (a write landed since its last look) starts another pass that
+    /// carries the lists over to the current state. Called with the build
+    /// slot locked, which `apply_from` also takes after replacing the state.
+    fn install(&self, slot: &mut Option<Build>, done: Build) {
+        let Ok(Some((state, ann))) = done.handle.join() else {
+            return;
+        };
+        let Ok(current) = self.current_state() else {
+            return;
+        };
+        if state.write_id == current.write_id {
+            // Lists carried over from a much smaller bot are retrained.
+            let outgrown = ann.outgrown();
+            if let Ok(mut a) = self.ann.write() {
+                *a = Some(CurrentAnn {
+                    write_id: state.write_id,
+                    ann,
+                });
+            }
+            if outgrown && self.wants_approximate(&current) {
+                *slot = Some(self.spawn_build(None));
+            }
+        } else if self.wants_approximate(&current) && self.approximate_for_now(&current).is_none() {
+            *slot = Some(self.spawn_build(Some((state, ann))));
+        }
+    }
+
+    /// The approximate index if it is current for `state`, as it is now.
+    fn approximate_for_now(&self, state: &State) -> Option<Arc<Ann>> {
+        self.ann
+            .read()
+            .ok()?
+            .as_ref()
+            .filter(|a| a.write_id == state.write_id)
+            .map(|a| a.ann.clone())
     }
 
     /// Makes the approximate index follow `state`: none below the
     /// threshold; `ann` when given (kept current by the caller); else the
     /// file saved for this state, when it loads; else a build in the
-    /// background, the exact scan answering meanwhile.
+    /// background, the exact scan answering meanwhile. A build already
+    /// running goes on: when done, it carries its lists over to the state
+    /// of that moment.
     pub(super) fn keep_approximate(&self, state: &Arc<State>, ann: Option<Arc<Ann>>) {
         let Ok(mut build) = self.build.lock() else {
             return;
         };
-        if build.as_ref().is_some_and(|b| b.write_id != state.write_id)
-            && let Some(old) = build.take()
-        {
-            old.cancel.store(true, Ordering::Relaxed);
-        }
         let ann = if self.wants_approximate(state) {
             ann.or_else(|| Ann::load(&self.dir, state.write_id, state.vectors.len()).map(Arc::new))
         } else {
@@ -230,30 +283,49 @@ impl KnowledgeIndex {
             *a = current;
         }
         if missing && build.is_none() {
-            *build = Some(self.spawn_build(state.clone()));
+            *build = Some(self.spawn_build(None));
         }
     }
 
-    fn spawn_build(&self, state: Arc<State>) -> Build {
+    /// Builds the lists for the current state (or starts from `from`: lists
+    /// made for an older state), then carries them over to each state
+    /// written meanwhile, until they are current; saves them while the disk
+    /// still holds that state.
+    fn spawn_build(&self, from: Option<(Arc<State>, Arc<Ann>)>) -> Build {
         let cancel = Arc::new(AtomicBool::new(false));
         let dir = self.dir.clone();
-        let write_id = state.write_id;
+        let states = self.state.clone();
         let stop = cancel.clone();
         let handle = std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            let ann = match Ann::build(&state.vectors, &stop) {
-                Ok(ann) => ann,
-                Err(e) => {
-                    if !stop.load(Ordering::Relaxed) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "approximate vector index not built; the exact scan answers");
+            let latest = || states.read().ok().map(|s| s.clone());
+            let (mut state, mut ann) = match from {
+                Some(from) => from,
+                None => {
+                    let state = latest()?;
+                    match Ann::build(&state.vectors, &stop) {
+                        Ok(ann) => (state, Arc::new(ann)),
+                        Err(e) => {
+                            if !stop.load(Ordering::Relaxed) {
+                                tracing::warn!(dir = %dir.display(), error = %e, "approximate vector index not built; the exact scan answers");
+                            }
+                            return None;
+                        }
                     }
-                    return None;
                 }
             };
-            // Saved only while the disk still holds the state it was built
-            // for.
+            loop {
+                let now = latest()?;
+                if now.write_id == state.write_id || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                ann = Arc::new(carried(&ann, &state, &now));
+                state = now;
+            }
+            // Saved only while the disk still holds the state it is for.
             let saved = DirLock::acquire(&dir).ok().and_then(|_lock| {
-                (read_write_id(&dir) == Some(write_id)).then(|| ann.save(&dir, write_id))
+                (!stop.load(Ordering::Relaxed) && read_write_id(&dir) == Some(state.write_id))
+                    .then(|| ann.save(&dir, state.write_id))
             });
             if let Some(Err(e)) = saved {
                 tracing::warn!(dir = %dir.display(), error = %e, "approximate vector index not saved; it is rebuilt at the next start");
@@ -262,15 +334,11 @@ impl KnowledgeIndex {
                 dir = %dir.display(),
                 vectors = ann.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "approximate vector index built"
+                "approximate vector index ready"
             );
-            Some(Arc::new(ann))
+            Some((state, ann))
         });
-        Build {
-            write_id,
-            cancel,
-            handle,
-        }
+        Build { cancel, handle }
     }
 
     /// Whether an approximate index serves dense search now.
@@ -279,25 +347,26 @@ impl KnowledgeIndex {
             .is_ok_and(|s| self.approximate_for(&s).is_some())
     }
 
-    /// Waits for a background build of the approximate index to finish;
-    /// `true` when an approximate index now serves dense search. (For
+    /// Waits until no background build of the approximate index is running;
+    /// `true` when an approximate index then serves dense search. (For
     /// benchmarks and tests: searches never wait for it.)
     pub fn wait_for_approximate(&self) -> bool {
-        let done = self.build.lock().ok().and_then(|mut b| b.take());
-        let Ok(state) = self.current_state() else {
-            return false;
-        };
-        if let Some(done) = done
-            && let Ok(Some(ann)) = done.handle.join()
-            && done.write_id == state.write_id
-            && let Ok(mut current) = self.ann.write()
-        {
-            *current = Some(CurrentAnn {
-                write_id: done.write_id,
-                ann,
-            });
+        loop {
+            let Ok(mut slot) = self.build.lock() else {
+                return false;
+            };
+            let Some(running) = slot.take() else {
+                break;
+            };
+            if running.handle.is_finished() {
+                self.install(&mut slot, running);
+            } else {
+                *slot = Some(running);
+                drop(slot);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
-        self.approximate_for(&state).is_some()
+        self.approximate_ready()
     }
 
     pub fn language(&self) -> Language {
@@ -336,8 +405,8 @@ impl KnowledgeIndex {
             .map_or((0, 0), |s| (s.chunks.len(), s.vectors.len()))
     }
 
-    /// Bytes held in memory by the approximate index (its graph and its
-    /// own copy of the int8 codes); 0 without one.
+    /// Bytes held in memory by the approximate index (its centroids and
+    /// each vector's list; the codes are the scan's); 0 without one.
     pub fn approximate_memory_bytes(&self) -> usize {
         self.current_state()
             .ok()

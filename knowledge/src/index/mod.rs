@@ -11,9 +11,9 @@
 //!   per language, and the numeric key of a chunk.
 //! - `vectors` — the vector index: int8 quantization, the integer dot
 //!   product, and dense scoring (a chunk's cosine is its vectors' mean).
-//! - `ann` — the approximate vector index of a large bot (an HNSW graph,
-//!   usearch): built, kept current, saved and loaded; it proposes
-//!   candidates that are then scored exactly.
+//! - `ann` — the approximate vector index of a large bot (an inverted file
+//!   over the int8 codes): built, kept current, saved and loaded; it
+//!   proposes candidates that are then scored exactly.
 //! - `state` — the chunk list with its vectors, in memory and in
 //!   `state.bin`.
 //! - `dir` — the directory: the cross-process lock, and opening or
@@ -37,7 +37,7 @@
 //! list (id, source document) and the vectors, quantized to int8 with one
 //! scale per vector, plus the *generation* of the SQL data they reflect and
 //! a *write id*, new on every write. From `approximate_from` chunks
-//! (200k by default), `dir/ann-<write id>.usearch` holds the approximate
+//! (200k by default), `dir/ann-<write id>.ivf` holds the approximate
 //! vector index of the state written under that id (any other is stale).
 //!
 //! # Keeping current

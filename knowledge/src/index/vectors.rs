@@ -285,12 +285,13 @@ pub(super) fn chunk_cosine(v: &Vectors, (start, count): (u32, u32), query: &Quan
     if range.is_empty() {
         return 0.0;
     }
-    let sum: f32 = range
-        .map(|i| {
-            dot_i8(q, &v.codes[i * DIMENSIONS..(i + 1) * DIMENSIONS]) as f32 * q_scale * v.scales[i]
-        })
-        .sum();
-    sum / count as f32
+    // Summed in the order and with the roundings of `scan`, so that a
+    // chunk scores the same bits either way.
+    let mut sum = 0f32;
+    for i in range {
+        sum += dot_i8(q, &v.codes[i * DIMENSIONS..(i + 1) * DIMENSIONS]) as f32 * v.scales[i];
+    }
+    sum * q_scale / count as f32
 }
 
 #[cfg(test)]

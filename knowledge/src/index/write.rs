@@ -87,8 +87,14 @@ impl KnowledgeIndex {
         let Some(index) = open_tantivy(&self.dir, self.language)? else {
             return Ok(false);
         };
-        // The approximate index is kept current here when it is current now.
-        let ann = self.approximate_for(&disk);
+        // The approximate index is kept current here when it is current now
+        // (or saved for this state by the process that wrote it).
+        let ann = self.approximate_for(&disk).or_else(|| {
+            self.wants_approximate(&disk)
+                .then(|| Ann::load(&self.dir, disk.write_id, disk.vectors.len()))
+                .flatten()
+                .map(Arc::new)
+        });
         let written = self.write(&index, &disk, ann.as_deref(), removed, added, generation);
         let (state, ann) = match written {
             Ok((state, ann)) => (Arc::new(state), ann.map(Arc::new)),
