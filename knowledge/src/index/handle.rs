@@ -199,13 +199,7 @@ impl KnowledgeIndex {
             return None;
         }
         self.take_finished_build();
-        match self.ann.read() {
-            Ok(ann) => ann
-                .as_ref()
-                .filter(|a| a.write_id == state.write_id)
-                .map(|a| a.ann.clone()),
-            Err(_) => None,
-        }
+        self.approximate_for_now(state)
     }
 
     fn take_finished_build(&self) {

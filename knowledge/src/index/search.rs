@@ -176,9 +176,14 @@ fn approximate_scores(
             )
         })
         .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    best_first(&mut scored);
     scored.truncate(limit);
     scored.into_iter().collect()
+}
+
+/// Sorts `(slot, score)` pairs best first, ties by slot.
+fn best_first(scored: &mut [(u32, f32)]) {
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 impl KnowledgeIndex {
@@ -202,7 +207,7 @@ impl KnowledgeIndex {
         let mut scored: Vec<(u32, f32)> = dense_scores(&state.vectors, query, limit, 0)
             .into_iter()
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        best_first(&mut scored);
         scored
             .into_iter()
             .map(|(slot, _)| state.chunks[slot as usize].id.clone())

@@ -95,12 +95,9 @@ impl KnowledgeIndex {
                 .flatten()
                 .map(Arc::new)
         });
-        let written = self.write(&index, &disk, ann.as_deref(), removed, added, generation);
-        let (state, ann) = match written {
-            Ok((state, ann)) => (Arc::new(state), ann.map(Arc::new)),
-            Err(e) => return Err(e),
-        };
-        let ann = ann.filter(|_| self.wants_approximate(&state));
+        let (state, ann) = self.write(&index, &disk, ann.as_deref(), removed, added, generation)?;
+        let state = Arc::new(state);
+        let ann = ann.filter(|_| self.wants_approximate(&state)).map(Arc::new);
         match &ann {
             Some(a) => {
                 if let Err(e) = a.save(&self.dir, state.write_id) {
